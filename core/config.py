@@ -1,0 +1,209 @@
+"""One configuration mechanism for every stage: YAML files with inheritance, ``key=value`` overrides, strict keys.
+
+The default file of a stage (e.g. ``configs/train/default.yaml``) is the schema: every key that exists is in it,
+and its value's type is the key's type. A user file may start with ``base: other.yaml`` (a path relative to
+itself) and then only states what differs. Overrides are dotted keys (``optim.lr=0.001``) whose values are parsed as
+YAML. An unknown key is rejected with the closest valid keys, and a value of the wrong type is rejected with the
+expected type, because a typo that silently falls back to a default wastes a whole training run.
+"""
+
+from __future__ import annotations
+
+import copy
+import difflib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from core.errors import ConfigError
+
+BASE_KEY = "base"
+
+
+def read_yaml(path: str | Path) -> dict[str, Any]:
+    """Read one YAML mapping, naming the file in any error."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError("config file not found", path=path, fix="check the path (relative to the current directory)")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"YAML does not parse: {exc}", path=path, fix="fix the syntax") from None
+    if not isinstance(data, dict):
+        raise ConfigError("top level must be a mapping of keys to values", path=path)
+    return data
+
+
+def load_with_bases(path: str | Path, _seen: tuple[Path, ...] = ()) -> dict[str, Any]:
+    """Load ``path`` and, recursively, the files named by its ``base:`` key (the file's own keys win)."""
+    path = Path(path).resolve()
+    if path in _seen:
+        raise ConfigError("config inherits from itself through 'base'", path=path)
+    data = read_yaml(path)
+    base = data.pop(BASE_KEY, None)
+    if base is None:
+        return data
+    bases = [base] if isinstance(base, str) else list(base)
+    merged: dict[str, Any] = {}
+    for b in bases:
+        merged = deep_merge(merged, load_with_bases(path.parent / b, (*_seen, path)))
+    return deep_merge(merged, data)
+
+
+def deep_merge(base: Mapping[str, Any], update: Mapping[str, Any]) -> dict[str, Any]:
+    """Recursive dict merge; mappings merge, everything else (lists included) is replaced."""
+    out = copy.deepcopy(dict(base))
+    for key, value in update.items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
+            out[key] = deep_merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def flatten(cfg: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """``{'a': {'b': 1}}`` -> ``{'a.b': 1}``; empty mappings stay as leaves (they are free-form sections)."""
+    out: dict[str, Any] = {}
+    for key, value in cfg.items():
+        full = f"{prefix}{key}"
+        if isinstance(value, Mapping) and value:
+            out.update(flatten(value, full + "."))
+        else:
+            out[full] = value
+    return out
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """``'optim.lr=1e-3'`` -> ``('optim.lr', 0.001)``; the value is parsed as YAML (so lists and null work)."""
+    if "=" not in text:
+        raise ConfigError(f"override '{text}' is not of the form key=value", fix="write e.g. train.epochs=5")
+    key, raw = text.split("=", 1)
+    key = key.strip().lstrip("-")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError:
+        value = raw
+    # YAML reads '1e-3' as a string; accept scientific notation as a float.
+    if isinstance(value, str):
+        try:
+            value = float(value) if any(c in value for c in ".eE") and not value.isalpha() else value
+        except ValueError:
+            pass
+    return key, value
+
+
+def set_dotted(cfg: dict[str, Any], key: str, value: Any) -> None:
+    node = cfg
+    parts = key.split(".")
+    for part in parts[:-1]:
+        node = node.setdefault(part, {})
+    node[parts[-1]] = value
+
+
+def _hint(key: str, valid: list[str]) -> str:
+    close = difflib.get_close_matches(key, valid, n=3, cutoff=0.5)
+    leaf = key.rsplit(".", 1)[-1]
+    close += [k for k in valid if k.rsplit(".", 1)[-1] == leaf and k not in close]
+    return f"did you mean {', '.join(repr(c) for c in close[:3])}?" if close else "see the default config for valid keys"
+
+
+def check_keys(cfg: Mapping[str, Any], schema: Mapping[str, Any], where: str) -> None:
+    """Reject keys of ``cfg`` that the schema lacks (recursing into sub-mappings the schema defines)."""
+    valid = list(flatten(schema).keys()) + [k for k in _all_prefixes(schema)]
+    for key, value in flatten(cfg).items():
+        if key in valid or _under_free_section(key, schema):
+            continue
+        # A mapping given where the schema has a scalar leaf is a type error, reported by check_types.
+        if any(key.startswith(v + ".") for v in flatten(schema)):
+            continue
+        raise ConfigError(f"unknown config key '{key}'", path=where, fix=_hint(key, sorted(flatten(schema))))
+
+
+def _all_prefixes(schema: Mapping[str, Any]) -> set[str]:
+    out: set[str] = set()
+    for key in flatten(schema):
+        parts = key.split(".")
+        for i in range(1, len(parts)):
+            out.add(".".join(parts[:i]))
+    return out
+
+
+def _under_free_section(key: str, schema: Mapping[str, Any]) -> bool:
+    """Keys under a section whose default is ``{}`` are free-form (e.g. per-class maps)."""
+    node: Any = schema
+    for part in key.split("."):
+        if not isinstance(node, Mapping):
+            return False
+        if part not in node:
+            return False
+        node = node[part]
+        if isinstance(node, Mapping) and not node:
+            return True
+    return False
+
+
+_TYPE_NAMES = {bool: "a boolean", int: "an integer", float: "a number", str: "a string", list: "a list", dict: "a mapping"}
+
+
+def check_types(cfg: Mapping[str, Any], schema: Mapping[str, Any], nullable: Mapping[str, tuple[type, ...]],
+                where: str) -> None:
+    """Every leaf must have the type of its default; ``nullable`` names the keys whose default is null."""
+    flat_schema = flatten(schema)
+    for key, value in flatten(cfg).items():
+        if key not in flat_schema:
+            continue
+        default = flat_schema[key]
+        if default is None:
+            allowed = nullable.get(key)
+            if value is None or allowed is None or _is_type(value, allowed):
+                continue
+            expected = " or ".join(_TYPE_NAMES.get(t, t.__name__) for t in allowed)
+        else:
+            if value is None and key in nullable:
+                continue
+            if _is_type(value, (type(default),)):
+                continue
+            expected = _TYPE_NAMES.get(type(default), type(default).__name__)
+        raise ConfigError(
+            f"config key '{key}' must be {expected}, got {value!r} ({type(value).__name__})", path=where,
+            fix=f"set {key} to {expected} (default: {default!r})",
+        )
+
+
+def _is_type(value: Any, types: tuple[type, ...]) -> bool:
+    for t in types:
+        if t is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+            return True
+        if t is int and isinstance(value, bool):
+            continue
+        if isinstance(value, t):
+            return True
+    return False
+
+
+def resolve_config(default_path: str | Path, config_path: str | Path | None = None, overrides: list[str] | None = None,
+                   nullable: Mapping[str, tuple[type, ...]] | None = None) -> dict[str, Any]:
+    """Defaults <- user file (with its bases) <- ``key=value`` overrides, each layer checked against the schema."""
+    schema = load_with_bases(default_path)
+    nullable = nullable or {}
+    cfg = copy.deepcopy(schema)
+    if config_path is not None:
+        user = load_with_bases(config_path)
+        check_keys(user, schema, str(config_path))
+        check_types(user, schema, nullable, str(config_path))
+        cfg = deep_merge(cfg, user)
+    override_dict: dict[str, Any] = {}
+    for text in overrides or []:
+        key, value = parse_override(text)
+        set_dotted(override_dict, key, value)
+    if override_dict:
+        check_keys(override_dict, schema, "command line")
+        check_types(override_dict, schema, nullable, "command line")
+        cfg = deep_merge(cfg, override_dict)
+    return cfg
+
+
+def dump_yaml(cfg: Mapping[str, Any]) -> str:
+    return yaml.safe_dump(dict(cfg), sort_keys=False, default_flow_style=None)

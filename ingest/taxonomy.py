@@ -1,0 +1,199 @@
+"""Taxonomies: the target classes of a model and how each source's labels map onto them.
+
+This is the one place that knows the label map (source label -> train index, or ignore). A taxonomy file holds
+either a Cityscapes-style ``labels:`` table (id, trainId, ...; the target classes are the labels with a real
+trainId, and the ``cityscapes`` source map follows from it) or a ``classes:`` list plus ``sources:`` maps from
+source labels (names or integer values) to class names. ``"*"`` maps every label not listed; ``ignore`` maps to
+the ignore value.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from core.config import read_yaml
+from core.errors import SegLoopError
+
+IGNORE = "ignore"
+TAXONOMY_DIR = Path(__file__).resolve().parent.parent / "configs" / "taxonomy"
+CITYSCAPES_TAXONOMY = TAXONOMY_DIR / "cityscapes.yaml"
+
+
+@dataclass(frozen=True)
+class ClassDef:
+    name: str
+    index: int
+    color: tuple[int, int, int]
+    has_instances: bool = False
+
+
+@dataclass(frozen=True)
+class CityscapesLabel:
+    """One row of cityscapesScripts' label table."""
+
+    name: str
+    id: int
+    trainId: int
+    category: str
+    catId: int
+    hasInstances: bool
+    ignoreInEval: bool
+    color: tuple[int, int, int]
+
+
+@dataclass
+class Taxonomy:
+    name: str
+    classes: list[ClassDef]
+    ignore_index: int = 255
+    sources: dict[str, dict[Any, str]] = field(default_factory=dict)
+    path: Path | None = None
+    labels: list[CityscapesLabel] = field(default_factory=list)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    @property
+    def names(self) -> list[str]:
+        return [c.name for c in self.classes]
+
+    def index_of(self, name: str) -> int:
+        for c in self.classes:
+            if c.name == name:
+                return c.index
+        raise SegLoopError(f"unknown class '{name}' in taxonomy '{self.name}'", path=self.path,
+                           fix=f"use one of: {', '.join(self.names)}")
+
+    def palette(self) -> np.ndarray:
+        """(256, 3) uint8 colours by train index; ignore and unused values are black."""
+        pal = np.zeros((256, 3), np.uint8)
+        for c in self.classes:
+            pal[c.index] = c.color
+        return pal
+
+    def colorize(self, mask: np.ndarray) -> np.ndarray:
+        return self.palette()[mask]
+
+    def map_source_label(self, source: str, label: str | int, origin: str | Path | None = None) -> int:
+        """Train index (or the ignore value) for one source label; unknown labels are an error naming them."""
+        mapping = self.sources.get(source)
+        if mapping is None:
+            if isinstance(label, str):  # by default a source's label names are the class names themselves
+                if label == IGNORE:
+                    return self.ignore_index
+                for c in self.classes:
+                    if c.name == label:
+                        return c.index
+            raise SegLoopError(
+                f"unknown label {label!r}: taxonomy '{self.name}' has no map for source '{source}' and no class of "
+                f"that name", path=origin,
+                fix=f"add a '{source}' map under 'sources:' in {self.path}, or use one of: {', '.join(self.names)}",
+            )
+        key: Any = label
+        if key not in mapping and isinstance(label, str) and label.lstrip("-").isdigit():
+            key = int(label)
+        if key not in mapping:
+            if "*" in mapping:
+                key = "*"
+            else:
+                raise SegLoopError(
+                    f"unknown label {label!r} for source '{source}'", path=origin,
+                    fix=f"add it to sources.{source} in {self.path}; mapped labels: "
+                        f"{', '.join(str(k) for k in mapping)}; classes: {', '.join(self.names)}",
+                )
+        target = mapping[key]
+        return self.ignore_index if target == IGNORE else self.index_of(target)
+
+    def value_lut(self, source: str, values: list[int], origin: str | Path | None = None) -> np.ndarray:
+        """A 256- (or larger) entry lookup table value -> train index for integer-valued masks."""
+        lut = np.full(max(256, max(values, default=0) + 1), self.ignore_index, np.uint8)
+        for v in values:
+            lut[v] = self.map_source_label(source, v, origin)
+        return lut
+
+    def has_instances(self, index: int) -> bool:
+        return 0 <= index < self.num_classes and self.classes[index].has_instances
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name, "ignore_index": self.ignore_index,
+            "classes": [{"name": c.name, "index": c.index, "color": list(c.color), "instances": c.has_instances}
+                        for c in self.classes],
+        }
+
+
+def _parse_labels(rows: list[dict[str, Any]], path: Path) -> list[CityscapesLabel]:
+    out = []
+    for row in rows:
+        try:
+            out.append(CityscapesLabel(
+                name=str(row["name"]), id=int(row["id"]), trainId=int(row["trainId"]), category=str(row["category"]),
+                catId=int(row["catId"]), hasInstances=bool(row["hasInstances"]),
+                ignoreInEval=bool(row["ignoreInEval"]), color=tuple(int(c) for c in row["color"]),  # type: ignore[arg-type]
+            ))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise SegLoopError(f"malformed label row {row!r} ({exc})", path=path,
+                               fix="each label needs name, id, trainId, category, catId, hasInstances, "
+                                   "ignoreInEval, color") from None
+    return out
+
+
+@functools.lru_cache(maxsize=32)
+def _load_cached(path: Path, mtime: float) -> Taxonomy:
+    data = read_yaml(path)
+    name = str(data.get("name", path.stem))
+    ignore = int(data.get("ignore_index", 255))
+    sources: dict[str, dict[Any, str]] = {k: dict(v) for k, v in (data.get("sources") or {}).items()}
+    labels: list[CityscapesLabel] = []
+    if "labels" in data:
+        labels = _parse_labels(data["labels"], path)
+        eval_labels = sorted((lb for lb in labels if lb.trainId not in (255, -1)), key=lambda lb: lb.trainId)
+        classes = [ClassDef(lb.name, lb.trainId, lb.color, lb.hasInstances) for lb in eval_labels]
+        if [c.index for c in classes] != list(range(len(classes))):
+            raise SegLoopError("trainIds of the evaluation labels are not 0..N-1 without gaps", path=path)
+        by_train = {c.index: c.name for c in classes}
+        sources.setdefault("cityscapes", {
+            lb.name: by_train.get(lb.trainId, IGNORE) for lb in labels if lb.id >= 0
+        })
+    elif "classes" in data:
+        classes = []
+        for i, row in enumerate(data["classes"]):
+            if "name" not in row or "color" not in row:
+                raise SegLoopError(f"class #{i} needs a name and a color", path=path)
+            classes.append(ClassDef(str(row["name"]), i, tuple(int(c) for c in row["color"]),  # type: ignore[arg-type]
+                                    bool(row.get("instances", False))))
+    else:
+        raise SegLoopError("taxonomy has neither 'labels' nor 'classes'", path=path,
+                           fix="see configs/taxonomy/*.yaml for the two formats")
+    names = [c.name for c in classes]
+    if len(set(names)) != len(names):
+        raise SegLoopError("class names must be unique", path=path)
+    for src, mapping in sources.items():
+        for key, target in mapping.items():
+            if target != IGNORE and target not in names:
+                raise SegLoopError(f"sources.{src} maps {key!r} to unknown class {target!r}", path=path,
+                                   fix=f"use one of: {', '.join(names)} or 'ignore'")
+    return Taxonomy(name, classes, ignore, sources, path, labels)
+
+
+def load_taxonomy(path: str | Path) -> Taxonomy:
+    """Load a taxonomy YAML (a bare name such as ``cityscapes`` means ``configs/taxonomy/<name>.yaml``)."""
+    p = Path(path)
+    if not p.suffix and not p.exists():
+        p = TAXONOMY_DIR / f"{p}.yaml"
+    if not p.is_file():
+        available = ", ".join(sorted(f.stem for f in TAXONOMY_DIR.glob("*.yaml")))
+        raise SegLoopError("taxonomy file not found", path=p, fix=f"use a file path or one of: {available}")
+    p = p.resolve()
+    return _load_cached(p, p.stat().st_mtime)
+
+
+def cityscapes_labels() -> list[CityscapesLabel]:
+    """The Cityscapes label table (needed by any Cityscapes-layout source, whatever the target taxonomy)."""
+    return load_taxonomy(CITYSCAPES_TAXONOMY).labels
