@@ -9,6 +9,7 @@ expected type, because a typo that silently falls back to a default wastes a who
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import difflib
 from collections.abc import Mapping
@@ -87,10 +88,8 @@ def parse_override(text: str) -> tuple[str, Any]:
         value = raw
     # YAML reads '1e-3' as a string; accept scientific notation as a float.
     if isinstance(value, str):
-        try:
+        with contextlib.suppress(ValueError):
             value = float(value) if any(c in value for c in ".eE") and not value.isalpha() else value
-        except ValueError:
-            pass
     return key, value
 
 
@@ -106,13 +105,15 @@ def _hint(key: str, valid: list[str]) -> str:
     close = difflib.get_close_matches(key, valid, n=3, cutoff=0.5)
     leaf = key.rsplit(".", 1)[-1]
     close += [k for k in valid if k.rsplit(".", 1)[-1] == leaf and k not in close]
-    return f"did you mean {', '.join(repr(c) for c in close[:3])}?" if close else "see the default config for valid keys"
+    if not close:
+        return "see the default config for valid keys"
+    return f"did you mean {', '.join(repr(c) for c in close[:3])}?"
 
 
 def check_keys(cfg: Mapping[str, Any], schema: Mapping[str, Any], where: str) -> None:
     """Reject keys of ``cfg`` that the schema lacks (recursing into sub-mappings the schema defines)."""
     valid = list(flatten(schema).keys()) + [k for k in _all_prefixes(schema)]
-    for key, value in flatten(cfg).items():
+    for key, _value in flatten(cfg).items():
         if key in valid or _under_free_section(key, schema):
             continue
         # A mapping given where the schema has a scalar leaf is a type error, reported by check_types.
@@ -144,7 +145,8 @@ def _under_free_section(key: str, schema: Mapping[str, Any]) -> bool:
     return False
 
 
-_TYPE_NAMES = {bool: "a boolean", int: "an integer", float: "a number", str: "a string", list: "a list", dict: "a mapping"}
+_TYPE_NAMES = {bool: "a boolean", int: "an integer", float: "a number", str: "a string", list: "a list",
+               dict: "a mapping"}
 
 
 def check_types(cfg: Mapping[str, Any], schema: Mapping[str, Any], nullable: Mapping[str, tuple[type, ...]],

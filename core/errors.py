@@ -32,7 +32,7 @@ class ConfigError(SegLoopError):
     """An unknown key, a wrong type or an unreadable configuration file."""
 
 
-def run_cli(main, argv: list[str] | None = None) -> int:  # noqa: ANN001 - any callable taking argv
+def run_cli(main, argv: list[str] | None = None) -> int:
     """Run a CLI ``main`` and turn ``SegLoopError`` into a one-paragraph message and exit status 2."""
     import sys
 

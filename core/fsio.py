@@ -33,7 +33,8 @@ def sha256_file(path: str | Path) -> str:
             while chunk := fh.read(_CHUNK):
                 h.update(chunk)
     except FileNotFoundError:
-        raise SegLoopError("file not found", path=path, fix="check the path, or rebuild what should have written it")
+        raise SegLoopError("file not found", path=path,
+                           fix="check the path, or rebuild what should have written it") from None
     return h.hexdigest()
 
 
@@ -81,19 +82,30 @@ def _json_default(obj: Any) -> Any:
 
 
 @contextlib.contextmanager
-def atomic_dir(dest: str | Path) -> Iterator[Path]:
-    """Yield a temporary directory beside ``dest``; it becomes ``dest`` (renamed) only if the block succeeds."""
+def atomic_dir(dest: str | Path, replace: bool = False) -> Iterator[Path]:
+    """Yield a temporary directory beside ``dest``; it becomes ``dest`` (renamed) only if the block succeeds.
+
+    With ``replace=True`` an existing ``dest`` is swapped out only once the new one is complete.
+    """
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent))
+    old = None
     try:
         yield tmp
         if dest.exists():
-            raise SegLoopError("destination already exists", path=dest, fix="remove it or choose another name")
+            if not replace:
+                raise SegLoopError("destination already exists", path=dest, fix="remove it or choose another name")
+            old = dest.parent / f".{dest.name}.old"
+            if old.exists():
+                shutil.rmtree(old)
+            os.replace(dest, old)
         os.replace(tmp, dest)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
+        if old is not None and old.exists():
+            shutil.rmtree(old, ignore_errors=True)
 
 
 def save_png(dest: str | Path, array: np.ndarray, compress_level: int = 1) -> None:
@@ -117,11 +129,24 @@ def read_image(path: str | Path, mode: str | None = "RGB") -> np.ndarray:
             img.load()
             if mode is not None and img.mode != mode:
                 img = img.convert(mode)
-            return np.asarray(img)
+            return np.array(img)  # a writable copy: torch.from_numpy wants one
     except (UnidentifiedImageError, OSError, SyntaxError) as exc:
         raise SegLoopError(
             f"cannot decode image ({exc})", path=path, fix="replace the file with a valid PNG/JPEG or remove it"
         ) from None
+
+
+def image_size(path: str | Path) -> tuple[int, int]:
+    """(width, height) from the header only; a missing or undecodable file raises an error naming it."""
+    path = Path(path)
+    if not path.is_file():
+        raise SegLoopError("image not found", path=path, fix="check the path")
+    try:
+        with Image.open(path) as img:
+            return img.size
+    except (UnidentifiedImageError, OSError, SyntaxError) as exc:
+        raise SegLoopError(f"cannot decode image ({exc})", path=path,
+                           fix="replace the file with a valid PNG/JPEG or remove it") from None
 
 
 def read_label(path: str | Path) -> np.ndarray:

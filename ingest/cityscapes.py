@@ -10,10 +10,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
 from core.errors import SegLoopError
-from core.fsio import read_label
+from core.fsio import image_size, read_label
 from ingest.polygons import parse_polygons, rasterize
 from ingest.records import Annotation, Instance, Record
 from ingest.taxonomy import Taxonomy, cityscapes_labels
@@ -71,8 +70,7 @@ class CityscapesSource:
         return out
 
     def load(self, rec: Record) -> Annotation:
-        with Image.open(rec.image) as im:
-            width, height = im.size
+        width, height = image_size(rec.image)
         if self.mode == "polygons":
             ann = parse_polygons(rec.annotation_files[0])
             if (ann["width"], ann["height"]) != (width, height):
@@ -100,3 +98,22 @@ class CityscapesSource:
                 continue
             instances.append(Instance(cls, inst == value, iscrowd=0 if value >= 1000 else 1))
         return Annotation(semantic, instances)
+
+
+class DemoCitySource(CityscapesSource):
+    """The demo city: a Cityscapes tree that is generated on first use (same n and seed, same bytes)."""
+
+    type = "demo_city"
+
+    def __init__(self, name: str, root: Path, taxonomy: Taxonomy, annotations: str = "polygons",
+                 splits: list[str] | None = None, n: int = 300, seed: int = 0) -> None:
+        super().__init__(name, root, taxonomy, annotations, splits)
+        self.n, self.seed = n, seed
+
+    def records(self) -> list[Record]:
+        if not self.root.exists():
+            from ingest.demo import generate
+
+            print(f"generating the demo city ({self.n} frames, seed {self.seed}) in {self.root}")
+            generate(self.root, n=self.n, seed=self.seed)
+        return super().records()

@@ -9,6 +9,7 @@ agree exactly. Same seed, same bytes: every random draw comes from a generator s
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 from dataclasses import dataclass
@@ -109,7 +110,7 @@ def _facades(scene: Scene, side: int, rng: np.random.Generator, park: bool) -> l
     while ts[-1] > 0.02:
         ts.append(ts[-1] * rng.uniform(0.45, 0.75))
     ts[-1] = 0.0
-    for t0, t1 in zip(ts[:-1], ts[1:], strict=True):
+    for t0, t1 in itertools.pairwise(ts):
         x0, x1 = scene.side_x(t0, side), scene.side_x(t1, side)
         y0, y1 = scene.y(t0), scene.y(t1)
         height = rng.uniform(0.8, 2.6) * (h - scene.yh)
@@ -174,10 +175,10 @@ def _pole_and_sign(scene: Scene, t: float, side: int, rng: np.random.Generator) 
     x = scene.road_x(t, side * rng.uniform(1.05, 1.2))
     y = scene.y(t)
     ph = (scene.h - scene.yh) * t * rng.uniform(1.6, 2.2)
-    pw = max(1.5, 5 * t)
+    pw = max(2.0, 7 * t)
     pole = Obj("pole", _clip([(x - pw, y), (x + pw, y), (x + pw, y - ph), (x - pw, y - ph)], scene.w, scene.h), t,
                {"kind": "pole", "rgb": np.array([120, 125, 130], float) * rng.uniform(0.7, 1.2)})
-    sr = max(4.0, 16 * t)
+    sr = max(6.0, 22 * t)
     cy = y - ph - sr * 0.6
     shape = rng.integers(3)
     if shape == 0:

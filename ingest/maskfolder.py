@@ -7,14 +7,14 @@ so that frames of one video sequence never land in different splits.
 
 from __future__ import annotations
 
+import contextlib
 import re
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
 from core.errors import SegLoopError
-from core.fsio import read_label
+from core.fsio import image_size, read_label
 from ingest.records import Annotation, Record
 from ingest.taxonomy import Taxonomy
 
@@ -38,10 +38,8 @@ class MaskFolderSource:
             raise SegLoopError(f"source '{name}': bad group regex {group!r} ({exc})") from None
         self.lut = np.full(256, -1, np.int16)
         for v in range(256):
-            try:
+            with contextlib.suppress(SegLoopError):
                 self.lut[v] = taxonomy.map_source_label(self.value_map, v, taxonomy.path)
-            except SegLoopError:
-                pass
 
     def records(self) -> list[Record]:
         if not self.root.is_dir():
@@ -68,8 +66,7 @@ class MaskFolderSource:
 
     def load(self, rec: Record) -> Annotation:
         mask = read_label(rec.annotation_files[0])
-        with Image.open(rec.image) as im:
-            size = im.size
+        size = image_size(rec.image)
         if mask.shape != (size[1], size[0]):
             raise SegLoopError(f"mask is {mask.shape[1]}x{mask.shape[0]} but the image is {size[0]}x{size[1]}",
                                path=rec.annotation_files[0], fix="resize the mask with nearest neighbour")

@@ -23,7 +23,7 @@ from core.config import check_keys, check_types, resolve_config
 from core.errors import SegLoopError
 from core.fsio import atomic_dir, read_image, read_json, read_label, save_png, sha256_file, sha256_json
 from ingest import coco
-from ingest.cityscapes import CityscapesSource
+from ingest.cityscapes import CityscapesSource, DemoCitySource
 from ingest.maskfolder import MaskFolderSource
 from ingest.records import Record
 from ingest.splits import SPLITS, k_folds, merge_duplicate_groups, ratio_split
@@ -34,10 +34,11 @@ ROOT = Path(__file__).resolve().parent.parent
 DATA_DEFAULT = ROOT / "configs" / "data" / "default.yaml"
 SOURCE_SCHEMAS: dict[str, dict[str, Any]] = {
     "cityscapes": {"type": "", "name": "", "root": "", "annotations": "polygons", "splits": []},
+    "demo_city": {"type": "", "name": "", "root": "", "annotations": "polygons", "splits": [], "n": 300, "seed": 0},
     "mask_folder": {"type": "", "name": "", "root": "", "value_map": "", "images": "images", "masks": "masks",
                     "group": "", "folders": {}},
 }
-SOURCE_TYPES = {"cityscapes": CityscapesSource, "mask_folder": MaskFolderSource}
+SOURCE_TYPES = {"cityscapes": CityscapesSource, "demo_city": DemoCitySource, "mask_folder": MaskFolderSource}
 
 
 def load_data_config(path: str | Path | None, overrides: list[str] | None = None) -> dict[str, Any]:
@@ -64,7 +65,7 @@ def load_data_config(path: str | Path | None, overrides: list[str] | None = None
     return cfg
 
 
-def make_source(spec: dict[str, Any], taxonomy: Taxonomy):  # noqa: ANN201 - one of SOURCE_TYPES
+def make_source(spec: dict[str, Any], taxonomy: Taxonomy):
     kwargs = {k: v for k, v in spec.items() if k not in ("type", "name", "root")}
     return SOURCE_TYPES[spec["type"]](spec["name"], Path(spec["root"]), taxonomy, **kwargs)
 

@@ -1,0 +1,49 @@
+# SegLoop. Quick start: `make demo`, then `make test`.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+export NO_ALBUMENTATIONS_UPDATE := 1
+export PYTHONUNBUFFERED := 1
+
+.PHONY: help install demo test test-fast lint bench clean
+
+help:
+	@echo "make demo       install into $(VENV), generate + ingest the demo city, train, evaluate on test"
+	@echo "make test       run the test suite (pytest)"
+	@echo "make test-fast  the tests not marked slow"
+	@echo "make lint       ruff"
+	@echo "make bench      the benchmarks under bench/ (CamVid ones need ../shared/data/camvid)"
+
+$(STAMP): requirements.txt
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.txt
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: $(STAMP)
+	$(PY) -m ingest build --config configs/data/demo.yaml
+	$(PY) -m train.run output.name=demo output.exist_ok=true
+	$(PY) -m evaluate run runs/demo --split test
+	@echo
+	@echo "demo done: runs/demo (tensorboard --logdir runs/demo/tb; metrics in runs/demo/eval/test/metrics.json)"
+
+test: $(STAMP)
+	@$(PY) -m pytest; rc=$$?; \
+	if [ $$rc -eq 5 ]; then echo "pytest collected no tests (exit 5)"; exit 0; fi; exit $$rc
+
+test-fast: $(STAMP)
+	$(PY) -m pytest -m "not slow"
+
+lint: $(STAMP)
+	$(PY) -m ruff check .
+
+bench: $(STAMP)
+	$(PY) bench/trainer_overhead.py
+	$(PY) bench/ingest_speed.py
+	$(PY) bench/metrics_speed.py
+	$(PY) bench/camvid.py
+
+clean:
+	rm -rf runs data/versions .pytest_cache

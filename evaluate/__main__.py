@@ -1,0 +1,35 @@
+"""``python -m evaluate``: score trained runs.
+
+  python -m evaluate run RUN [--split test] [--checkpoint best|last] [--tta]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from core.errors import run_cli
+from evaluate.runner import evaluate_run, print_summary
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m evaluate", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="cmd", required=True)
+    r = sub.add_parser("run", help="evaluate a run on a split: metrics, per-image scores, predictions, timing")
+    r.add_argument("run", help="run folder, a name under runs/, or 'last'")
+    r.add_argument("--split", default="test", help="train, val or test (default test)")
+    r.add_argument("--checkpoint", default="best", choices=["best", "last"])
+    r.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
+    r.add_argument("--version", help="evaluate on another dataset version (same taxonomy)")
+    r.add_argument("--tta", action="store_true", help="average with the horizontally flipped prediction")
+    r.add_argument("--no-uncertainty", action="store_true", help="skip the entropy maps")
+    args = p.parse_args(argv)
+    result = evaluate_run(args.run, args.split, args.checkpoint, args.device, args.version, args.tta,
+                          not args.no_uncertainty)
+    print_summary(result)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(run_cli(main))

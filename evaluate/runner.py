@@ -1,0 +1,145 @@
+"""``evaluate run``: score a run's checkpoint on a split and write everything a report or a triage needs.
+
+Output, under ``runs/<run>/eval/<split>/`` (replaced atomically on re-evaluation):
+``metrics.json`` (pixel accuracy, mIoU, mean Dice, per-class IoU/Dice, worst classes, confusion matrix, timing,
+model size), ``per_class.csv`` (worst first), ``per_image.csv``, ``pred/<image>.png`` (train indices) and
+``uncertainty/<image>.png`` (normalised softmax entropy, 0-255) for choosing what to label next.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import statistics
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from core.errors import SegLoopError
+from core.fsio import atomic_dir, save_png, write_json_atomic
+from evaluate.evaluator import SemSegEvaluator
+from ingest.version import DatasetVersion, resolve_version
+from train.checkpoint import find_checkpoint, load_model
+from train.data import resize_image
+from train.infer import pick_device, predict_logits
+
+
+def model_size(model: torch.nn.Module) -> dict[str, Any]:
+    params = sum(p.numel() for p in model.parameters())
+    nbytes = sum(p.numel() * p.element_size() for p in model.parameters()) + \
+        sum(b.numel() * b.element_size() for b in model.buffers())
+    return {"parameters": params, "size_mb": round(nbytes / 2**20, 3)}
+
+
+def resolve_run(run: str | Path, runs_dir: str | Path = "runs") -> Path:
+    """A run folder from a path or a name under runs/; ``last`` is the most recently trained run."""
+    p = Path(run)
+    if p.is_dir():
+        return p
+    root = Path(runs_dir)
+    if str(run) == "last":
+        runs = [d for d in root.glob("*") if (d / "checkpoints" / "last.pt").is_file()]
+        if not runs:
+            raise SegLoopError("no trained runs", path=root, fix="train one: python -m train.run")
+        return max(runs, key=lambda d: (d / "checkpoints" / "last.pt").stat().st_mtime)
+    if (root / str(run)).is_dir():
+        return root / str(run)
+    known = ", ".join(sorted(d.name for d in root.glob("*") if d.is_dir())) if root.is_dir() else "none"
+    raise SegLoopError(f"run '{run}' not found", path=root, fix=f"runs: {known}")
+
+
+def evaluate_run(run: str | Path, split: str = "test", which: str = "best", device: str = "auto",
+                 version: str | None = None, tta: bool = False, uncertainty: bool = True,
+                 progress: bool = True) -> dict[str, Any]:
+    run_dir = resolve_run(run)
+    ckpt_path = find_checkpoint(run_dir, which)
+    model, ckpt = load_model(ckpt_path)
+    cfg = ckpt["config"]
+    dev = pick_device(device)
+    channels_last = bool(cfg["train"]["channels_last"])
+    model = model.to(dev, memory_format=torch.channels_last if channels_last else torch.contiguous_format)
+    ref = version or (ckpt["dataset_path"] if Path(ckpt["dataset_path"]).exists() else ckpt["dataset_version"])
+    ds = DatasetVersion(resolve_version(ref, cfg["data"]["versions_root"]))
+    names = [c["name"] for c in ckpt["taxonomy"]["classes"]]
+    if ds.taxonomy.names != names:
+        raise SegLoopError(f"dataset {ds.version} has taxonomy '{ds.taxonomy.name}' ({ds.taxonomy.num_classes} "
+                           f"classes) but the run was trained on '{ckpt['taxonomy']['name']}' ({len(names)})",
+                           path=ds.path, fix="evaluate on a version built with the run's taxonomy")
+    images = ds.images(split)
+    if not images:
+        raise SegLoopError(f"split '{split}' of {ds.version} is empty", path=ds.path, fix="choose another --split")
+    hw = tuple(cfg["data"]["image_size"])
+    amp = bool(cfg["train"]["amp"])
+    evaluator = SemSegEvaluator(names, ds.taxonomy.ignore_index)
+    out_dir = run_dir / "eval" / split
+    times: list[float] = []
+    log_c = math.log(len(names))
+    with atomic_dir(out_dir, replace=True) as tmp:
+        (tmp / "pred").mkdir()
+        if uncertainty:
+            (tmp / "uncertainty").mkdir()
+        for im in tqdm(images, desc=f"evaluating {run_dir.name} on {split}", disable=not progress):
+            label = ds.load_semantic(im)
+            x = torch.from_numpy(resize_image(ds.load_image(im), hw))[None]
+            if dev.type == "cuda":
+                torch.cuda.synchronize()
+            t0 = time.perf_counter()
+            logits = predict_logits(model, x, label.shape, dev, amp, channels_last, hflip_tta=tta)
+            pred = logits.argmax(1)[0]
+            if dev.type == "cuda":
+                torch.cuda.synchronize()
+            times.append(time.perf_counter() - t0)
+            pred_np = pred.cpu().numpy().astype(np.uint8)
+            name = im["key"].replace("/", "__") + ".png"
+            save_png(tmp / "pred" / name, pred_np)
+            if uncertainty:
+                p = logits.softmax(1)[0]
+                ent = -(p * p.clamp_min(1e-12).log()).sum(0) / log_c
+                save_png(tmp / "uncertainty" / name, (ent.clamp(0, 1) * 255).round().byte().cpu().numpy())
+            evaluator.process(pred_np, label, {"image_id": im["id"], "key": im["key"], "file": im["file_name"],
+                                               "prediction": f"pred/{name}"})
+        result = evaluator.evaluate()
+        steady = times[1:] or times
+        result.update({
+            "run": str(run_dir), "split": split, "dataset_version": ds.version, "checkpoint": str(ckpt_path),
+            "epoch": ckpt["epoch"], "images": len(images), "tta": tta,
+            "timing": {"device": str(dev), "batch_size": 1, "input_size": list(hw),
+                       "ms_per_image_mean": 1000 * statistics.fmean(steady),
+                       "ms_per_image_median": 1000 * statistics.median(steady),
+                       "images_per_second": len(steady) / sum(steady)},
+            "model": {"name": ckpt["model_spec"]["name"], **model_size(model)},
+        })
+        write_json_atomic(tmp / "metrics.json", result)
+        with open(tmp / "per_class.csv", "w", newline="") as fh:
+            w = csv.writer(fh)
+            w.writerow(["class", "iou", "dice", "gt_pixels"])
+            pc = result["per_class"]
+            for n in result["worst_classes"] + [n for n in names if n not in result["worst_classes"]]:
+                w.writerow([n, _fmt(pc[n]["iou"]), _fmt(pc[n]["dice"]), pc[n]["gt_pixels"]])
+        with open(tmp / "per_image.csv", "w", newline="") as fh:
+            w = csv.DictWriter(fh, fieldnames=list(evaluator.rows[0]))
+            w.writeheader()
+            for row in sorted(evaluator.rows, key=lambda r: (np.nan_to_num(r["mIoU"], nan=2.0), r["key"])):
+                w.writerow({k: (_fmt(v) if isinstance(v, float) else v) for k, v in row.items()})
+    result["out_dir"] = str(out_dir)
+    return result
+
+
+def _fmt(v: float | None) -> str:
+    return "" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.6f}"
+
+
+def print_summary(result: dict[str, Any]) -> None:
+    t, m = result["timing"], result["model"]
+    print(f"{result['run']} on {result['split']} ({result['images']} images, {result['dataset_version']}):\n"
+          f"  mIoU {result['mIoU']:.4f}   pixel acc {result['pixel_acc']:.4f}   mean Dice {result['mDice']:.4f}\n"
+          f"  {t['ms_per_image_mean']:.1f} ms/image on {t['device']}   {m['parameters'] / 1e6:.2f} M parameters, "
+          f"{m['size_mb']:.1f} MB")
+    print("  per-class IoU (worst first):")
+    for n in result["worst_classes"]:
+        print(f"    {n:16} {result['per_class'][n]['iou']:.4f}")
+    print(f"  written to {result['out_dir']}")

@@ -1,0 +1,79 @@
+"""Shared fixtures: a small demo city, its dataset version, a tiny trained run, and the cityscapesScripts
+reference (installed with --no-deps into a cache folder: it is a test oracle, never a runtime dependency)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+REFERENCE_DIR = ROOT / ".cache" / "reference"
+os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+
+
+@pytest.fixture(scope="session")
+def cityscapes_reference():
+    """Import path to cityscapesScripts 2.3.0 (+ pyquaternion), with numpy 2's removed ``in1d`` shimmed."""
+    marker = REFERENCE_DIR / "cityscapesscripts" / "__init__.py"
+    if not marker.is_file():
+        cmd = [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--target", str(REFERENCE_DIR),
+               "cityscapesscripts==2.3.0", "pyquaternion==0.9.9"]
+        proc = subprocess.run(cmd, capture_output=True, text=True)
+        if proc.returncode != 0:
+            pytest.fail(f"could not install the cityscapesScripts reference: {proc.stderr[-2000:]}")
+    # appended, not prepended: the package ships a 'typing' backport that must not shadow the standard library
+    if str(REFERENCE_DIR) not in sys.path:
+        sys.path.append(str(REFERENCE_DIR))
+    if not hasattr(np, "in1d"):
+        np.in1d = lambda a, b, invert=False: np.isin(a, b, invert=invert)  # removed in numpy 2.x
+    import cityscapesscripts
+
+    return cityscapesscripts
+
+
+@pytest.fixture(scope="session")
+def demo_city(tmp_path_factory) -> Path:
+    from ingest.demo import generate
+
+    return generate(tmp_path_factory.mktemp("demo") / "city", n=24, seed=0, size=(256, 128), progress=False)
+
+
+@pytest.fixture(scope="session")
+def versions_root(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("versions")
+
+
+def demo_data_config(root: Path, versions: Path, *extra: str) -> dict:
+    from ingest.version import load_data_config
+
+    return load_data_config(ROOT / "configs" / "data" / "demo.yaml",
+                            [f"sources=[{{type: cityscapes, name: demo_city, root: '{root}'}}]", f"output={versions}",
+                             *extra])
+
+
+@pytest.fixture(scope="session")
+def demo_version(demo_city, versions_root):
+    from ingest.version import DatasetVersion, build
+
+    return DatasetVersion(build(demo_data_config(demo_city, versions_root), progress=False).path)
+
+
+def tiny_overrides(version_path: Path, runs: Path, *extra: str) -> list[str]:
+    return [f"data.version={version_path}", "data.image_size=[64,128]", "model.width=8", "model.depth=2",
+            "train.epochs=2", "train.batch_size=4", "schedule.warmup_steps=2", f"output.runs_dir={runs}",
+            "train.log_every=1", *extra]
+
+
+@pytest.fixture(scope="session")
+def tiny_run(demo_version, tmp_path_factory):
+    from train.config import load_train_config
+    from train.engine import train
+
+    runs = tmp_path_factory.mktemp("runs")
+    cfg = load_train_config(None, tiny_overrides(demo_version.path, runs, "output.name=tiny"))
+    return train(cfg, progress=False)
