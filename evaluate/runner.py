@@ -25,7 +25,7 @@ from evaluate.evaluator import SemSegEvaluator
 from ingest.version import DatasetVersion, resolve_version
 from train.checkpoint import find_checkpoint, load_model
 from train.data import resize_image
-from train.infer import pick_device, predict_logits
+from train.infer import pick_device, predict_logits, use_channels_last
 
 
 def model_size(model: torch.nn.Module) -> dict[str, Any]:
@@ -60,7 +60,7 @@ def evaluate_run(run: str | Path, split: str = "test", which: str = "best", devi
     model, ckpt = load_model(ckpt_path)
     cfg = ckpt["config"]
     dev = pick_device(device)
-    channels_last = bool(cfg["train"]["channels_last"])
+    channels_last = use_channels_last(model, dev, bool(cfg["train"]["channels_last"]))
     model = model.to(dev, memory_format=torch.channels_last if channels_last else torch.contiguous_format)
     ref = version or (ckpt["dataset_path"] if Path(ckpt["dataset_path"]).exists() else ckpt["dataset_version"])
     ds = DatasetVersion(resolve_version(ref, cfg["data"]["versions_root"]))

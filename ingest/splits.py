@@ -43,7 +43,8 @@ def _order(groups: list[str], seed: int) -> list[str]:
 def ratio_split(groups: list[str], ratios: dict[str, float], seed: int) -> list[str]:
     """Assign each image a split so that the image shares approach ``ratios``, moving whole groups.
 
-    Groups are visited in seeded-hash order and each goes to the split furthest below its target share.
+    Groups are visited in seeded-hash order and each goes to the split furthest below its target, relative to that
+    target, so every split with a share gets a group as soon as there are enough groups.
     """
     total = sum(ratios.values())
     if total <= 0:
@@ -57,7 +58,7 @@ def ratio_split(groups: list[str], ratios: dict[str, float], seed: int) -> list[
     count = dict.fromkeys(target, 0)
     assign: dict[str, str] = {}
     for g in _order(groups, seed):
-        deficit = {s: target[s] * n - count[s] for s in target if target[s] > 0}
+        deficit = {s: (target[s] * n - count[s]) / (target[s] * n) for s in target if target[s] > 0}
         best = max(deficit, key=lambda s: (deficit[s], -list(target).index(s)))
         assign[g] = best
         count[best] += size[g]

@@ -120,12 +120,15 @@ def _assign_splits(records: list[Record], hashes: dict[str, dict[str, str]], cfg
                 raise SegLoopError(f"source '{r.source}' has no train/val/test split of its own (image {r.image})",
                                    fix="set split.mode: ratio")
             splits.append(r.split)
-        # duplicates must not straddle splits even when the source's own split says so
-        seen: dict[str, str] = {}
-        for g, s, r in zip(groups, splits, records, strict=True):
-            if seen.setdefault(g, s) != s:
-                raise SegLoopError(f"group '{g}' (duplicate images or one city) appears in both '{seen[g]}' and "
-                                   f"'{s}'", path=r.image, fix="remove the duplicate or use split.mode: ratio")
+        # the source's own split is respected (CamVid's puts one sequence in train and val), but identical images
+        # must not straddle splits
+        dup_groups = merge_duplicate_groups([r.key for r in records], [hashes[r.key]["image"] for r in records])
+        seen: dict[str, tuple[str, Record]] = {}
+        for g, s, r in zip(dup_groups, splits, records, strict=True):
+            first = seen.setdefault(g, (s, r))
+            if first[0] != s:
+                raise SegLoopError(f"the same image is in '{first[0]}' ({first[1].image}) and in '{s}'",
+                                   path=r.image, fix="remove the duplicate or use split.mode: ratio")
     else:
         splits = ratio_split(groups, cfg["split"]["ratios"], int(cfg["split"]["seed"]))
     present = set(splits) | set(cfg["split"]["same_as"])

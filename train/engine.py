@@ -37,7 +37,7 @@ from train.checkpoint import (
     unwrap,
 )
 from train.data import SplitDataset, build_augment, collate, worker_init
-from train.infer import autocast_for, pick_device, predict_logits
+from train.infer import autocast_for, pick_device, predict_logits, use_channels_last
 from train.losses import build_loss
 from train.models import build_model, model_kwargs
 from train.schedule import WarmupSchedule
@@ -172,7 +172,7 @@ class Trainer:
             init = load_checkpoint(cfg["model"]["weights"])
             check_compatible(init, self.spec, self.taxonomy.names, cfg["model"]["weights"])
             model.load_state_dict(init["model"])
-        self.channels_last = bool(cfg["train"]["channels_last"])
+        self.channels_last = use_channels_last(model, self.device, bool(cfg["train"]["channels_last"]))
         model = model.to(self.device, memory_format=torch.channels_last if self.channels_last else
                          torch.contiguous_format)
         self.model: nn.Module = model
@@ -211,7 +211,8 @@ class Trainer:
             set_rng_state(self.ckpt["rng"])
 
     # ------------------------------------------------------------------------------------------------- the loop
-    def fit(self) -> TrainResult:
+    def fit(self, stop_after_epochs: int | None = None) -> TrainResult:
+        """Train to ``train.epochs``; ``stop_after_epochs`` ends this session early (as an interruption would)."""
         cfg, tc = self.cfg, self.cfg["train"]
         writer = None
         if self.main:
@@ -284,7 +285,7 @@ class Trainer:
                     self._save("best.pt", epoch + 1)
             if self.world > 1:
                 dist.barrier()
-            if stop:
+            if stop or (stop_after_epochs and epoch + 1 - self.start_epoch >= stop_after_epochs):
                 break
         if writer is not None:
             writer.close()
@@ -304,8 +305,8 @@ class Trainer:
         from train.data import normalize
 
         x = normalize(batch["image"].to(self.device, non_blocking=True))
-        if self.channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
+        # the NHWC->NCHW permute leaves channels_last strides: make the layout explicit either way
+        x = x.contiguous(memory_format=torch.channels_last if self.channels_last else torch.contiguous_format)
         y = batch["label"].to(self.device, non_blocking=True)
         with autocast_for(self.device, self.amp):
             logits = self.model(x)

@@ -19,6 +19,19 @@ def autocast_for(device: torch.device, enabled: bool) -> contextlib.AbstractCont
     return torch.autocast("cuda", dtype=dtype)
 
 
+def use_channels_last(model: nn.Module, device: torch.device, requested: bool) -> bool:
+    """Whether to run in channels_last (NHWC). It is 1.5x faster on this CPU through oneDNN, but torch 2.14's CPU
+    (oneDNN) backward corrupts the heap ("double free or corruption") when a layer has fewer than 16 channels in
+    NHWC (reproduced here with widths 4, 8 and 12), so narrow models stay NCHW on the CPU."""
+    if not requested:
+        return False
+    if device.type == "cpu":
+        narrow = [m.num_features for m in model.modules() if isinstance(m, nn.BatchNorm2d) and m.num_features < 16]
+        if narrow:
+            return False
+    return True
+
+
 def pick_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -30,8 +43,7 @@ def predict_logits(model: nn.Module, images: torch.Tensor, out_hw: tuple[int, in
                    amp: bool = True, channels_last: bool = True, hflip_tta: bool = False) -> torch.Tensor:
     """Float logits (N, C, H, W) for a uint8 batch, bilinearly upsampled to ``out_hw`` (the label size)."""
     x = normalize(images.to(device, non_blocking=True))
-    if channels_last:
-        x = x.contiguous(memory_format=torch.channels_last)
+    x = x.contiguous(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
     with autocast_for(device, amp):
         logits = model(x)
         if hflip_tta:

@@ -1,0 +1,105 @@
+"""Real training steps on small generated images: outputs, checkpoints, resume, and refusal of wrong inputs."""
+
+import json
+
+import pytest
+import torch
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from core.errors import SegLoopError
+from tests.conftest import tiny_overrides
+from train.checkpoint import load_checkpoint
+from train.config import load_train_config
+from train.engine import Trainer, train
+
+CKPT_KEYS = {"model", "optimizer", "scheduler", "scaler", "epoch", "step", "best", "rng", "config", "model_spec",
+             "taxonomy", "dataset_version", "elapsed_s"}
+
+
+def test_run_folder_contents(tiny_run, demo_version):
+    run = tiny_run.run_dir
+    assert (run / "config.yaml").is_file()
+    info = json.loads((run / "run.json").read_text())
+    assert info["dataset_version"] == demo_version.version and info["train_images_per_second"] > 0
+    lines = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [x["epoch"] for x in lines] == [1, 2]
+    assert all(0 <= x["val_mIoU"] <= 1 and set(x["val_iou"]) == set(demo_version.taxonomy.names) for x in lines)
+    assert lines[1]["train_loss"] < lines[0]["train_loss"], "two epochs of real training should lower the loss"
+    for name in ("last.pt", "best.pt"):
+        ckpt = load_checkpoint(run / "checkpoints" / name)
+        assert set(ckpt) >= CKPT_KEYS
+        assert ckpt["model_spec"]["name"] == "resunet" and len(ckpt["taxonomy"]["classes"]) == 19
+    assert load_checkpoint(run / "checkpoints" / "last.pt")["epoch"] == 2
+
+
+def test_tensorboard_has_scalars_and_panels(tiny_run):
+    acc = EventAccumulator(str(tiny_run.run_dir / "tb"), size_guidance={"images": 0})
+    acc.Reload()
+    tags = acc.Tags()
+    assert {"train/loss", "train/lr", "val/mIoU", "val/pixel_acc"} <= set(tags["scalars"])
+    assert any(t.startswith("val_iou/") for t in tags["scalars"])
+    assert "val/panel_0" in tags["images"]
+    img = acc.Images("val/panel_0")[-1]
+    assert img.width == 3 * 256 and img.height == 128  # image | ground truth | prediction at label size
+
+
+def test_resume_continues_exactly(demo_version, tmp_path):
+    full = train(load_train_config(None, tiny_overrides(demo_version.path, tmp_path, "output.name=full")),
+                 progress=False)
+    interrupted = Trainer(load_train_config(None, tiny_overrides(demo_version.path, tmp_path, "output.name=half")),
+                          progress=False)
+    half = interrupted.fit(stop_after_epochs=1)
+    assert half.epochs_done == 1
+    cfg = load_train_config(half.run_dir / "config.yaml", [f"resume={half.run_dir}"])
+    resumed = train(cfg, progress=False)
+    assert resumed.run_dir == half.run_dir and resumed.steps == full.steps
+    a = load_checkpoint(full.run_dir / "checkpoints" / "last.pt")["model"]
+    b = load_checkpoint(half.run_dir / "checkpoints" / "last.pt")["model"]
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], msg=k)
+    lines = (half.run_dir / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(x)["epoch"] for x in lines] == [1, 2]
+
+
+def test_checkpoint_from_another_model_or_taxonomy(tiny_run, demo_city, tmp_path):
+    ckpt = tiny_run.run_dir / "checkpoints" / "best.pt"
+    cfg = load_train_config(None, tiny_overrides(tiny_run.run_dir.parent, tmp_path, f"model.weights={ckpt}",
+                                                 "model.width=12"))
+    cfg["data"]["version"] = json.loads((tiny_run.run_dir / "run.json").read_text())["dataset_path"]
+    with pytest.raises(SegLoopError, match="checkpoint is for model"):
+        train(cfg, progress=False)
+    from ingest.version import build
+    from tests.conftest import demo_data_config
+
+    person = build(demo_data_config(demo_city, tmp_path / "v", "taxonomy=configs/taxonomy/person.yaml",
+                                    "name=persons"), progress=False)
+    cfg = load_train_config(None, tiny_overrides(person.path, tmp_path, f"model.weights={ckpt}"))
+    with pytest.raises(SegLoopError, match="taxonomy 'cityscapes' with 19 classes"):
+        train(cfg, progress=False)
+    (tmp_path / "broken.pt").write_bytes(b"not a checkpoint")
+    cfg = load_train_config(None, tiny_overrides(person.path, tmp_path, f"model.weights={tmp_path / 'broken.pt'}"))
+    with pytest.raises(SegLoopError, match="cannot read checkpoint"):
+        train(cfg, progress=False)
+
+
+def test_missing_dataset_version(tmp_path):
+    cfg = load_train_config(None, ["data.version=nope@1234", f"data.versions_root={tmp_path}"])
+    with pytest.raises(SegLoopError, match="does not exist"):
+        train(cfg, progress=False)
+
+
+def test_time_limit_and_folds(demo_city, tmp_path):
+    from ingest.version import build
+    from tests.conftest import demo_data_config
+
+    v = build(demo_data_config(demo_city, tmp_path / "v", "folds=2", "name=folded"), progress=False)
+    cfg = load_train_config(None, tiny_overrides(v.path, tmp_path, "data.fold=1", "train.epochs=50",
+                                                 "train.time_limit=0.001", "train.batch_size=2"))
+    res = train(cfg, progress=False)
+    assert res.epochs_done == 1 and json.loads((res.run_dir / "run.json").read_text())["stopped_by_time_limit"]
+
+
+def test_batch_larger_than_split(demo_version, tmp_path):
+    cfg = load_train_config(None, tiny_overrides(demo_version.path, tmp_path, "train.batch_size=500"))
+    with pytest.raises(SegLoopError, match="larger than the train split"):
+        train(cfg, progress=False)
