@@ -21,6 +21,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from core.errors import SegLoopError
+from core.png import write_gray_png
 
 _CHUNK = 1 << 20
 
@@ -109,14 +110,16 @@ def atomic_dir(dest: str | Path, replace: bool = False) -> Iterator[Path]:
 
 
 def save_png(dest: str | Path, array: np.ndarray, compress_level: int = 1) -> None:
-    """Write a uint8/uint16/int32 or RGB array as PNG (fast compression: these are intermediate artefacts)."""
+    """Write a uint8/uint16/int32 label map (SegLoop's fast grey writer) or an RGB(A) image (Pillow) as PNG."""
     if array.dtype in (np.int32, np.int64, np.uint32):
         # PNG stores at most 16 bits per grey sample (Cityscapes instanceIds are 16-bit PNGs).
         if array.size and (array.max() > 65535 or array.min() < 0):
             raise ValueError(f"values outside 0..65535 cannot be stored in a PNG: {dest}")
         array = array.astype(np.uint16)
-    img = Image.fromarray(array)
-    img.save(dest, compress_level=compress_level)
+    if array.ndim == 2 and array.dtype in (np.uint8, np.uint16):
+        write_gray_png(dest, array, level=compress_level)
+        return
+    Image.fromarray(array).save(dest, compress_level=compress_level)
 
 
 def read_image(path: str | Path, mode: str | None = "RGB") -> np.ndarray:

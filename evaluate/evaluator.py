@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from core.metrics import ConfusionMatrix, scores_from_matrix
+from core.metrics import ConfusionMatrix, confusion, scores_from_matrix
 
 
 class SemSegEvaluator:
@@ -26,7 +26,11 @@ class SemSegEvaluator:
 
     def process(self, pred: np.ndarray | torch.Tensor, label: np.ndarray | torch.Tensor, meta: dict[str, Any]) -> None:
         """Add one image; ``meta`` (id, key, file, ...) is copied into its per-image row."""
-        mat = self.cm.update(pred, label)
+        self.process_matrix(confusion(pred, label, self.cm.num_classes, self.cm.ignore_index), meta)
+
+    def process_matrix(self, mat: np.ndarray, meta: dict[str, Any]) -> None:
+        """Add one image given its confusion matrix (computed elsewhere, e.g. in a worker process)."""
+        self.cm.mat += mat
         s = scores_from_matrix(mat)
         self.rows.append({**meta, "pixel_acc": s.pixel_acc, "mIoU": s.miou, "mDice": s.mdice,
                           "valid_pixels": int(mat.sum())})

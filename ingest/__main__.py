@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+from pathlib import Path
 
-from core.errors import run_cli
+from core.errors import SegLoopError, run_cli
 from ingest.demo import generate
+from ingest.polygons import rasterize_files
 from ingest.version import DatasetVersion, build, list_versions, load_data_config, resolve_version
 
 
@@ -22,6 +25,10 @@ def _parser() -> argparse.ArgumentParser:
     b = sub.add_parser("build", help="build an immutable dataset version from a data config")
     b.add_argument("--config", default="configs/data/demo.yaml", help="data config YAML")
     b.add_argument("overrides", nargs="*", help="key=value overrides, e.g. split.mode=ratio folds=5")
+    r = sub.add_parser("rasterize", help="write gtFine labelIds/instanceIds PNGs from the polygons of a Cityscapes "
+                                         "tree (as cityscapesScripts' json2labelImg/json2instanceImg, faster)")
+    r.add_argument("root", help="Cityscapes root (holding gtFine/)")
+    r.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     ls = sub.add_parser("list", help="list dataset versions with image and instance counts")
     ls.add_argument("--root", default="data/versions")
     s = sub.add_parser("show", help="show one version: sources, split rule, per-class counts")
@@ -43,6 +50,13 @@ def main(argv: list[str] | None = None) -> int:
         cfg = load_data_config(args.config, args.overrides)
         res = build(cfg)
         print(f"{'built' if res.created else 'up to date'}: {res.version} -> {res.path}")
+    elif args.cmd == "rasterize":
+        files = sorted(Path(args.root).glob("gtFine/*/*/*_gtFine_polygons.json"))
+        if not files:
+            raise SegLoopError("no gtFine/*/*/*_gtFine_polygons.json files", path=args.root,
+                               fix="point at the Cityscapes root that holds gtFine/")
+        n = rasterize_files(files, args.workers)
+        print(f"wrote labelIds and instanceIds PNGs for {n} frames under {args.root}/gtFine")
     elif args.cmd == "list":
         versions = list_versions(args.root)
         if not versions:

@@ -63,9 +63,9 @@ def rasterize(annotation: dict[str, Any], origin: str | Path | None = None) -> t
     """(labelIds uint8, instanceIds int32) of a parsed polygons annotation, exactly as cityscapesScripts draws them."""
     size = (annotation["width"], annotation["height"])
     unlabeled = _label_index()["unlabeled"].id
-    img = Image.new("I", size, unlabeled)
-    draw = ImageDraw.Draw(img)
     counts: dict[str, int] = {}
+    shapes: list[list[tuple]] = []
+    values = [unlabeled]
     for obj in annotation["objects"]:
         if obj.get("deleted"):
             continue
@@ -76,9 +76,20 @@ def rasterize(annotation: dict[str, Any], origin: str | Path | None = None) -> t
             counts[lb.name] = counts.get(lb.name, 0) + 1
         if value < 0:
             continue
-        draw.polygon([tuple(p) for p in obj["polygon"]], fill=value)
-    inst = np.asarray(img, dtype=np.int32)
-    label_ids = np.where(inst >= 1000, inst // 1000, inst).astype(np.uint8)
+        shapes.append([tuple(p) for p in obj["polygon"]])
+        values.append(value)
+    # Draw each polygon's index (not its value) into an 8-bit image: the fill covers exactly the same pixels
+    # whatever the value, and an 8-bit canvas is several times cheaper to draw and to read back than a 32-bit one.
+    # Values then come from lookup tables. More than 255 polygons fall back to a 32-bit canvas.
+    mode = "L" if len(shapes) < 256 else "I"
+    img = Image.new(mode, size, 0)
+    draw = ImageDraw.Draw(img)
+    for k, shape in enumerate(shapes, start=1):
+        draw.polygon(shape, fill=k)
+    index = np.asarray(img) if mode == "L" else np.asarray(img, dtype=np.int32)
+    vals = np.asarray(values, np.int32)
+    inst = vals[index]
+    label_ids = np.where(vals >= 1000, vals // 1000, vals).astype(np.uint8)[index]
     return label_ids, inst
 
 
@@ -95,3 +106,33 @@ def color_image(label_ids: np.ndarray) -> np.ndarray:
         if lb.id >= 0:
             pal[lb.id, :3] = lb.color
     return pal[label_ids]
+
+
+def rasterize_file(polygons: str | Path) -> tuple[Path, Path]:
+    """Write ``*_gtFine_labelIds.png`` and ``*_gtFine_instanceIds.png`` beside a polygons file."""
+    from core.fsio import save_png
+
+    polygons = Path(polygons)
+    base = str(polygons)[: -len("polygons.json")]
+    label_ids, inst = polygons_to_images(polygons)
+    out_l, out_i = Path(base + "labelIds.png"), Path(base + "instanceIds.png")
+    save_png(out_l, label_ids)
+    save_png(out_i, inst)
+    return out_l, out_i
+
+
+def rasterize_files(files: list[Path], workers: int = 1, progress: bool = True) -> int:
+    """Rasterise many polygons files, in ``workers`` processes (frames are independent)."""
+    from tqdm import tqdm
+
+    if workers <= 1:
+        for f in tqdm(files, desc="rasterising", disable=not progress):
+            rasterize_file(f)
+        return len(files)
+    import multiprocessing as mp
+
+    with mp.get_context("fork").Pool(workers) as pool:
+        for _ in tqdm(pool.imap_unordered(rasterize_file, files, chunksize=16), total=len(files),
+                      desc="rasterising", disable=not progress):
+            pass
+    return len(files)

@@ -64,3 +64,26 @@ def test_bad_polygon_files(tmp_path):
     f.write_text(json.dumps({"objects": []}))
     with pytest.raises(SegLoopError, match="imgHeight"):
         polygons_to_images(f)
+
+
+def test_more_than_255_polygons_and_png_round_trip(tmp_path, cityscapes_reference):
+    from core.fsio import save_png
+
+    rng = np.random.default_rng(1)
+    objects = []
+    for _ in range(300):
+        x, y = rng.integers(0, 90, 2)
+        objects.append({"label": str(rng.choice(["car", "person", "road", "cargroup"])),
+                        "polygon": [[int(x), int(y)], [int(x) + 9, int(y)], [int(x) + 5, int(y) + 8]]})
+    f = tmp_path / "many_gtFine_polygons.json"
+    f.write_text(json.dumps({"imgHeight": 100, "imgWidth": 100, "objects": objects}))
+    ours_l, ours_i = polygons_to_images(f)
+    ref_l, ref_i = _reference(f)
+    np.testing.assert_array_equal(ours_l, ref_l)
+    np.testing.assert_array_equal(ours_i, ref_i)
+    from PIL import Image
+
+    save_png(tmp_path / "i.png", ours_i)
+    save_png(tmp_path / "l.png", ours_l)
+    np.testing.assert_array_equal(np.asarray(Image.open(tmp_path / "i.png")), ours_i)
+    np.testing.assert_array_equal(np.asarray(Image.open(tmp_path / "l.png")), ours_l)

@@ -12,5 +12,5 @@ def test_shapes_and_backward():
 
 
 def test_lighter_than_resunet_at_same_width():
-    n = lambda name: sum(p.numel() for p in build_model(name, 19, width=16, depth=4).parameters())  # noqa: E731
+    n = lambda name: sum(p.numel() for p in build_model(name, 19, width=16, depth=4).parameters())
     assert n("linknet") < n("resunet")
