@@ -21,6 +21,16 @@ import yaml
 from core.errors import ConfigError
 
 BASE_KEY = "base"
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+def project_path(path: str | Path) -> Path:
+    """A path as given if it exists, else relative to the project root: shipped configs work from any directory."""
+    p = Path(path)
+    if p.exists() or p.is_absolute():
+        return p
+    q = PROJECT_ROOT / p
+    return q if q.exists() else p
 
 
 def read_yaml(path: str | Path) -> dict[str, Any]:
@@ -151,7 +161,8 @@ _TYPE_NAMES = {bool: "a boolean", int: "an integer", float: "a number", str: "a 
 
 def check_types(cfg: Mapping[str, Any], schema: Mapping[str, Any], nullable: Mapping[str, tuple[type, ...]],
                 where: str) -> None:
-    """Every leaf must have the type of its default; ``nullable`` names the keys whose default is null."""
+    """Every leaf must have the type of its default; ``nullable`` names the keys that may be null and the other
+    types they accept (a key whose default is ``auto`` may also take a list, say)."""
     flat_schema = flatten(schema)
     for key, value in flatten(cfg).items():
         if key not in flat_schema:
@@ -163,11 +174,10 @@ def check_types(cfg: Mapping[str, Any], schema: Mapping[str, Any], nullable: Map
                 continue
             expected = " or ".join(_TYPE_NAMES.get(t, t.__name__) for t in allowed)
         else:
-            if value is None and key in nullable:
+            allowed = (type(default), *nullable.get(key, ()))
+            if (value is None and key in nullable) or _is_type(value, allowed):
                 continue
-            if _is_type(value, (type(default),)):
-                continue
-            expected = _TYPE_NAMES.get(type(default), type(default).__name__)
+            expected = " or ".join(dict.fromkeys(_TYPE_NAMES.get(t, t.__name__) for t in allowed))
         raise ConfigError(
             f"config key '{key}' must be {expected}, got {value!r} ({type(value).__name__})", path=where,
             fix=f"set {key} to {expected} (default: {default!r})",
@@ -192,6 +202,7 @@ def resolve_config(default_path: str | Path, config_path: str | Path | None = No
     nullable = nullable or {}
     cfg = copy.deepcopy(schema)
     if config_path is not None:
+        config_path = project_path(config_path)
         user = load_with_bases(config_path)
         check_keys(user, schema, str(config_path))
         check_types(user, schema, nullable, str(config_path))

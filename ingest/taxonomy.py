@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from core.config import read_yaml
+from core.config import project_path, read_yaml
 from core.errors import SegLoopError
 
 IGNORE = "ignore"
@@ -185,11 +185,9 @@ def _load_cached(path: Path, mtime: float) -> Taxonomy:
 def load_taxonomy(path: str | Path) -> Taxonomy:
     """Load a taxonomy YAML (a bare name such as ``cityscapes`` means ``configs/taxonomy/<name>.yaml``; a relative
     path is tried from the current directory, then from the project root)."""
-    p = Path(path)
+    p = project_path(path)
     if not p.suffix and not p.exists():
         p = TAXONOMY_DIR / f"{p}.yaml"
-    elif not p.is_absolute() and not p.exists() and (TAXONOMY_DIR.parent.parent / p).is_file():
-        p = TAXONOMY_DIR.parent.parent / p  # project-relative paths work from any directory
     if not p.is_file():
         available = ", ".join(sorted(f.stem for f in TAXONOMY_DIR.glob("*.yaml")))
         raise SegLoopError("taxonomy file not found", path=p, fix=f"use a file path or one of: {available}")

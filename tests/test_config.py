@@ -33,6 +33,7 @@ def test_unknown_key_in_file_names_file(tmp_path):
     ("train.amp=3", "must be a boolean"),
     ("data.image_size=5", "must be a list"),
     ("loss.class_weights=7", "a string or a list"),
+    ("data.fold=x", "an integer"),
 ])
 def test_wrong_types_rejected(override, expected):
     with pytest.raises(ConfigError) as e:
@@ -72,3 +73,9 @@ def test_parse_override_forms():
     assert parse_override("name=run-1") == ("name", "run-1")
     with pytest.raises(ConfigError, match="key=value"):
         parse_override("epochs")
+
+
+def test_key_with_alternative_types():
+    cfg = load_train_config(None, ["loss.class_weights=[1, 2.5]"])
+    assert cfg["loss"]["class_weights"] == [1, 2.5]
+    assert load_train_config(None, ["loss.class_weights=null"])["loss"]["class_weights"] is None

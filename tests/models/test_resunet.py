@@ -31,3 +31,13 @@ def test_unknown_model_lists_valid_names():
         build_model("unet++", 3)
     for name in MODELS:
         assert name in str(e.value)
+
+
+@pytest.mark.parametrize("stride", [2, 4])
+def test_stem_stride_keeps_output_size(stride):
+    m = build_model("resunet", num_classes=3, width=16, depth=2, stem_stride=stride).eval()
+    with torch.no_grad():
+        out = m(torch.randn(1, 3, 50, 70))
+    assert out.shape == (1, 3, 50, 70)
+    with pytest.raises(ValueError, match="stem_stride"):
+        build_model("resunet", 3, stem_stride=3)

@@ -24,8 +24,10 @@ class Decoder(nn.Module):
 
 class LinkNet(nn.Module):
     def __init__(self, num_classes: int, in_channels: int = 3, width: int = 32, depth: int = 4,
-                 dropout: float = 0.0) -> None:
+                 dropout: float = 0.0, stem_stride: int = 1) -> None:
         super().__init__()
+        if stem_stride != 1:
+            raise ValueError("linknet supports model.stem_stride=1 only")
         chs = [width * 2**i for i in range(depth + 1)]
         self.depth = depth
         self.stem = nn.Sequential(conv_bn_relu(in_channels, chs[0]), ResBlock(chs[0], chs[0]))

@@ -1,0 +1,30 @@
+"""The demo as a user runs it: the CLIs from an empty directory, the default config, the full training budget."""
+
+import json
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+
+from tests.conftest import ROOT
+
+
+@pytest.mark.slow
+def test_default_demo_reaches_target_miou(tmp_path):
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    t0 = time.time()
+    train = subprocess.run([sys.executable, "-m", "train.run", "output.name=demo", "--quiet"], cwd=tmp_path,
+                           env=env, capture_output=True, text=True, timeout=1500)
+    assert train.returncode == 0, train.stderr[-3000:]
+    train_s = time.time() - t0
+    ev = subprocess.run([sys.executable, "-m", "evaluate", "run", "runs/demo", "--split", "test"], cwd=tmp_path,
+                        env=env, capture_output=True, text=True, timeout=600)
+    assert ev.returncode == 0, ev.stderr[-3000:]
+    m = json.loads((tmp_path / "runs" / "demo" / "eval" / "test" / "metrics.json").read_text())
+    assert (tmp_path / "data" / "demo_city" / "leftImg8bit").is_dir()
+    present = [n for n, c in m["per_class"].items() if c["gt_pixels"] > 0]
+    assert len(present) == 10 and m["images"] == 45
+    print(f"demo: test mIoU {m['mIoU']:.4f} over {len(present)} classes, data+train {train_s:.0f}s")
+    assert m["mIoU"] >= 0.6
