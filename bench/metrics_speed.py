@@ -27,7 +27,6 @@ from core.metrics import confusion
 from evaluate.evaluator import SemSegEvaluator
 from ingest.taxonomy import load_taxonomy
 
-
 _LUT = np.full(256, 255, np.uint8)  # labelId -> trainId, set in main before the worker processes fork
 
 

@@ -14,7 +14,6 @@ import argparse
 import tempfile
 import time
 
-import _common
 import torch
 from torch.utils.data import DataLoader, RandomSampler
 
