@@ -14,6 +14,7 @@ import argparse
 import tempfile
 import time
 
+import _common  # noqa: F401 - puts the project root on sys.path
 import torch
 from torch.utils.data import DataLoader, RandomSampler
 
