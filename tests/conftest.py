@@ -37,6 +37,25 @@ def cityscapes_reference():
 
 
 @pytest.fixture(scope="session")
+def ls_brush_reference():
+    """label_studio_sdk.converter.brush (SDK 2.1.2), loaded from its file: the SDK's package __init__ pulls in an
+    HTTP client stack that the codec does not need, so only this module is imported."""
+    import importlib.util
+
+    path = REFERENCE_DIR / "label_studio_sdk" / "converter" / "brush.py"
+    if not path.is_file():
+        cmd = [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--target", str(REFERENCE_DIR),
+               "label-studio-sdk==2.1.2"]
+        proc = subprocess.run(cmd, capture_output=True, text=True)
+        if proc.returncode != 0:
+            pytest.fail(f"could not install the label-studio-sdk reference: {proc.stderr[-2000:]}")
+    spec = importlib.util.spec_from_file_location("ls_sdk_brush", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="session")
 def demo_city(tmp_path_factory) -> Path:
     from ingest.demo import generate
 

@@ -116,9 +116,13 @@ class Trainer:
         self.ckpt: dict[str, Any] | None = None
         if resume:
             self.ckpt = load_checkpoint(Path(resume) / "checkpoints" / "last.pt")
+        if self.world > 1 and not self.main:
+            dist.barrier()  # rank 0 generates / builds the dataset first; the others then only read it
         self.dataset = ensure_dataset(cfg) if not resume else DatasetVersion(
             resolve_version(self.ckpt["dataset_path"] if Path(self.ckpt["dataset_path"]).exists()
                             else self.ckpt["dataset_version"], cfg["data"]["versions_root"]))
+        if self.world > 1 and self.main:
+            dist.barrier()
         self.taxonomy: Taxonomy = self.dataset.taxonomy
         self.hw = tuple(cfg["data"]["image_size"])
         if len(self.hw) != 2:
