@@ -24,6 +24,7 @@ from core.errors import SegLoopError
 from core.fsio import atomic_dir, read_image, read_json, read_label, save_png, sha256_file, sha256_json
 from ingest import coco
 from ingest.cityscapes import CityscapesSource, DemoCitySource
+from ingest.labelstudio import LabelStudioSource
 from ingest.maskfolder import MaskFolderSource
 from ingest.records import Record
 from ingest.splits import SPLITS, k_folds, merge_duplicate_groups, ratio_split
@@ -35,10 +36,14 @@ DATA_DEFAULT = ROOT / "configs" / "data" / "default.yaml"
 SOURCE_SCHEMAS: dict[str, dict[str, Any]] = {
     "cityscapes": {"type": "", "name": "", "root": "", "annotations": "polygons", "splits": []},
     "demo_city": {"type": "", "name": "", "root": "", "annotations": "polygons", "splits": [], "n": 300, "seed": 0},
+    "labelstudio": {"type": "", "name": "", "root": "", "images_root": ".", "image_key": "image",
+                    "value_map": "labelstudio", "annotation": "latest", "background": "ignore", "group": "",
+                    "check_hash": True},
     "mask_folder": {"type": "", "name": "", "root": "", "value_map": "", "images": "images", "masks": "masks",
                     "group": "", "folders": {}},
 }
-SOURCE_TYPES = {"cityscapes": CityscapesSource, "demo_city": DemoCitySource, "mask_folder": MaskFolderSource}
+SOURCE_TYPES = {"cityscapes": CityscapesSource, "demo_city": DemoCitySource, "labelstudio": LabelStudioSource,
+                "mask_folder": MaskFolderSource}
 
 
 def load_data_config(path: str | Path | None, overrides: list[str] | None = None) -> dict[str, Any]:
@@ -104,6 +109,10 @@ def build(cfg: dict[str, Any], progress: bool = True) -> BuildResult:
         return BuildResult(dest, version, False)
 
     splits = _assign_splits(records, hashes, cfg)
+    crossing = _groups_crossing_splits(records, splits)
+    if crossing:
+        print(f"note: the sources' own splits put these groups in several splits: {', '.join(crossing)} "
+              f"(use split.mode: ratio to keep groups together)")
     with atomic_dir(dest) as tmp:
         _write_version(tmp, dest, version, digest, records, hashes, splits, sources, taxonomy, cfg, progress)
     return BuildResult(dest, version, True)
@@ -138,6 +147,13 @@ def _assign_splits(records: list[Record], hashes: dict[str, dict[str, str]], cfg
                 f"split '{s}' is empty", fix="use split.mode: ratio with a share for it, add images for it, "
                 f"or copy another split with split.same_as: {{{s}: val}}")
     return splits
+
+
+def _groups_crossing_splits(records: list[Record], splits: list[str]) -> list[str]:
+    seen: dict[str, set[str]] = defaultdict(set)
+    for r, s in zip(records, splits, strict=True):
+        seen[f"{r.source}:{r.group}"].add(s)
+    return sorted(g for g, s in seen.items() if len(s) > 1)
 
 
 def _rel(path: Path, start: Path) -> str:
@@ -209,7 +225,8 @@ def _write_version(tmp: Path, dest: Path, version: str, digest: str, records: li
         "sources": [{**spec, "root": str(spec["root"]), "images": len(per_source[spec["name"]]),
                      "content_hash": sha256_json({k: hashes[k] for k in sorted(per_source[spec["name"]])})}
                     for spec in cfg["sources"]],
-        "split": {**cfg["split"], "grouped_by": "source group (city / sequence) + duplicate images"},
+        "split": {**cfg["split"], "grouped_by": "source group (city / sequence) + duplicate images",
+                  "groups_crossing_splits": _groups_crossing_splits(records, splits)},
         "folds": folds_info,
         "counts": {s: {"images": c["images"], "instances": c["instances"], "pixels_per_class": dict(c["pixels"]),
                        "images_per_class": dict(c["images_with"]),

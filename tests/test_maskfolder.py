@@ -78,4 +78,5 @@ def test_real_camvid(tmp_path):
     ds = DatasetVersion(build(cfg, progress=False).path)
     m = ds.manifest["counts"]
     assert (m["train"]["images"], m["val"]["images"], m["test"]["images"]) == (367, 101, 101)
+    assert ds.manifest["split"]["groups_crossing_splits"] == ["camvid:0016E5"]  # SegNet's own split
     assert m["train"]["pixels_per_class"]["road"] > m["train"]["pixels_per_class"]["bicyclist"] > 0

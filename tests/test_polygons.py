@@ -87,3 +87,21 @@ def test_more_than_255_polygons_and_png_round_trip(tmp_path, cityscapes_referenc
     save_png(tmp_path / "l.png", ours_l)
     np.testing.assert_array_equal(np.asarray(Image.open(tmp_path / "i.png")), ours_i)
     np.testing.assert_array_equal(np.asarray(Image.open(tmp_path / "l.png")), ours_l)
+
+
+def test_rasterize_tree_in_parallel_equals_the_shipped_pngs(demo_city, tmp_path):
+    import shutil
+
+    from PIL import Image
+
+    from ingest.polygons import rasterize_files
+
+    shutil.copytree(demo_city / "gtFine", tmp_path / "gtFine", ignore=shutil.ignore_patterns("*Ids.png"))
+    files = sorted(tmp_path.glob("gtFine/*/*/*_polygons.json"))
+    assert rasterize_files(files, workers=2, progress=False) == 24
+    for f in files:
+        rel = f.relative_to(tmp_path)
+        for kind in ("labelIds", "instanceIds"):
+            ours = np.asarray(Image.open(str(f).replace("polygons.json", f"{kind}.png")))
+            shipped = np.asarray(Image.open(str(demo_city / rel).replace("polygons.json", f"{kind}.png")))
+            np.testing.assert_array_equal(ours, shipped)
