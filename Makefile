@@ -6,11 +6,12 @@ STAMP := $(VENV)/.installed
 export NO_ALBUMENTATIONS_UPDATE := 1
 export PYTHONUNBUFFERED := 1
 
-.PHONY: help install demo test test-fast lint bench clean
+.PHONY: help install labelstudio demo test test-fast lint bench clean
 
 help:
 	@echo "make demo       install into $(VENV), generate + ingest the demo city, train, evaluate on test"
-	@echo "make test       run the test suite (pytest)"
+	@echo "make test       run the test suite (pytest; installs Label Studio into $(LS_VENV) first)"
+	@echo "make labelstudio  install Label Studio into its own virtual environment"
 	@echo "make test-fast  the tests not marked slow"
 	@echo "make lint       ruff"
 	@echo "make bench      the benchmarks under bench/ (CamVid ones need ../shared/data/camvid)"
@@ -22,6 +23,16 @@ $(STAMP): requirements.txt
 
 install: $(STAMP)
 
+# Label Studio is a large Django app with its own pins: it gets its own virtual environment.
+LS_VENV ?= .venv-labelstudio
+LS_STAMP := $(LS_VENV)/.installed
+$(LS_STAMP): requirements-labelstudio.txt
+	$(PYTHON) -m venv $(LS_VENV)
+	$(LS_VENV)/bin/pip install --quiet --disable-pip-version-check -r requirements-labelstudio.txt
+	touch $(LS_STAMP)
+
+labelstudio: $(LS_STAMP)
+
 demo: $(STAMP)
 	$(PY) -m ingest build --config configs/data/demo.yaml
 	$(PY) -m train.run output.name=demo output.exist_ok=true
@@ -29,11 +40,11 @@ demo: $(STAMP)
 	@echo
 	@echo "demo done: runs/demo (tensorboard --logdir runs/demo/tb; metrics in runs/demo/eval/test/metrics.json)"
 
-test: $(STAMP)
+test: $(STAMP) $(LS_STAMP)
 	@$(PY) -m pytest; rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests (exit 5)"; exit 0; fi; exit $$rc
 
-test-fast: $(STAMP)
+test-fast: $(STAMP) $(LS_STAMP)
 	$(PY) -m pytest -m "not slow"
 
 lint: $(STAMP)

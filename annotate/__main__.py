@@ -1,24 +1,110 @@
-"""``python -m annotate``: the Label Studio loop (not built yet).
+"""``python -m annotate``: the labeling loop with Label Studio.
 
-Coming with the labeling-loop issue: ``server start|stop|status`` (a local Label Studio on 127.0.0.1),
-``project create`` (labeling config from a taxonomy), ``import`` (images with content hashes), ``predict``
-(pre-annotations from ``evaluate`` prediction files), ``export`` (snapshots that ``ingest`` reads) and ``next``
-(uncertainty-ranked, diverse batches to label).
+  server start|stop|status [--port 8080]     a local Label Studio on 127.0.0.1 (make labelstudio installs it)
+  project create --name N --taxonomy configs/taxonomy/X.yaml [--tools polygon,brush]
+  import --project N --images DIR|LIST.txt  one task per new image (content hash recorded)
+  predict --project N --run RUN             pre-annotations from a run's prediction files
+  export --project N                        snapshot -> data/labelstudio/<N>/<timestamp>.json (ingest reads it)
+
+Against another server, set LABEL_STUDIO_URL and LABEL_STUDIO_API_KEY (legacy token or personal access token).
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
+
+from core.errors import SegLoopError, run_cli
+
+
+def _client():
+    from annotate.client import LabelStudio
+
+    return LabelStudio.from_env()
+
+
+def _project(client, name: str) -> dict:
+    p = client.project_by_title(name)
+    if p is None:
+        raise SegLoopError(f"no project named '{name}' on {client.url}",
+                           fix=f"create it: python -m annotate project create --name {name} --taxonomy ...")
+    return p
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m annotate", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.parse_args(argv)
-    print("annotate is not built yet: see `python -m annotate --help` for what is coming.", file=sys.stderr)
-    return 2
+    sub = p.add_subparsers(dest="cmd", required=True)
+    s = sub.add_parser("server", help="start, stop or show the local Label Studio")
+    s.add_argument("action", choices=["start", "stop", "status"])
+    s.add_argument("--port", type=int, default=8080)
+    pc = sub.add_parser("project", help="create a project from a taxonomy (idempotent)")
+    pc.add_argument("action", choices=["create"])
+    pc.add_argument("--name", required=True)
+    pc.add_argument("--taxonomy", default="configs/taxonomy/cityscapes.yaml")
+    pc.add_argument("--tools", default="polygon,brush", help="comma-separated: polygon, brush")
+    im = sub.add_parser("import", help="import images as tasks (only new ones)")
+    im.add_argument("--project", required=True)
+    im.add_argument("--images", required=True, help="folder of images or a .txt list of paths")
+    pr = sub.add_parser("predict", help="push a run's predictions as pre-annotations")
+    pr.add_argument("--project", required=True)
+    pr.add_argument("--run", required=True)
+    pr.add_argument("--taxonomy", default=None, help="default: the run's taxonomy")
+    ex = sub.add_parser("export", help="write a snapshot of the project's annotations")
+    ex.add_argument("--project", required=True)
+    ex.add_argument("--out", default=None, help="snapshot root (default data/labelstudio)")
+    args = p.parse_args(argv)
+
+    if args.cmd == "server":
+        from annotate import server
+
+        if args.action == "start":
+            st = server.start(args.port)
+            token = Path(st["token_file"]).read_text().strip()
+            print(f"Label Studio running at {st['url']} (pid {st['pid']})\n"
+                  f"admin user: {server.ADMIN}; API token {server.masked(token)} in {st['token_file']} (mode 0600)")
+        elif args.action == "stop":
+            print("stopped" if server.stop() else "not running")
+        else:
+            st = server.status()
+            print(f"running at {st['url']} (pid {st['pid']}), data in {st['data_dir']}" if st.get("running")
+                  else f"not running (data dir {st['data_dir']})")
+        return 0
+
+    from annotate import project as proj
+    from ingest.taxonomy import load_taxonomy
+
+    client = _client()
+    if args.cmd == "project":
+        tools = [t.strip() for t in args.tools.split(",") if t.strip()]
+        project, created = proj.ensure_project(client, args.name, load_taxonomy(args.taxonomy), tools)
+        print(f"{'created' if created else 'exists, matches the taxonomy:'} project '{args.name}' (id {project['id']})"
+              f" at {client.url}/projects/{project['id']}")
+    elif args.cmd == "import":
+        counts = proj.import_images(client, _project(client, args.project), args.images)
+        print(f"{counts['added']} new tasks, {counts['skipped']} images already in the project")
+    elif args.cmd == "predict":
+        run_dir = Path(args.run) if Path(args.run).is_dir() else Path("runs") / args.run
+        if not (run_dir / "run.json").is_file():
+            raise SegLoopError("run folder not found", path=run_dir, fix="give a folder under runs/")
+        tax_ref = args.taxonomy or _run_taxonomy(run_dir)
+        counts = proj.push_predictions(client, _project(client, args.project), run_dir, load_taxonomy(tax_ref))
+        print(f"pre-annotated {counts['predicted']} tasks with {run_dir.name}; "
+              f"{counts['without_prediction']} tasks have no prediction (python -m evaluate predict ...)")
+    elif args.cmd == "export":
+        path = proj.export_snapshot(client, _project(client, args.project), Path(args.out) if args.out else None)
+        print(f"snapshot written: {path} ({proj.labelled_count(path)} labelled tasks)")
+    return 0
+
+
+def _run_taxonomy(run_dir: Path) -> str:
+    import json
+
+    info = json.loads((run_dir / "run.json").read_text())
+    manifest = Path(info["dataset_path"]) / "manifest.json"
+    return json.loads(manifest.read_text())["taxonomy"]["path"]
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_cli(main))

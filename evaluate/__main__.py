@@ -1,6 +1,7 @@
 """``python -m evaluate``: score trained runs.
 
   python -m evaluate run RUN [--split test] [--checkpoint best|last] [--tta]
+  python -m evaluate predict RUN --images DIR|LIST.txt [--name NAME]
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ import argparse
 import sys
 
 from core.errors import run_cli
+from evaluate.predict import predict_images
 from evaluate.runner import evaluate_run, print_summary
 
 
@@ -24,7 +26,17 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--version", help="evaluate on another dataset version (same taxonomy)")
     r.add_argument("--tta", action="store_true", help="average with the horizontally flipped prediction")
     r.add_argument("--no-uncertainty", action="store_true", help="skip the entropy maps")
+    pr = sub.add_parser("predict", help="predict unlabelled images (folder or .txt list) for the labeling loop")
+    pr.add_argument("run", help="run folder, a name under runs/, or 'last'")
+    pr.add_argument("--images", required=True, help="folder of images, or a .txt file listing them")
+    pr.add_argument("--name", help="output name under runs/<run>/predict/ (default: the folder's name)")
+    pr.add_argument("--checkpoint", default="best", choices=["best", "last"])
+    pr.add_argument("--device", default="auto")
     args = p.parse_args(argv)
+    if args.cmd == "predict":
+        out = predict_images(args.run, args.images, args.name, args.checkpoint, args.device)
+        print(f"predictions written to {out}")
+        return 0
     result = evaluate_run(args.run, args.split, args.checkpoint, args.device, args.version, args.tta,
                           not args.no_uncertainty)
     print_summary(result)

@@ -77,6 +77,7 @@ def evaluate_run(run: str | Path, split: str = "test", which: str = "best", devi
     evaluator = SemSegEvaluator(names, ds.taxonomy.ignore_index)
     out_dir = run_dir / "eval" / split
     times: list[float] = []
+    index: dict[str, dict[str, Any]] = {}  # image sha256 -> its prediction files (what annotate reads)
     log_c = math.log(len(names))
     with atomic_dir(out_dir, replace=True) as tmp:
         (tmp / "pred").mkdir()
@@ -102,6 +103,9 @@ def evaluate_run(run: str | Path, split: str = "test", which: str = "best", devi
                 save_png(tmp / "uncertainty" / name, (ent.clamp(0, 1) * 255).round().byte().cpu().numpy())
             evaluator.process(pred_np, label, {"image_id": im["id"], "key": im["key"], "file": im["file_name"],
                                                "prediction": f"pred/{name}"})
+            index[im["sha256"]] = {"image": str(ds.image_path(im)), "prediction": f"pred/{name}",
+                                   "uncertainty": f"uncertainty/{name}" if uncertainty else None,
+                                   "mean_uncertainty": float(ent.mean()) if uncertainty else None}
         result = evaluator.evaluate()
         steady = times[1:] or times
         result.update({
@@ -114,6 +118,7 @@ def evaluate_run(run: str | Path, split: str = "test", which: str = "best", devi
             "model": {"name": ckpt["model_spec"]["name"], **model_size(model)},
         })
         write_json_atomic(tmp / "metrics.json", result)
+        write_json_atomic(tmp / "index.json", {"run": run_dir.name, "classes": names, "images": index})
         with open(tmp / "per_class.csv", "w", newline="") as fh:
             w = csv.writer(fh)
             w.writerow(["class", "iou", "dice", "gt_pixels"])

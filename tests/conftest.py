@@ -96,3 +96,39 @@ def tiny_run(demo_version, tmp_path_factory):
     runs = tmp_path_factory.mktemp("runs")
     cfg = load_train_config(None, tiny_overrides(demo_version.path, runs, "output.name=tiny"))
     return train(cfg, progress=False)
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def label_studio(tmp_path_factory):
+    """A real Label Studio on 127.0.0.1 for the whole test session.
+
+    The data directory (database, admin user, legacy token) is made once per checkout in .cache/ by
+    `label-studio init` and copied for each session, so a session's server starts in seconds; images are served
+    from a per-session folder."""
+    import shutil
+
+    from annotate import server
+
+    if not (server.LS_VENV / "bin" / "label-studio").is_file():
+        pytest.fail("Label Studio is not installed: run `make labelstudio` (CI does it in .ci/run)")
+    template = ROOT / ".cache" / "labelstudio-template"
+    files_root = tmp_path_factory.mktemp("ls_files")
+    os.environ["SEGLOOP_LOCAL_FILES_ROOT"] = str(files_root)
+    if not (template / "token").is_file():
+        shutil.rmtree(template, ignore_errors=True)
+        server.init_data_dir(template)
+    data_dir = tmp_path_factory.mktemp("ls") / "server"
+    shutil.copytree(template, data_dir)
+    os.environ["SEGLOOP_LABEL_STUDIO_DIR"] = str(data_dir)
+    state = server.start(_free_port(), data_dir)
+    token = (data_dir / "token").read_text().strip()
+    yield {"url": state["url"], "token": token, "files_root": files_root, "data_dir": data_dir}
+    server.stop(data_dir)

@@ -1,0 +1,145 @@
+"""A small Label Studio REST client: token auth (legacy token or personal access token), retries with backoff.
+
+Only what SegLoop needs, over the standard library, so the Label Studio server (its own virtual environment) and
+its SDK's dependency pins stay out of SegLoop's environment. Every failure becomes a ``SegLoopError`` that says
+what to check: the server unreachable, the token rejected (401), a server error after retries (5xx).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from dataclasses import dataclass, field
+from typing import Any
+
+from core.errors import SegLoopError
+
+RETRY_STATUS = {500, 502, 503, 504}
+
+
+@dataclass
+class LabelStudio:
+    url: str
+    token: str = field(repr=False)
+    retries: int = 4
+    backoff: float = 0.5
+    timeout: float = 60.0
+    _access: str | None = field(default=None, repr=False)
+
+    @classmethod
+    def from_env(cls, url: str | None = None, token: str | None = None) -> LabelStudio:
+        """``LABEL_STUDIO_URL`` / ``LABEL_STUDIO_API_KEY``, else the local server started by ``annotate server``."""
+        from annotate.server import local_server
+
+        url = url or os.environ.get("LABEL_STUDIO_URL")
+        token = token or os.environ.get("LABEL_STUDIO_API_KEY")
+        if not url or not token:
+            local = local_server()
+            if local is None:
+                raise SegLoopError("no Label Studio to talk to",
+                                   fix="start one (python -m annotate server start) or set LABEL_STUDIO_URL and "
+                                       "LABEL_STUDIO_API_KEY")
+            url, token = url or local[0], token or local[1]
+        return cls(url.rstrip("/"), token)
+
+    # ------------------------------------------------------------------------------------------------ transport
+    def _auth_header(self) -> str:
+        # personal access tokens are JWT refresh tokens (three dot-separated parts); legacy tokens are hex
+        if self.token.count(".") == 2:
+            if self._access is None:
+                resp = self._raw("POST", "/api/token/refresh", {"refresh": self.token}, auth=False)
+                self._access = resp["access"]
+            return f"Bearer {self._access}"
+        return f"Token {self.token}"
+
+    def _raw(self, method: str, path: str, body: Any = None, auth: bool = True,
+             params: dict[str, Any] | None = None) -> Any:
+        url = self.url + path + (("?" + urllib.parse.urlencode(params, doseq=True)) if params else "")
+        data = json.dumps(body).encode() if body is not None else None
+        last: Exception | None = None
+        for attempt in range(self.retries + 1):
+            req = urllib.request.Request(url, data=data, method=method)
+            req.add_header("Content-Type", "application/json")
+            if auth:
+                req.add_header("Authorization", self._auth_header())
+            try:
+                with _no_proxy_opener().open(req, timeout=self.timeout) as resp:
+                    raw = resp.read()
+                    return json.loads(raw) if raw else None
+            except urllib.error.HTTPError as exc:
+                detail = exc.read().decode(errors="replace")[:500]
+                if exc.code in (401, 403):
+                    raise SegLoopError(f"Label Studio refused the API token ({exc.code}) at {self.url}",
+                                       fix="check LABEL_STUDIO_API_KEY (legacy token or personal access token) "
+                                           "or the token file of `annotate server`") from None
+                if exc.code in RETRY_STATUS and attempt < self.retries:
+                    last = exc
+                    time.sleep(self.backoff * 2**attempt)
+                    continue
+                raise SegLoopError(f"Label Studio answered {exc.code} to {method} {path}: {detail}",
+                                   fix="see the server log (python -m annotate server status)" if exc.code >= 500
+                                   else "check the request's project / task ids") from None
+            except (urllib.error.URLError, ConnectionError, TimeoutError) as exc:
+                last = exc
+                if attempt < self.retries:
+                    time.sleep(self.backoff * 2**attempt)
+                    continue
+        raise SegLoopError(f"Label Studio at {self.url} is unreachable after {self.retries + 1} tries ({last})",
+                           fix="start it (python -m annotate server start) or check LABEL_STUDIO_URL")
+
+    def get(self, path: str, **params: Any) -> Any:
+        return self._raw("GET", path, params=params or None)
+
+    def post(self, path: str, body: Any) -> Any:
+        return self._raw("POST", path, body)
+
+    def patch(self, path: str, body: Any) -> Any:
+        return self._raw("PATCH", path, body)
+
+    def delete(self, path: str) -> Any:
+        return self._raw("DELETE", path)
+
+    # ---------------------------------------------------------------------------------------------- resources
+    def projects(self) -> list[dict[str, Any]]:
+        out, page = [], 1
+        while True:
+            resp = self.get("/api/projects", page=page, page_size=100)
+            items = resp["results"] if isinstance(resp, dict) else resp
+            out += items
+            if not isinstance(resp, dict) or not resp.get("next"):
+                return out
+            page += 1
+
+    def project_by_title(self, title: str) -> dict[str, Any] | None:
+        hits = [p for p in self.projects() if p.get("title") == title]
+        return hits[0] if hits else None
+
+    def tasks(self, project_id: int) -> list[dict[str, Any]]:
+        out, page = [], 1
+        while True:
+            try:
+                resp = self.get("/api/tasks", project=project_id, page=page, page_size=500, fields="all")
+            except SegLoopError as exc:  # past the last page Label Studio answers 404
+                if "404" in str(exc):
+                    return out
+                raise
+            items = resp.get("tasks", []) if isinstance(resp, dict) else resp
+            out += items
+            if len(items) < 500:
+                return out
+            page += 1
+
+
+_OPENER: urllib.request.OpenerDirector | None = None
+
+
+def _no_proxy_opener() -> urllib.request.OpenerDirector:
+    """Talk to Label Studio directly: the HTTP(S)_PROXY that blocks its outbound traffic must not apply to us."""
+    global _OPENER
+    if _OPENER is None:
+        _OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    return _OPENER

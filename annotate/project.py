@@ -1,0 +1,174 @@
+"""Projects, imports, pre-annotations and exports against a Label Studio server."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from annotate.client import LabelStudio
+from annotate.labeling_config import config_differences, config_labels, labeling_config
+from annotate.server import document_root
+from core.errors import SegLoopError
+from core.fsio import read_json, read_label, sha256_file, write_json_atomic
+from ingest.images import list_images
+from ingest.ls_brush import encode_mask
+from ingest.taxonomy import Taxonomy
+
+SNAPSHOT_ROOT = Path(__file__).resolve().parent.parent / "data" / "labelstudio"
+
+
+def ensure_project(client: LabelStudio, name: str, taxonomy: Taxonomy, tools: list[str]) -> tuple[dict, bool]:
+    """The project titled ``name``: created from the taxonomy, or found; a config that drifted is an error."""
+    project = client.project_by_title(name)
+    if project is not None:
+        diffs = config_differences(project["label_config"], taxonomy, tools)
+        if diffs:
+            raise SegLoopError(
+                f"project '{name}' (id {project['id']}) does not match taxonomy '{taxonomy.name}': "
+                + "; ".join(diffs[:8]) + (" ..." if len(diffs) > 8 else ""),
+                fix="create a project under another --name, or change its labeling config in Label Studio "
+                    "(SegLoop never rewrites a project's config)")
+        return project, False
+    project = client.post("/api/projects", {
+        "title": name, "label_config": labeling_config(taxonomy, tools),
+        "description": f"SegLoop project, taxonomy '{taxonomy.name}' ({taxonomy.num_classes} classes)"})
+    return project, True
+
+
+def _local_url(path: Path, root: Path) -> str:
+    try:
+        rel = path.resolve().relative_to(root)
+    except ValueError:
+        raise SegLoopError(f"image {path} is outside the folder Label Studio serves ({root})", path=path,
+                           fix="move the images under data/ or set SEGLOOP_LOCAL_FILES_ROOT before starting "
+                               "the server") from None
+    return "/data/local-files/?d=" + str(rel)
+
+
+def ensure_local_storage(client: LabelStudio, project_id: int, folder: Path) -> None:
+    """Label Studio serves a local file only under a local storage of the project that contains it."""
+    folder = folder.resolve()
+    storages = client.get("/api/storages/localfiles", project=project_id)
+    if any(Path(s.get("path", "")) == folder or folder.is_relative_to(Path(s.get("path", "/nonexistent")))
+           for s in storages):
+        return
+    client.post("/api/storages/localfiles", {"project": project_id, "path": str(folder), "title": folder.name,
+                                             "use_blob_urls": True, "regex_filter": r".*\.(png|jpe?g)$"})
+
+
+def import_images(client: LabelStudio, project: dict, images: str | Path, extra: dict | None = None) -> dict:
+    """Add one task per image not yet in the project (by content hash); returns counts."""
+    files = list_images(images)
+    root = document_root()
+    folders = {f.resolve().parent for f in files}
+    common = Path(os.path.commonpath([str(f) for f in folders]))
+    ensure_local_storage(client, project["id"], common)
+    existing = {t["data"].get("sha256") for t in client.tasks(project["id"])}
+    new = []
+    for f in files:
+        sha = sha256_file(f)
+        if sha in existing:
+            continue
+        existing.add(sha)
+        new.append({"data": {"image": _local_url(f, root), "sha256": sha, "file": str(f.resolve().relative_to(root)),
+                             **(extra or {})}})
+    if new:
+        client.post(f"/api/projects/{project['id']}/import", new)
+    return {"images": len(files), "added": len(new), "skipped": len(files) - len(new)}
+
+
+def _prediction_index(run_dir: Path) -> dict[str, tuple[Path, dict]]:
+    """sha256 -> (folder, entry) over every prediction set a run has (eval/<split>/ and predict/<name>/)."""
+    out: dict[str, tuple[Path, dict]] = {}
+    for idx in sorted(run_dir.glob("eval/*/index.json")) + sorted(run_dir.glob("predict/*/index.json")):
+        for sha, entry in read_json(idx)["images"].items():
+            out[sha] = (idx.parent, entry)
+    return out
+
+
+def mask_polygons(mask: np.ndarray, width: int, height: int) -> list[list[list[float]]]:
+    """Outer contours of a mask as Label Studio polygons (percent coordinates), tiny specks dropped."""
+    contours, _ = cv2.findContours(mask.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+    polys = []
+    for c in contours:
+        if cv2.contourArea(c) < 4 or len(c) < 3:
+            continue
+        pts = c[:, 0, :].astype(np.float64)
+        polys.append([[float(x) * 100 / width, float(y) * 100 / height] for x, y in pts])
+    return polys
+
+
+def prediction_result(pred: np.ndarray, uncertainty: np.ndarray | None, taxonomy: Taxonomy,
+                      tools: list[str]) -> tuple[list[dict], float]:
+    """Label Studio result regions for a semantic prediction: one brush per class present (or polygons per
+    connected component when the project has no brush), each scored by 1 - mean normalised entropy."""
+    h, w = pred.shape
+    conf = 1 - (uncertainty.astype(np.float32) / 255 if uncertainty is not None else np.zeros_like(pred, np.float32))
+    result: list[dict] = []
+    for cls in np.unique(pred):
+        if cls >= taxonomy.num_classes:
+            continue
+        mask = pred == cls
+        name = taxonomy.classes[int(cls)].name
+        score = float(conf[mask].mean())
+        base = {"to_name": "image", "original_width": w, "original_height": h, "image_rotation": 0, "score": score}
+        if "brush" in tools:
+            result.append({**base, "from_name": "brush", "type": "brushlabels", "id": f"seg{cls}",
+                           "value": {"format": "rle", "rle": encode_mask(mask), "brushlabels": [name]}})
+        else:
+            for k, poly in enumerate(mask_polygons(mask, w, h)):
+                result.append({**base, "from_name": "polygon", "type": "polygonlabels", "id": f"seg{cls}_{k}",
+                               "value": {"points": poly, "polygonlabels": [name], "closed": True}})
+    return result, float(conf.mean())
+
+
+def push_predictions(client: LabelStudio, project: dict, run_dir: Path, taxonomy: Taxonomy,
+                     task_ids: set[int] | None = None) -> dict:
+    """Pre-annotate the project's tasks from a run's prediction files (matched by image hash)."""
+    tools = [t for t in ("polygon", "brush") if t in config_labels(project["label_config"])]
+    index = _prediction_index(run_dir)
+    if not index:
+        raise SegLoopError(f"run {run_dir.name} has no prediction files", path=run_dir,
+                           fix=f"python -m evaluate predict {run_dir} --images DIR (or evaluate run)")
+    done = missing = 0
+    for task in client.tasks(project["id"]):
+        if task_ids is not None and task["id"] not in task_ids:
+            continue
+        hit = index.get(task["data"].get("sha256", ""))
+        if hit is None:
+            missing += 1
+            continue
+        folder, entry = hit
+        pred = read_label(folder / entry["prediction"])
+        unc = read_label(folder / entry["uncertainty"]) if entry.get("uncertainty") else None
+        result, score = prediction_result(pred, unc, taxonomy, tools)
+        client.post("/api/predictions", {"task": task["id"], "result": result, "score": score,
+                                         "model_version": run_dir.name})
+        done += 1
+    return {"predicted": done, "without_prediction": missing}
+
+
+def export_snapshot(client: LabelStudio, project: dict, out_root: Path | None = None) -> Path:
+    """Write ``data/labelstudio/<project>/<UTC timestamp>.json`` (atomically: earlier snapshots stay intact)."""
+    tasks = client.get(f"/api/projects/{project['id']}/export", exportType="JSON", download_all_tasks="true")
+    if not isinstance(tasks, list):
+        raise SegLoopError(f"unexpected export from project {project['title']}: {str(tasks)[:200]}")
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    path = (out_root or SNAPSHOT_ROOT) / project["title"] / f"{stamp}.json"
+    n = 1
+    while path.exists():
+        path = path.with_name(f"{stamp}-{n}.json")
+        n += 1
+    write_json_atomic(path, {"project": project["title"], "project_id": project["id"], "label_studio": client.url,
+                             "exported_at": stamp, "tasks": tasks}, indent=None)
+    return path
+
+
+def labelled_count(snapshot: Path) -> int:
+    data = json.loads(snapshot.read_text())
+    return sum(1 for t in data["tasks"] if any(not a.get("was_cancelled") for a in t.get("annotations") or []))

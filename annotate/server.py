@@ -1,0 +1,199 @@
+"""A local Label Studio for SegLoop: ``python -m annotate server start|stop|status``.
+
+Label Studio runs from its own virtual environment (``make labelstudio`` makes ``.venv-labelstudio``), bound to
+127.0.0.1 only, with its data (SQLite database, uploads) under ``data/labelstudio/server/``, local-file serving
+rooted at SegLoop's ``data/`` folder, an admin user and API token created without prompts, and no outbound
+traffic: analytics, Sentry and version checks off, and HTTP(S)_PROXY pointed at a dead loopback port, because its
+UI otherwise fetches tips from the internet on every page. The token lives in a mode-0600 file and is never
+printed whole, put on a command line or logged.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+from core.errors import SegLoopError
+from core.fsio import write_json_atomic
+
+ROOT = Path(__file__).resolve().parent.parent
+LS_VENV = Path(os.environ.get("SEGLOOP_LABEL_STUDIO_VENV", ROOT / ".venv-labelstudio"))
+DEFAULT_DIR = ROOT / "data" / "labelstudio" / "server"
+DEFAULT_PORT = 8080
+ADMIN = "admin@segloop.local"
+DEAD_PROXY = "http://127.0.0.1:9"  # discard port: nothing listens, connections fail at once
+
+
+def server_dir() -> Path:
+    return Path(os.environ.get("SEGLOOP_LABEL_STUDIO_DIR", DEFAULT_DIR))
+
+
+def document_root() -> Path:
+    return Path(os.environ.get("SEGLOOP_LOCAL_FILES_ROOT", ROOT / "data")).resolve()
+
+
+def server_env(data_dir: Path, files_root: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.lower().endswith("_proxy")}
+    env.update({
+        "LABEL_STUDIO_BASE_DATA_DIR": str(data_dir),
+        "LABEL_STUDIO_LOCAL_FILES_SERVING_ENABLED": "true",
+        "LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT": str(files_root),
+        "LABEL_STUDIO_DISABLE_SIGNUP_WITHOUT_LINK": "true",
+        "LABEL_STUDIO_ENABLE_LEGACY_API_TOKEN": "true",
+        "COLLECT_ANALYTICS": "false",
+        "SENTRY_DSN": "",
+        "FRONTEND_SENTRY_DSN": "",
+        "SENTRY_RATE": "0",
+        "LATEST_VERSION_CHECK": "false",
+        "LABEL_STUDIO_DISABLE_VERSION_CHECK": "true",
+        "HTTP_PROXY": DEAD_PROXY, "HTTPS_PROXY": DEAD_PROXY, "http_proxy": DEAD_PROXY, "https_proxy": DEAD_PROXY,
+        "NO_PROXY": "127.0.0.1,localhost", "no_proxy": "127.0.0.1,localhost",
+        "PYTHONUNBUFFERED": "1",
+    })
+    return env
+
+
+def _ls_bin() -> Path:
+    exe = LS_VENV / "bin" / "label-studio"
+    if not exe.is_file():
+        raise SegLoopError("Label Studio is not installed", path=exe,
+                           fix="run `make labelstudio` (installs label-studio into .venv-labelstudio)")
+    return exe
+
+
+def _port_free(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(("127.0.0.1", port))
+            return True
+        except OSError:
+            return False
+
+
+def _healthy(url: str) -> bool:
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    try:
+        with opener.open(url + "/health", timeout=2) as resp:
+            return resp.status == 200
+    except (urllib.error.URLError, ConnectionError, TimeoutError, OSError):
+        return False
+
+
+def init_data_dir(data_dir: Path) -> None:
+    """Create the database, the admin user and a legacy API token (stored 0600) without prompts."""
+    data_dir.mkdir(parents=True, exist_ok=True)
+    token_file = data_dir / "token"
+    if token_file.is_file() and (data_dir / "label_studio.sqlite3").is_file():
+        return
+    token = secrets.token_hex(20)
+    password = secrets.token_urlsafe(16)
+    env = server_env(data_dir, document_root())
+    env["LABEL_STUDIO_USERNAME"], env["LABEL_STUDIO_PASSWORD"], env["LABEL_STUDIO_USER_TOKEN"] = ADMIN, password, token
+    proc = subprocess.run([str(_ls_bin()), "init", "segloop", "--no-browser", "--enable-legacy-api-token",
+                           "--data-dir", str(data_dir)], env=env, capture_output=True, text=True, timeout=600,
+                          cwd=data_dir)
+    if proc.returncode != 0:
+        raise SegLoopError(f"label-studio init failed: {proc.stderr[-1500:]}", path=data_dir,
+                           fix="remove the folder and try again")
+    fd = os.open(token_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(token)
+    fd = os.open(data_dir / "admin_password", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(password)
+
+
+def start(port: int = DEFAULT_PORT, data_dir: Path | None = None, timeout: float = 180) -> dict:
+    data_dir = (data_dir or server_dir()).resolve()
+    state = status(data_dir)
+    if state.get("running"):
+        return state
+    if not _port_free(port):
+        # Label Studio would silently move to the next port; refuse instead, so the URL we print is true
+        raise SegLoopError(f"port {port} on 127.0.0.1 is busy", fix="stop what uses it or pass --port")
+    init_data_dir(data_dir)
+    log = open(data_dir / "server.log", "ab")  # noqa: SIM115 - handed to the server process
+    env = server_env(data_dir, document_root())
+    env["LABEL_STUDIO_USERNAME"] = ADMIN
+    proc = subprocess.Popen([str(_ls_bin()), "start", "segloop", "--no-browser", "--internal-host", "127.0.0.1",
+                             "--port", str(port), "--data-dir", str(data_dir)], env=env, stdout=log,
+                            stderr=subprocess.STDOUT, cwd=data_dir, start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if proc.poll() is not None:
+            raise SegLoopError(f"Label Studio exited with status {proc.returncode}",
+                               path=data_dir / "server.log", fix="read the log")
+        if _healthy(url):
+            break
+        time.sleep(0.5)
+    else:
+        proc.terminate()
+        raise SegLoopError(f"Label Studio did not answer on {url} within {timeout:.0f}s",
+                           path=data_dir / "server.log", fix="read the log")
+    state = {"pid": proc.pid, "port": port, "url": url, "data_dir": str(data_dir),
+             "token_file": str(data_dir / "token"), "started": time.strftime("%Y-%m-%dT%H:%M:%S")}
+    write_json_atomic(data_dir / "server.json", state)
+    return {**state, "running": True}
+
+
+def status(data_dir: Path | None = None) -> dict:
+    data_dir = data_dir or server_dir()
+    f = data_dir / "server.json"
+    if not f.is_file():
+        return {"running": False, "data_dir": str(data_dir)}
+    state = json.loads(f.read_text())
+    alive = _pid_alive(state["pid"]) and _healthy(state["url"])
+    return {**state, "running": alive}
+
+
+def stop(data_dir: Path | None = None, timeout: float = 30) -> bool:
+    data_dir = data_dir or server_dir()
+    state = status(data_dir)
+    f = data_dir / "server.json"
+    if "pid" not in state:
+        return False
+    pid = state["pid"]
+    if _pid_alive(pid):
+        os.killpg(pid, signal.SIGTERM)  # the whole process group: Label Studio starts workers
+        deadline = time.time() + timeout
+        while time.time() < deadline and _pid_alive(pid):
+            time.sleep(0.2)
+        if _pid_alive(pid):
+            os.killpg(pid, signal.SIGKILL)
+    f.unlink(missing_ok=True)
+    return True
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:  # a zombie (exited, not yet reaped) is not alive
+        return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
+    except OSError:
+        return True
+
+
+def local_server() -> tuple[str, str] | None:
+    """(url, token) of the running local server, if any."""
+    state = status()
+    if not state.get("running"):
+        return None
+    return state["url"], Path(state["token_file"]).read_text().strip()
+
+
+def masked(token: str) -> str:
+    return token[:4] + "…" + f"({len(token)} chars)"

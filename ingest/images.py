@@ -1,0 +1,27 @@
+"""Image lists: a folder (recursive) or a text file of paths, as the labeling loop and prediction take them."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from core.errors import SegLoopError
+
+IMAGE_EXTS = (".png", ".jpg", ".jpeg")
+
+
+def list_images(images: str | Path) -> list[Path]:
+    """Images of a folder (recursive), or the paths listed one per line in a .txt file."""
+    p = Path(images)
+    if p.is_file() and p.suffix == ".txt":
+        files = [Path(line.strip()) for line in p.read_text().splitlines() if line.strip()]
+        missing = [f for f in files if not f.is_file()]
+        if missing:
+            raise SegLoopError(f"{len(missing)} listed images do not exist, e.g. {missing[0]}", path=p,
+                               fix="regenerate the list")
+        return files
+    if not p.is_dir():
+        raise SegLoopError("image folder or list file not found", path=p, fix="give a folder of images or a .txt list")
+    files = sorted(f for f in p.rglob("*") if f.suffix.lower() in IMAGE_EXTS)
+    if not files:
+        raise SegLoopError("no images (png, jpg) found", path=p)
+    return files

@@ -1,0 +1,136 @@
+"""The labeling loop against a real Label Studio server (started once per session by the `label_studio` fixture)."""
+
+import json
+import os
+import shutil
+import stat
+
+import numpy as np
+import pytest
+
+from annotate.client import LabelStudio
+from annotate.project import ensure_project, export_snapshot, import_images, push_predictions
+from core.errors import SegLoopError
+from ingest.ls_brush import encode_mask
+from ingest.taxonomy import load_taxonomy
+from ingest.version import DatasetVersion, build, load_data_config
+from tests.conftest import ROOT
+
+TAX = load_taxonomy("cityscapes")
+
+
+@pytest.fixture(scope="module")
+def client(label_studio):
+    return LabelStudio(label_studio["url"], label_studio["token"], backoff=0.05)
+
+
+@pytest.fixture(scope="module")
+def images(label_studio, demo_version):
+    """Six demo images under the folder Label Studio serves, with their ground-truth semantic masks."""
+    folder = label_studio["files_root"] / "pool"
+    folder.mkdir()
+    truth = {}
+    for im in demo_version.images("train")[:6]:
+        dst = folder / demo_version.image_path(im).name
+        shutil.copy(demo_version.image_path(im), dst)
+        truth[dst.name] = demo_version.load_semantic(im)
+    return folder, truth
+
+
+def test_server_is_local_only_and_token_private(label_studio):
+    port = int(label_studio["url"].rsplit(":", 1)[1])
+    listening = []
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        if os.path.exists(table):
+            for line in open(table).read().splitlines()[1:]:
+                local, st = line.split()[1], line.split()[3]
+                if st == "0A" and int(local.rsplit(":", 1)[1], 16) == port:
+                    listening.append(local.rsplit(":", 1)[0])
+    assert listening and all(a in ("0100007F", "00000000000000000000000001000000") for a in listening), listening
+    token_file = label_studio["data_dir"] / "token"
+    assert stat.S_IMODE(token_file.stat().st_mode) == 0o600
+
+
+def test_project_create_is_idempotent_and_drift_is_reported(client):
+    p1, created1 = ensure_project(client, "street", TAX, ["polygon", "brush"])
+    p2, created2 = ensure_project(client, "street", TAX, ["polygon", "brush"])
+    assert created1 and not created2 and p1["id"] == p2["id"]
+    with pytest.raises(SegLoopError, match="does not match taxonomy 'camvid'"):
+        ensure_project(client, "street", load_taxonomy("camvid"), ["polygon", "brush"])
+
+
+def test_import_is_idempotent_and_records_hashes(client, images):
+    folder, _ = images
+    project, _ = ensure_project(client, "street", TAX, ["polygon", "brush"])
+    first = import_images(client, project, folder)
+    again = import_images(client, project, folder)
+    assert first["added"] == 6 and again == {"images": 6, "added": 0, "skipped": 6}
+    tasks = client.tasks(project["id"])
+    assert len(tasks) == 6 and all(len(t["data"]["sha256"]) == 64 for t in tasks)
+
+
+def _label_like_a_person(client, project, truth):
+    """Brush every class present, plus one overlapping polygon on top (a car box), per task."""
+    for task in client.tasks(project["id"]):
+        name = task["data"]["file"].split("/")[-1]
+        sem = truth[name]
+        h, w = sem.shape
+        result = [{"from_name": "brush", "to_name": "image", "type": "brushlabels", "original_width": w,
+                   "original_height": h, "image_rotation": 0,
+                   "value": {"format": "rle", "rle": encode_mask(sem == c), "brushlabels": [TAX.names[c]]}}
+                  for c in np.unique(sem) if c != 255]
+        result.append({"from_name": "polygon", "to_name": "image", "type": "polygonlabels", "original_width": w,
+                       "original_height": h, "image_rotation": 0,
+                       "value": {"points": [[25, 50], [50, 50], [50, 75], [25, 75]], "polygonlabels": ["car"],
+                                 "closed": True}})
+        client.post(f"/api/tasks/{task['id']}/annotations", {"result": result, "was_cancelled": False})
+
+
+def test_round_trip_annotations_export_ingest(client, images, label_studio, tmp_path):
+    folder, truth = images
+    project, _ = ensure_project(client, "street", TAX, ["polygon", "brush"])
+    _label_like_a_person(client, project, truth)
+    snap = export_snapshot(client, project, tmp_path / "snapshots")
+    data = json.loads(snap.read_text())
+    assert data["project"] == "street" and len(data["tasks"]) == 6
+    cfg = load_data_config(ROOT / "configs/data/default.yaml", [
+        "name=street", f"output={tmp_path / 'v'}", "split.mode=ratio",
+        f"sources=[{{type: labelstudio, name: street, root: '{snap.parent}', "
+        f"images_root: '{label_studio['files_root']}', group: '(.*)'}}]"])
+    ds = DatasetVersion(build(cfg, progress=False).path)
+    for split in ("train", "val", "test"):
+        for im in ds.images(split):
+            expected = truth[ds.image_path(im).name].copy()
+            h, w = expected.shape
+            # the polygon's corners fall on pixel centres: PIL fills both edges, as for Cityscapes polygons
+            expected[h // 2:3 * h // 4 + 1, w // 4:w // 2 + 1] = TAX.index_of("car")
+            np.testing.assert_array_equal(ds.load_semantic(im), expected, err_msg=im["key"])
+
+
+def test_predictions_become_pre_annotations(client, images, tiny_run):
+    from evaluate.predict import predict_images
+
+    folder, _ = images
+    project, _ = ensure_project(client, "street", TAX, ["polygon", "brush"])
+    predict_images(tiny_run.run_dir, folder, progress=False)
+    counts = push_predictions(client, project, tiny_run.run_dir, TAX)
+    assert counts == {"predicted": 6, "without_prediction": 0}
+    task = client.tasks(project["id"])[0]
+    preds = client.get("/api/predictions", task=task["id"])
+    assert preds and preds[-1]["model_version"] == tiny_run.run_dir.name
+    regions = preds[-1]["result"]
+    assert regions and all(r["type"] == "brushlabels" and 0 <= r["score"] <= 1 for r in regions)
+
+
+def test_failed_export_keeps_earlier_snapshots(client, tmp_path):
+    project, _ = ensure_project(client, "street", TAX, ["polygon", "brush"])
+    first = export_snapshot(client, project, tmp_path)
+    dead = LabelStudio("http://127.0.0.1:9", client.token, retries=1, backoff=0.01)
+    with pytest.raises(SegLoopError, match="unreachable after 2 tries"):
+        export_snapshot(dead, project, tmp_path)
+    assert sorted(p.name for p in (tmp_path / "street").iterdir()) == [first.name]
+
+
+def test_bad_token(label_studio):
+    with pytest.raises(SegLoopError, match="refused the API token"):
+        LabelStudio(label_studio["url"], "0" * 40, retries=0).projects()
