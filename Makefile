@@ -6,10 +6,11 @@ STAMP := $(VENV)/.installed
 export NO_ALBUMENTATIONS_UPDATE := 1
 export PYTHONUNBUFFERED := 1
 
-.PHONY: help install labelstudio demo test test-fast lint bench clean
+.PHONY: help install labelstudio demo loop-demo test test-fast lint bench clean
 
 help:
 	@echo "make demo       install into $(VENV), generate + ingest the demo city, train, evaluate on test"
+	@echo "make loop-demo  Label Studio loop: label, export, ingest, train briefly, push the next batch"
 	@echo "make test       run the test suite (pytest; installs Label Studio into $(LS_VENV) first)"
 	@echo "make labelstudio  install Label Studio into its own virtual environment"
 	@echo "make test-fast  the tests not marked slow"
@@ -39,6 +40,20 @@ demo: $(STAMP)
 	$(PY) -m evaluate run runs/demo --split test
 	@echo
 	@echo "demo done: runs/demo (tensorboard --logdir runs/demo/tb; metrics in runs/demo/eval/test/metrics.json)"
+
+# The labeling loop end to end: Label Studio, a project, labels, export, merged dataset, training, next batch.
+loop-demo: $(STAMP) $(LS_STAMP)
+	@[ -d data/custom_city ] || $(PY) -m ingest demo --out data/custom_city --n 60 --seed 7
+	$(PY) -m annotate server start
+	$(PY) -m annotate project create --name loop-demo --taxonomy configs/taxonomy/cityscapes.yaml
+	$(PY) tools/simulate_labeler.py --project loop-demo --images data/custom_city/leftImg8bit/train --n 12
+	$(PY) -m annotate export --project loop-demo
+	$(PY) -m ingest build --config configs/data/loop.yaml
+	$(PY) -m train.run data.version=loop data.config=configs/data/loop.yaml train.epochs=3 output.name=loop output.exist_ok=true
+	$(PY) -m evaluate predict runs/loop --images data/custom_city/leftImg8bit --name pool
+	$(PY) -m annotate next --project loop-demo --run runs/loop --pool data/custom_city/leftImg8bit --k 8
+	@echo
+	@echo "open $$($(PY) -c 'from annotate.server import status; print(status()["url"])')/projects/ (admin@segloop.local; password in data/labelstudio/server/admin_password)"
 
 test: $(STAMP) $(LS_STAMP)
 	@$(PY) -m pytest; rc=$$?; \

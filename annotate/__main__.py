@@ -5,6 +5,8 @@
   import --project N --images DIR|LIST.txt  one task per new image (content hash recorded)
   predict --project N --run RUN             pre-annotations from a run's prediction files
   export --project N                        snapshot -> data/labelstudio/<N>/<timestamp>.json (ingest reads it)
+  next --project N --run RUN --pool DIR --k 50 --strategy entropy|margin|random
+                                            import the most uncertain, diverse pool images, pre-annotated
 
 Against another server, set LABEL_STUDIO_URL and LABEL_STUDIO_API_KEY (legacy token or personal access token).
 """
@@ -54,6 +56,15 @@ def main(argv: list[str] | None = None) -> int:
     ex = sub.add_parser("export", help="write a snapshot of the project's annotations")
     ex.add_argument("--project", required=True)
     ex.add_argument("--out", default=None, help="snapshot root (default data/labelstudio)")
+    nx = sub.add_parser("next", help="choose, import and pre-annotate the next batch to label")
+    nx.add_argument("--project", required=True)
+    nx.add_argument("--run", required=True)
+    nx.add_argument("--pool", required=True, help="folder (or .txt list) of unlabelled images")
+    nx.add_argument("--k", type=int, default=50)
+    nx.add_argument("--strategy", default="entropy", choices=["entropy", "margin", "random"])
+    nx.add_argument("--seed", type=int, default=0)
+    nx.add_argument("--group", default=r"^(.*?)_", help="regex on the file name: its group 1 is the sequence")
+    nx.add_argument("--max-share", type=float, default=0.34, help="largest share of the batch one sequence may take")
     args = p.parse_args(argv)
 
     if args.cmd == "server":
@@ -85,17 +96,52 @@ def main(argv: list[str] | None = None) -> int:
         counts = proj.import_images(client, _project(client, args.project), args.images)
         print(f"{counts['added']} new tasks, {counts['skipped']} images already in the project")
     elif args.cmd == "predict":
-        run_dir = Path(args.run) if Path(args.run).is_dir() else Path("runs") / args.run
-        if not (run_dir / "run.json").is_file():
-            raise SegLoopError("run folder not found", path=run_dir, fix="give a folder under runs/")
+        run_dir = _run_dir(args.run)
         tax_ref = args.taxonomy or _run_taxonomy(run_dir)
         counts = proj.push_predictions(client, _project(client, args.project), run_dir, load_taxonomy(tax_ref))
         print(f"pre-annotated {counts['predicted']} tasks with {run_dir.name}; "
               f"{counts['without_prediction']} tasks have no prediction (python -m evaluate predict ...)")
+    elif args.cmd == "next":
+        import tempfile
+        import time
+
+        from annotate.select import diverse_top_k, pool_scores
+        from core.fsio import write_json_atomic
+
+        run_dir = _run_dir(args.run)
+        project = _project(client, args.project)
+        have = {t["data"].get("sha256") for t in client.tasks(project["id"])}
+        candidates = [c for c in pool_scores(run_dir, args.pool, args.strategy, args.seed) if c["sha256"] not in have]
+        picked = diverse_top_k(candidates, args.k, args.group, args.max_share)
+        if not picked:
+            print("nothing to pick: every pool image is already in the project")
+            return 0
+        with tempfile.NamedTemporaryFile("w", suffix=".txt", delete=False) as fh:
+            fh.write("\n".join(c["file"] for c in picked) + "\n")
+        counts = proj.import_images(client, project, fh.name, extra={"picked_by": args.strategy, "run": run_dir.name})
+        Path(fh.name).unlink()
+        shas = {c["sha256"] for c in picked}
+        ids = {t["id"] for t in client.tasks(project["id"]) if t["data"].get("sha256") in shas}
+        pushed = proj.push_predictions(client, project, run_dir, load_taxonomy(_run_taxonomy(run_dir)), ids)
+        stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+        record = proj.snapshot_root() / args.project / f"next-{stamp}.json"
+        write_json_atomic(record, {"project": args.project, "run": run_dir.name, "strategy": args.strategy,
+                                   "k": args.k, "pool": str(args.pool), "candidates": len(candidates),
+                                   "max_share": args.max_share, "picked": picked})
+        groups = sorted({c["group"] for c in picked})
+        print(f"picked {len(picked)} of {len(candidates)} candidates by {args.strategy} from {len(groups)} sequences;"
+              f" imported {counts['added']}, pre-annotated {pushed['predicted']}; why: {record}")
     elif args.cmd == "export":
         path = proj.export_snapshot(client, _project(client, args.project), Path(args.out) if args.out else None)
         print(f"snapshot written: {path} ({proj.labelled_count(path)} labelled tasks)")
     return 0
+
+
+def _run_dir(run: str) -> Path:
+    run_dir = Path(run) if Path(run).is_dir() else Path("runs") / run
+    if not (run_dir / "run.json").is_file():
+        raise SegLoopError("run folder not found", path=run_dir, fix="give a folder under runs/")
+    return run_dir
 
 
 def _run_taxonomy(run_dir: Path) -> str:

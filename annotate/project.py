@@ -19,7 +19,11 @@ from ingest.images import list_images
 from ingest.ls_brush import encode_mask
 from ingest.taxonomy import Taxonomy
 
-SNAPSHOT_ROOT = Path(__file__).resolve().parent.parent / "data" / "labelstudio"
+
+def snapshot_root() -> Path:
+    """Where snapshots and batch records go: data/labelstudio/ (SEGLOOP_SNAPSHOT_ROOT moves it)."""
+    default = Path(__file__).resolve().parent.parent / "data" / "labelstudio"
+    return Path(os.environ.get("SEGLOOP_SNAPSHOT_ROOT", default))
 
 
 def ensure_project(client: LabelStudio, name: str, taxonomy: Taxonomy, tools: list[str]) -> tuple[dict, bool]:
@@ -159,7 +163,7 @@ def export_snapshot(client: LabelStudio, project: dict, out_root: Path | None = 
     if not isinstance(tasks, list):
         raise SegLoopError(f"unexpected export from project {project['title']}: {str(tasks)[:200]}")
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
-    path = (out_root or SNAPSHOT_ROOT) / project["title"] / f"{stamp}.json"
+    path = (out_root or snapshot_root()) / project["title"] / f"{stamp}.json"
     n = 1
     while path.exists():
         path = path.with_name(f"{stamp}-{n}.json")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import sys
 import time
 from collections.abc import Callable
@@ -22,6 +23,14 @@ def best_of(fn: Callable[[], object], repeat: int = 3) -> float:
         fn()
         times.append(time.perf_counter() - t0)
     return min(times)
+
+
+def frames_args(doc: str | None) -> argparse.Namespace:
+    """``--n`` demo frames and ``--repeat`` timings: the arguments of the benchmarks against cityscapesScripts."""
+    p = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--n", type=int, default=200, help="demo frames")
+    p.add_argument("--repeat", type=int, default=3, help="timed runs per side (the fastest counts)")
+    return p.parse_args()
 
 
 def demo_city(n: int, cache: Path) -> Path:

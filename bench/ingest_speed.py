@@ -10,7 +10,6 @@ label-map PNG writer), on one process and on all cores. Outputs are checked iden
 
 from __future__ import annotations
 
-import argparse
 import os
 import shutil
 import tempfile
@@ -24,10 +23,7 @@ from ingest.polygons import polygons_to_images, rasterize_files
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--n", type=int, default=200)
-    p.add_argument("--repeat", type=int, default=3)
-    args = p.parse_args()
+    args = _common.frames_args(__doc__)
     _common.cityscapes_reference()
     from cityscapesscripts.helpers.annotation import Annotation
     from cityscapesscripts.preparation.json2instanceImg import createInstanceImage

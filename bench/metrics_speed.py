@@ -11,7 +11,6 @@ does after inference. The IoUs must agree to 1e-12.
 
 from __future__ import annotations
 
-import argparse
 import multiprocessing as mp
 import os
 import shutil
@@ -38,10 +37,7 @@ def one_pair(pair: tuple[Path, Path]) -> np.ndarray:
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--n", type=int, default=200)
-    p.add_argument("--repeat", type=int, default=3)
-    args = p.parse_args()
+    args = _common.frames_args(__doc__)
     _common.cityscapes_reference()
     from cityscapesscripts.evaluation import evalPixelLevelSemanticLabeling as ref
 

@@ -123,12 +123,12 @@ def _assign_splits(records: list[Record], hashes: dict[str, dict[str, str]], cfg
     groups = merge_duplicate_groups(groups, [hashes[r.key]["image"] for r in records])
     mode = cfg["split"]["mode"]
     if mode == "source":
-        splits = []
-        for r in records:
-            if r.split not in SPLITS:
-                raise SegLoopError(f"source '{r.source}' has no train/val/test split of its own (image {r.image})",
-                                   fix="set split.mode: ratio")
-            splits.append(r.split)
+        # each source's own split where it has one; images without one (Label Studio snapshots, plain folders)
+        # are spread over the splits by the ratio rule, whole groups at a time
+        own = [r.split in SPLITS for r in records]
+        loose = [g for g, o in zip(groups, own, strict=True) if not o]
+        spread = iter(ratio_split(loose, cfg["split"]["ratios"], int(cfg["split"]["seed"])) if loose else [])
+        splits = [r.split if o else next(spread) for r, o in zip(records, own, strict=True)]
         # the source's own split is respected (CamVid's puts one sequence in train and val), but identical images
         # must not straddle splits
         dup_groups = merge_duplicate_groups([r.key for r in records], [hashes[r.key]["image"] for r in records])

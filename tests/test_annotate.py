@@ -134,3 +134,38 @@ def test_failed_export_keeps_earlier_snapshots(client, tmp_path):
 def test_bad_token(label_studio):
     with pytest.raises(SegLoopError, match="refused the API token"):
         LabelStudio(label_studio["url"], "0" * 40, retries=0).projects()
+
+
+def test_next_batch_is_uncertain_diverse_and_pre_annotated(client, label_studio, demo_version, tiny_run, tmp_path,
+                                                            monkeypatch):
+    from annotate.__main__ import main
+    from annotate.select import diverse_top_k
+    from evaluate.predict import predict_images
+
+    pool = label_studio["files_root"] / "pool_next"
+    pool.mkdir()
+    for im in demo_version.images("val") + demo_version.images("test"):
+        shutil.copy(demo_version.image_path(im), pool / demo_version.image_path(im).name)
+    predict_images(tiny_run.run_dir, pool, progress=False)
+    monkeypatch.setenv("LABEL_STUDIO_URL", label_studio["url"])
+    monkeypatch.setenv("LABEL_STUDIO_API_KEY", label_studio["token"])
+    monkeypatch.setenv("SEGLOOP_SNAPSHOT_ROOT", str(tmp_path))
+    ensure_project(client, "next", TAX, ["brush"])
+    assert main(["next", "--project", "next", "--run", str(tiny_run.run_dir), "--pool", str(pool), "--k", "4",
+                 "--strategy", "entropy"]) == 0
+    record = json.loads(next((tmp_path / "next").glob("next-*.json")).read_text())
+    picked = record["picked"]
+    assert len(picked) == 4 and [p["rank"] for p in picked] == [1, 2, 3, 4]
+    cities = [p["group"] for p in picked]
+    assert max(cities.count(c) for c in cities) <= 2, "one sequence took over the batch"
+    project = client.project_by_title("next")
+    tasks = client.tasks(project["id"])
+    assert sorted(t["data"]["sha256"] for t in tasks) == sorted(p["sha256"] for p in picked)
+    assert all(client.get("/api/predictions", task=t["id"]) for t in tasks)
+    # the same pool again: only images not yet in the project are candidates
+    assert main(["next", "--project", "next", "--run", str(tiny_run.run_dir), "--pool", str(pool), "--k", "4"]) == 0
+    assert len(client.tasks(project["id"])) == 8
+    # the diversity rule on its own: the best group may not take everything
+    cands = [{"file": f"/x/a_{i}.png", "sha256": str(i), "score": 1 - i / 100} for i in range(6)]
+    cands += [{"file": f"/x/b_{i}.png", "sha256": f"b{i}", "score": 0.1} for i in range(3)]
+    assert [c["group"] for c in diverse_top_k(cands, 4, max_share=0.5)] == ["a", "a", "b", "b"]

@@ -1,0 +1,76 @@
+"""Choosing what to label next: rank unlabelled pool images by the model's uncertainty, keep the batch diverse.
+
+Scores come from the prediction index a run wrote for the pool (``python -m evaluate predict RUN --images POOL``):
+``entropy`` ranks by mean normalised softmax entropy, ``margin`` by 1 - mean top-2 margin, ``random`` by a seeded
+shuffle (the baseline every active-learning claim should beat). Diversity: no group (a video sequence, from the
+file name) may take more than ``max_share`` of the batch while other groups still have candidates.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import re
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from core.errors import SegLoopError
+from core.fsio import read_json, sha256_file
+from ingest.images import list_images
+
+STRATEGIES = ("entropy", "margin", "random")
+
+
+def pool_scores(run_dir: Path, pool: str | Path, strategy: str, seed: int = 0) -> list[dict[str, Any]]:
+    if strategy not in STRATEGIES:
+        raise SegLoopError(f"unknown strategy '{strategy}'", fix=f"use one of: {', '.join(STRATEGIES)}")
+    index: dict[str, dict] = {}
+    for idx in sorted(run_dir.glob("predict/*/index.json")):
+        index.update(read_json(idx)["images"])
+    files = list_images(pool)
+    rng = random.Random(seed)
+    out, missing = [], []
+    for f in files:
+        sha = sha256_file(f)
+        entry = index.get(sha)
+        if entry is None and strategy != "random":
+            missing.append(f)
+            continue
+        if strategy == "entropy":
+            score = entry["mean_uncertainty"]
+        elif strategy == "margin":
+            score = 1.0 - entry["mean_margin"]
+        else:
+            score = rng.random()
+        out.append({"file": str(f.resolve()), "sha256": sha, "score": float(score)})
+    if missing:
+        raise SegLoopError(f"{len(missing)} pool images have no prediction from run {run_dir.name} "
+                           f"(e.g. {missing[0]})", fix=f"python -m evaluate predict {run_dir} --images {pool}")
+    return out
+
+
+def diverse_top_k(candidates: list[dict[str, Any]], k: int, group: str = r"^(.*?)_",
+                  max_share: float = 0.34) -> list[dict[str, Any]]:
+    """Highest scores first, but no group beyond ``ceil(k * max_share)`` picks unless nothing else is left."""
+    pattern = re.compile(group)
+    for c in candidates:
+        m = pattern.search(Path(c["file"]).stem)
+        c["group"] = m.group(1) if m and m.groups() else Path(c["file"]).stem
+    ranked = sorted(candidates, key=lambda c: (-c["score"], c["sha256"]))
+    cap = max(1, math.ceil(k * max_share))
+    picked, count = [], Counter()
+    for c in ranked:
+        if len(picked) == k:
+            break
+        if count[c["group"]] < cap:
+            picked.append(c)
+            count[c["group"]] += 1
+    for c in ranked:  # too few groups to honour the cap: fill up with the best of the rest
+        if len(picked) == k:
+            break
+        if c not in picked:
+            picked.append(c)
+    for rank, c in enumerate(picked, 1):
+        c["rank"] = rank
+    return picked

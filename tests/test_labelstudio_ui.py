@@ -1,0 +1,61 @@
+"""SegLoop's pre-annotations must render in Label Studio's labeling UI: headless Chromium takes a screenshot."""
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from annotate.client import LabelStudio
+from annotate.project import ensure_project, import_images, push_predictions
+from ingest.taxonomy import load_taxonomy
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+TAX = load_taxonomy("cityscapes")
+
+
+@pytest.mark.slow
+def test_pre_annotations_render_in_the_labeling_ui(label_studio, demo_version, tiny_run, tmp_path):
+    if not Path(CHROMIUM).is_file():
+        pytest.fail("Debian chromium is needed for browser tests: apt-get install chromium (.ci/run does it)")
+    from playwright.sync_api import sync_playwright
+
+    from evaluate.predict import predict_images
+
+    client = LabelStudio(label_studio["url"], label_studio["token"])
+    folder = label_studio["files_root"] / "ui"
+    folder.mkdir()
+    im = demo_version.images("test")[0]
+    shutil.copy(demo_version.image_path(im), folder / demo_version.image_path(im).name)
+    project, _ = ensure_project(client, "ui", TAX, ["polygon", "brush"])
+    import_images(client, project, folder)
+    predict_images(tiny_run.run_dir, folder, name="ui", progress=False)
+    push_predictions(client, project, tiny_run.run_dir, TAX)
+    task = client.tasks(project["id"])[0]
+    password = (label_studio["data_dir"] / "admin_password").read_text().strip()
+    shot = Path(__file__).resolve().parent.parent / ".cache" / "screenshots" / "labelstudio_pre_annotations.png"
+    shot.parent.mkdir(parents=True, exist_ok=True)
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=[
+            "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+            "--no-first-run", "--disable-sync"])
+        page = browser.new_page(viewport={"width": 1400, "height": 900})
+        page.goto(f"{label_studio['url']}/user/login/")
+        page.fill("input[name=email]", "admin@segloop.local")
+        page.fill("input[name=password]", password)
+        page.click("button[type=submit], input[type=submit]")
+        page.wait_for_url(lambda url: "/login" not in url, timeout=60_000)
+        page.goto(f"{label_studio['url']}/projects/{project['id']}/data?task={task['id']}")
+        page.wait_for_selector("canvas", timeout=90_000)  # the image and region layers are canvases
+        page.wait_for_timeout(3000)
+        page.screenshot(path=str(shot))
+        text = page.inner_text("body")
+        browser.close()
+    img = np.asarray(Image.open(shot).convert("RGB")).reshape(-1, 3).astype(int)
+    # the brush regions are drawn in the taxonomy's colours: road purple and sky blue must be on screen
+    for name in ("road", "sky"):
+        color = np.array(TAX.classes[TAX.index_of(name)].color)
+        close = (np.abs(img - color).sum(1) < 60).mean()
+        assert close > 0.002, f"{name} colour barely visible ({close:.4%}) in {shot}"
+    assert tiny_run.run_dir.name in text or "road" in text

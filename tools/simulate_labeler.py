@@ -1,0 +1,90 @@
+"""Label tasks of a Label Studio project through its API, as a person would, for ``make loop-demo``.
+
+The "person" reads the scene from the demo generator's Cityscapes polygons beside each image: stuff classes (road,
+sidewalk, building, sky, vegetation) are painted with the brush, things (cars, persons, bicycles, poles, signs) are
+outlined with polygons drawn over the brushes, so regions overlap as they do in real labelling.
+
+  python tools/simulate_labeler.py --project loop-demo --images data/custom_city/leftImg8bit/train --n 12
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import numpy as np
+from PIL import Image, ImageDraw
+
+from annotate.client import LabelStudio
+from annotate.project import import_images
+from annotate.server import document_root
+from core.errors import SegLoopError, run_cli
+from ingest.taxonomy import load_taxonomy
+
+STUFF = {"road", "sidewalk", "building", "sky", "vegetation"}
+
+
+def regions_for(image: Path, names: set[str]) -> list[dict]:
+    # <root>/leftImg8bit/<split>/<city>/<stem>_leftImg8bit.png -> <root>/gtFine/<split>/<city>/<stem>_gtFine_polygons.json
+    split_dir = image.parent.parent
+    poly_file = (split_dir.parent.parent / "gtFine" / split_dir.name / image.parent.name /
+                 image.name.replace("_leftImg8bit.png", "_gtFine_polygons.json"))
+    ann = json.loads(poly_file.read_text())
+    w, h = ann["imgWidth"], ann["imgHeight"]
+    from ingest.ls_brush import encode_mask
+
+    base = {"to_name": "image", "original_width": w, "original_height": h, "image_rotation": 0}
+    stuff: dict[str, np.ndarray] = {}
+    things = []
+    for obj in ann["objects"]:
+        label = obj["label"]
+        if label not in names:
+            continue
+        if label in STUFF:
+            canvas = Image.new("L", (w, h), 0)
+            ImageDraw.Draw(canvas).polygon([tuple(p) for p in obj["polygon"]], fill=1)
+            stuff[label] = stuff.get(label, np.zeros((h, w), bool)) | np.asarray(canvas).astype(bool)
+        else:
+            things.append({**base, "from_name": "polygon", "type": "polygonlabels",
+                           "value": {"points": [[x * 100 / w, y * 100 / h] for x, y in obj["polygon"]],
+                                     "polygonlabels": [label], "closed": True}})
+    brushes = [{**base, "from_name": "brush", "type": "brushlabels",
+                "value": {"format": "rle", "rle": encode_mask(m), "brushlabels": [name]}} for name, m in stuff.items()]
+    return brushes + things
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--project", required=True)
+    p.add_argument("--images", required=True, help="folder of demo-generator images to import and label")
+    p.add_argument("--n", type=int, default=12)
+    args = p.parse_args(argv)
+    client = LabelStudio.from_env()
+    project = client.project_by_title(args.project)
+    if project is None:
+        raise SegLoopError(f"no project '{args.project}'", fix="python -m annotate project create ...")
+    files = sorted(Path(args.images).rglob("*_leftImg8bit.png"))[: args.n]
+    listing = Path(args.images).parent / f"{args.project}-labelled.txt"
+    listing.write_text("\n".join(str(f) for f in files) + "\n")
+    import_images(client, project, listing)
+    names = set(load_taxonomy("cityscapes").names)
+    root = document_root()
+    done = 0
+    for task in client.tasks(project["id"]):
+        if task.get("total_annotations") or task.get("annotations"):
+            continue
+        image = root / task["data"]["file"]
+        if image not in files and image.resolve() not in [f.resolve() for f in files]:
+            continue
+        client.post(f"/api/tasks/{task['id']}/annotations", {"result": regions_for(image, names)})
+        done += 1
+    print(f"labelled {done} tasks of project '{args.project}' (brushes for stuff, polygons for things)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(run_cli(main))
