@@ -57,13 +57,14 @@ class LabelStudio:
         return f"Token {self.token}"
 
     def _raw(self, method: str, path: str, body: Any = None, auth: bool = True,
-             params: dict[str, Any] | None = None) -> Any:
+             params: dict[str, Any] | None = None, raw_body: tuple[bytes, str] | None = None) -> Any:
         url = self.url + path + (("?" + urllib.parse.urlencode(params, doseq=True)) if params else "")
-        data = json.dumps(body).encode() if body is not None else None
+        data, ctype = (raw_body if raw_body is not None else
+                       (json.dumps(body).encode() if body is not None else None, "application/json"))
         last: Exception | None = None
         for attempt in range(self.retries + 1):
             req = urllib.request.Request(url, data=data, method=method)
-            req.add_header("Content-Type", "application/json")
+            req.add_header("Content-Type", ctype)
             if auth:
                 req.add_header("Authorization", self._auth_header())
             try:
@@ -102,6 +103,15 @@ class LabelStudio:
 
     def delete(self, path: str) -> Any:
         return self._raw("DELETE", path)
+
+    def upload(self, path: str, filename: str, content: bytes, **params: Any) -> Any:
+        """POST one file as multipart/form-data (Label Studio's file import)."""
+        boundary = "segloop" + os.urandom(12).hex()
+        head = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"{filename}\"\r\n"
+                f"Content-Type: application/octet-stream\r\n\r\n").encode()
+        body = head + content + f"\r\n--{boundary}--\r\n".encode()
+        return self._raw("POST", path, params=params or None,
+                         raw_body=(body, f"multipart/form-data; boundary={boundary}"))
 
     # ---------------------------------------------------------------------------------------------- resources
     def projects(self) -> list[dict[str, Any]]:

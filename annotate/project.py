@@ -65,9 +65,23 @@ def ensure_local_storage(client: LabelStudio, project_id: int, folder: Path) -> 
                                              "use_blob_urls": True, "regex_filter": r".*\.(png|jpe?g)$"})
 
 
-def import_images(client: LabelStudio, project: dict, images: str | Path, extra: dict | None = None) -> dict:
-    """Add one task per image not yet in the project (by content hash); returns counts."""
+def is_local(client: LabelStudio) -> bool:
+    """Whether the client talks to the server ``annotate server`` started here (which serves data/ directly)."""
+    from annotate.server import status
+
+    st = status()
+    return bool(st.get("running")) and st["url"].rstrip("/") == client.url.rstrip("/")
+
+
+def import_images(client: LabelStudio, project: dict, images: str | Path, extra: dict | None = None,
+                  upload: bool | None = None) -> dict:
+    """Add one task per image not yet in the project (by content hash); returns counts.
+
+    A local server reads the images in place through local-file storage; a remote one (or ``upload=True``) gets
+    each image uploaded, and the task is then given the image's hash and source path."""
     files = list_images(images)
+    if upload if upload is not None else not is_local(client):
+        return _upload_images(client, project, files, extra)
     root = document_root()
     folders = {f.resolve().parent for f in files}
     common = Path(os.path.commonpath([str(f) for f in folders]))
@@ -84,6 +98,23 @@ def import_images(client: LabelStudio, project: dict, images: str | Path, extra:
     if new:
         client.post(f"/api/projects/{project['id']}/import", new)
     return {"images": len(files), "added": len(new), "skipped": len(files) - len(new)}
+
+
+def _upload_images(client: LabelStudio, project: dict, files: list[Path], extra: dict | None) -> dict:
+    existing = {t["data"].get("sha256") for t in client.tasks(project["id"])}
+    added = 0
+    for f in files:
+        sha = sha256_file(f)
+        if sha in existing:
+            continue
+        existing.add(sha)
+        resp = client.upload(f"/api/projects/{project['id']}/import", f.name, f.read_bytes(), return_task_ids="true")
+        for task_id in resp.get("task_ids") or []:
+            task = client.get(f"/api/tasks/{task_id}")
+            client.patch(f"/api/tasks/{task_id}", {"data": {**task["data"], "sha256": sha, "file": str(f.resolve()),
+                                                            **(extra or {})}})
+        added += 1
+    return {"images": len(files), "added": added, "skipped": len(files) - added}
 
 
 def _prediction_index(run_dir: Path) -> dict[str, tuple[Path, dict]]:

@@ -169,3 +169,17 @@ def test_next_batch_is_uncertain_diverse_and_pre_annotated(client, label_studio,
     cands = [{"file": f"/x/a_{i}.png", "sha256": str(i), "score": 1 - i / 100} for i in range(6)]
     cands += [{"file": f"/x/b_{i}.png", "sha256": f"b{i}", "score": 0.1} for i in range(3)]
     assert [c["group"] for c in diverse_top_k(cands, 4, max_share=0.5)] == ["a", "a", "b", "b"]
+
+
+def test_upload_import_for_a_remote_server(client, demo_version, tmp_path):
+    """A server that cannot read our disk gets the images uploaded; tasks still carry hash and source path."""
+    folder = tmp_path / "elsewhere"  # outside the folder the local server serves
+    folder.mkdir()
+    for im in demo_version.images("val")[:2]:
+        shutil.copy(demo_version.image_path(im), folder / demo_version.image_path(im).name)
+    project, _ = ensure_project(client, "remote", TAX, ["brush"])
+    assert import_images(client, project, folder, upload=True)["added"] == 2
+    assert import_images(client, project, folder, upload=True)["added"] == 0
+    tasks = client.tasks(project["id"])
+    assert len(tasks) == 2 and all(t["data"]["image"].startswith("/data/upload/") for t in tasks)
+    assert all(len(t["data"]["sha256"]) == 64 for t in tasks)
