@@ -28,6 +28,8 @@ def snapshot_root() -> Path:
 
 def ensure_project(client: LabelStudio, name: str, taxonomy: Taxonomy, tools: list[str]) -> tuple[dict, bool]:
     """The project titled ``name``: created from the taxonomy, or found; a config that drifted is an error."""
+    if not 3 <= len(name) <= 50:
+        raise SegLoopError(f"project name '{name}' must have 3 to 50 characters (a Label Studio rule)")
     project = client.project_by_title(name)
     if project is not None:
         diffs = config_differences(project["label_config"], taxonomy, tools)
