@@ -29,7 +29,8 @@ STUFF = {"road", "sidewalk", "building", "sky", "vegetation"}
 
 
 def regions_for(image: Path, names: set[str]) -> list[dict]:
-    # <root>/leftImg8bit/<split>/<city>/<stem>_leftImg8bit.png -> <root>/gtFine/<split>/<city>/<stem>_gtFine_polygons.json
+    # <root>/leftImg8bit/<split>/<city>/<stem>_leftImg8bit.png
+    #   -> <root>/gtFine/<split>/<city>/<stem>_gtFine_polygons.json
     split_dir = image.parent.parent
     poly_file = (split_dir.parent.parent / "gtFine" / split_dir.name / image.parent.name /
                  image.name.replace("_leftImg8bit.png", "_gtFine_polygons.json"))
