@@ -128,22 +128,29 @@ def _prediction_index(run_dir: Path) -> dict[str, tuple[Path, dict]]:
     return out
 
 
-def mask_polygons(mask: np.ndarray, width: int, height: int) -> list[list[list[float]]]:
-    """Outer contours of a mask as Label Studio polygons (percent coordinates), tiny specks dropped."""
-    contours, _ = cv2.findContours(mask.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
-    polys = []
-    for c in contours:
+def mask_polygons(mask: np.ndarray, width: int, height: int) -> list[tuple[list[list[float]], np.ndarray]]:
+    """Outer contours of a mask's connected components as Label Studio polygons (percent coordinates), each with
+    the component's own pixels (for its score); specks under 4 pixels are dropped."""
+    n, comp = cv2.connectedComponents(mask.astype(np.uint8), connectivity=8)
+    out = []
+    for k in range(1, n):
+        part = comp == k
+        contours, _ = cv2.findContours(part.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+        c = max(contours, key=cv2.contourArea)
         if cv2.contourArea(c) < 4 or len(c) < 3:
             continue
         pts = c[:, 0, :].astype(np.float64)
-        polys.append([[float(x) * 100 / width, float(y) * 100 / height] for x, y in pts])
-    return polys
+        out.append(([[float(x) * 100 / width, float(y) * 100 / height] for x, y in pts], part))
+    return out
 
 
 def prediction_result(pred: np.ndarray, uncertainty: np.ndarray | None, taxonomy: Taxonomy,
                       tools: list[str]) -> tuple[list[dict], float]:
-    """Label Studio result regions for a semantic prediction: one brush per class present (or polygons per
-    connected component when the project has no brush), each scored by 1 - mean normalised entropy."""
+    """Label Studio result regions for a semantic prediction, each scored by 1 - its mean normalised entropy.
+
+    Classes with instances (cars, persons, ...) become one polygon per connected component, an instance each, when
+    the project has the polygon tool; other classes become one brush per class (polygons per component when the
+    project has no brush)."""
     h, w = pred.shape
     conf = 1 - (uncertainty.astype(np.float32) / 255 if uncertainty is not None else np.zeros_like(pred, np.float32))
     result: list[dict] = []
@@ -154,13 +161,15 @@ def prediction_result(pred: np.ndarray, uncertainty: np.ndarray | None, taxonomy
         name = taxonomy.classes[int(cls)].name
         score = float(conf[mask].mean())
         base = {"to_name": "image", "original_width": w, "original_height": h, "image_rotation": 0, "score": score}
-        if "brush" in tools:
+        as_polygons = "polygon" in tools and (taxonomy.has_instances(int(cls)) or "brush" not in tools)
+        if not as_polygons:
             result.append({**base, "from_name": "brush", "type": "brushlabels", "id": f"seg{cls}",
                            "value": {"format": "rle", "rle": encode_mask(mask), "brushlabels": [name]}})
-        else:
-            for k, poly in enumerate(mask_polygons(mask, w, h)):
-                result.append({**base, "from_name": "polygon", "type": "polygonlabels", "id": f"seg{cls}_{k}",
-                               "value": {"points": poly, "polygonlabels": [name], "closed": True}})
+            continue
+        for k, (poly, part) in enumerate(mask_polygons(mask, w, h)):
+            result.append({**base, "score": float(conf[part].mean()), "from_name": "polygon",
+                           "type": "polygonlabels", "id": f"ins{cls}_{k}",
+                           "value": {"points": poly, "polygonlabels": [name], "closed": True}})
     return result, float(conf.mean())
 
 

@@ -119,7 +119,7 @@ def test_predictions_become_pre_annotations(client, images, tiny_run):
     preds = client.get("/api/predictions", task=task["id"])
     assert preds and preds[-1]["model_version"] == tiny_run.run_dir.name
     regions = preds[-1]["result"]
-    assert regions and all(r["type"] == "brushlabels" and 0 <= r["score"] <= 1 for r in regions)
+    assert regions and all(r["type"] in ("brushlabels", "polygonlabels") and 0 <= r["score"] <= 1 for r in regions)
 
 
 def test_failed_export_keeps_earlier_snapshots(client, tmp_path):
@@ -183,3 +183,20 @@ def test_upload_import_for_a_remote_server(client, demo_version, tmp_path):
     tasks = client.tasks(project["id"])
     assert len(tasks) == 2 and all(t["data"]["image"].startswith("/data/upload/") for t in tasks)
     assert all(len(t["data"]["sha256"]) == 64 for t in tasks)
+
+
+def test_things_become_one_polygon_per_instance():
+    from annotate.project import prediction_result
+
+    pred = np.full((40, 60), TAX.index_of("road"), np.uint8)
+    pred[5:15, 5:15] = TAX.index_of("car")
+    pred[20:30, 30:50] = TAX.index_of("car")
+    unc = np.zeros_like(pred)
+    unc[20:30, 30:50] = 255  # the second car is maximally uncertain
+    result, _ = prediction_result(pred, unc, TAX, ["polygon", "brush"])
+    cars = [r for r in result if r["type"] == "polygonlabels"]
+    brushes = [r for r in result if r["type"] == "brushlabels"]
+    assert len(cars) == 2 and [b["value"]["brushlabels"] for b in brushes] == [["road"]]
+    assert sorted(round(c["score"], 3) for c in cars) == [0.0, 1.0]
+    only_brush, _ = prediction_result(pred, unc, TAX, ["brush"])
+    assert {r["type"] for r in only_brush} == {"brushlabels"} and len(only_brush) == 2
