@@ -36,7 +36,7 @@ from train.checkpoint import (
     set_rng_state,
     unwrap,
 )
-from train.data import SplitDataset, build_augment, collate, worker_init
+from train.data import SplitDataset, build_augment, collate, normalize, resize_image, worker_init
 from train.infer import autocast_for, pick_device, predict_logits, use_channels_last
 from train.losses import build_loss
 from train.models import build_model, model_kwargs
@@ -306,8 +306,6 @@ class Trainer:
                            ips)
 
     def _train_step(self, batch: dict[str, Any]) -> torch.Tensor:
-        from train.data import normalize
-
         x = normalize(batch["image"].to(self.device, non_blocking=True))
         # the NHWC->NCHW permute leaves channels_last strides: make the layout explicit either way
         x = x.contiguous(memory_format=torch.channels_last if self.channels_last else torch.contiguous_format)
@@ -358,8 +356,6 @@ class Trainer:
 
     def _panel(self, index: int, pred: np.ndarray) -> np.ndarray:
         """image | ground truth | prediction, at label resolution."""
-        from train.data import resize_image
-
         label = self.val_set.labels[index]
         img = resize_image(self.val_set.images[index], label.shape)
         return np.concatenate([img, self.taxonomy.colorize(label), self.taxonomy.colorize(pred.astype(np.uint8))], 1)
