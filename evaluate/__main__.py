@@ -2,6 +2,7 @@
 
   python -m evaluate run RUN [--split test] [--checkpoint best|last] [--tta]
   python -m evaluate predict RUN --images DIR|LIST.txt [--name NAME]
+  python -m evaluate report RUN [RUN ...] --out reports/NAME
 """
 
 from __future__ import annotations
@@ -32,7 +33,17 @@ def main(argv: list[str] | None = None) -> int:
     pr.add_argument("--name", help="output name under runs/<run>/predict/ (default: the folder's name)")
     pr.add_argument("--checkpoint", default="best", choices=["best", "last"])
     pr.add_argument("--device", default="auto")
+    rp = sub.add_parser("report", help="Markdown + HTML report of one or more runs (after evaluate run)")
+    rp.add_argument("runs", nargs="+", help="run folders")
+    rp.add_argument("--out", required=True, help="output folder, e.g. reports/demo")
+    rp.add_argument("--gallery", type=int, default=6, help="test triptychs shown")
     args = p.parse_args(argv)
+    if args.cmd == "report":
+        from evaluate.report import build_report
+
+        out = build_report(args.runs, args.out, args.gallery)
+        print(f"report written: {out / 'report.md'} and {out / 'report.html'}")
+        return 0
     if args.cmd == "predict":
         out = predict_images(args.run, args.images, args.name, args.checkpoint, args.device)
         print(f"predictions written to {out}")

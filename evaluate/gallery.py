@@ -1,0 +1,142 @@
+"""Triptychs: image | ground truth | prediction panels of test images, with a colour legend and the image's score.
+
+The random sample is drawn from the images' identity (a seeded hash of their content hash), not from a list
+position, so the same images come out whenever the dataset is rebuilt from the same version, and mostly the same
+ones after images are added. Writes ``runs/<run>/triptychs/<split>-<random|worst>/`` with one PNG per image and an
+``index.html`` gallery sortable by score.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import html
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image, ImageDraw, ImageFont
+
+from core.errors import SegLoopError
+from core.fsio import atomic_dir, read_image, read_label
+from ingest.taxonomy import Taxonomy
+from ingest.version import DatasetVersion, resolve_version
+
+LEGEND_H = 22
+SORT_JS = """
+function sortBy(key, numeric) {
+  const grid = document.getElementById('grid');
+  const items = Array.from(grid.children);
+  const dir = grid.dataset.sort === key ? -1 : 1;
+  grid.dataset.sort = dir === 1 ? key : '';
+  items.sort((a, b) => {
+    const x = a.dataset[key], y = b.dataset[key];
+    return dir * (numeric ? parseFloat(x) - parseFloat(y) : x.localeCompare(y));
+  });
+  items.forEach(i => grid.appendChild(i));
+}
+"""
+
+
+def identity_order(shas: list[str], seed: int) -> list[int]:
+    """Indices ordered by a seeded hash of each image's content hash."""
+    return sorted(range(len(shas)), key=lambda i: hashlib.sha256(f"{seed}:{shas[i]}".encode()).hexdigest())
+
+
+def _font() -> ImageFont.ImageFont:
+    try:
+        return ImageFont.load_default(size=13)
+    except TypeError:  # Pillow without FreeType
+        return ImageFont.load_default()
+
+
+def triptych(image: np.ndarray, label: np.ndarray, pred: np.ndarray, taxonomy: Taxonomy, title: str) -> Image.Image:
+    """One panel: original | ground truth | prediction, a title line and a legend of the classes shown."""
+    h, w = label.shape
+    if image.shape[:2] != (h, w):
+        image = np.asarray(Image.fromarray(image).resize((w, h), Image.BILINEAR))
+    strip = np.concatenate([image, taxonomy.colorize(label), taxonomy.colorize(pred)], 1)
+    present = [c for c in taxonomy.classes if (label == c.index).any() or (pred == c.index).any()]
+    canvas = Image.new("RGB", (3 * w, h + 2 * LEGEND_H), (255, 255, 255))
+    canvas.paste(Image.fromarray(strip), (0, LEGEND_H))
+    draw = ImageDraw.Draw(canvas)
+    font = _font()
+    draw.text((4, 4), title, fill=(0, 0, 0), font=font)
+    for i, name in enumerate(("image", "ground truth", "prediction")):
+        draw.text((i * w + 4, LEGEND_H + 4), name, fill=(255, 255, 255), font=font, stroke_width=2,
+                  stroke_fill=(0, 0, 0))
+    x = 4
+    for c in present:
+        draw.rectangle([x, h + LEGEND_H + 5, x + 12, h + LEGEND_H + 17], fill=tuple(c.color), outline=(0, 0, 0))
+        draw.text((x + 16, h + LEGEND_H + 5), c.name, fill=(0, 0, 0), font=font)
+        x += 22 + int(draw.textlength(c.name, font=font))
+    return canvas
+
+
+def _rows(eval_dir: Path, run: Path, split: str) -> list[dict[str, Any]]:
+    f = eval_dir / "per_image.csv"
+    if not f.is_file():
+        raise SegLoopError(f"run has no predictions for split '{split}'", path=eval_dir,
+                           fix=f"python -m evaluate run {run} --split {split}")
+    with open(f, newline="") as fh:
+        return list(csv.DictReader(fh))
+
+
+def make_triptychs(run: str | Path, split: str = "test", n: int = 100, seed: int = 0, worst: bool = False,
+                   out: str | Path | None = None) -> tuple[Path, list[dict[str, Any]], str]:
+    """Write the panels and index.html; returns the folder, the picked rows and a note for the user."""
+    run = Path(run)
+    eval_dir = run / "eval" / split
+    rows = _rows(eval_dir, run, split)
+    metrics = json.loads((eval_dir / "metrics.json").read_text())
+    ds = DatasetVersion(resolve_version(Path(json.loads((run / "run.json").read_text())["dataset_path"])
+                                        if Path(json.loads((run / "run.json").read_text())["dataset_path"]).exists()
+                                        else metrics["dataset_version"]))
+    images = {im["key"]: im for im in ds.images(split)}
+    note = ""
+    if n > len(rows):
+        note = f"--n {n} is more than the {len(rows)} images of '{split}': all of them are used"
+        n = len(rows)
+    if worst:
+        picked = sorted(rows, key=lambda r: (float(r["mIoU"]) if r["mIoU"] else 2.0, r["key"]))[:n]
+    else:
+        order = identity_order([images[r["key"]]["sha256"] for r in rows], seed)
+        picked = [rows[i] for i in order[:n]]
+    kind = "worst" if worst else f"random-seed{seed}"
+    dest = Path(out) if out else run / "triptychs" / f"{split}-{kind}"
+    with atomic_dir(dest, replace=True) as tmp:
+        cards = []
+        for rank, row in enumerate(picked, 1):
+            im = images[row["key"]]
+            label = ds.load_semantic(im)
+            pred = read_label(eval_dir / row["prediction"])
+            score = float(row["mIoU"]) if row["mIoU"] else float("nan")
+            name = f"{rank:03d}_{row['key'].replace('/', '__')}.png"
+            title = f"{row['key']}   mIoU {score:.3f}   pixel acc {float(row['pixel_acc']):.3f}"
+            triptych(read_image(ds.image_path(im)), label, pred, ds.taxonomy, title).save(tmp / name)
+            cards.append((rank, row, score, name))
+        (tmp / "index.html").write_text(_index_html(run.name, split, kind, cards, metrics))
+    return dest, picked, note
+
+
+def _index_html(run: str, split: str, kind: str, cards: list, metrics: dict) -> str:
+    items = "\n".join(
+        f'<figure data-rank="{rank}" data-score="{score:.6f}" data-key="{html.escape(row["key"])}">'
+        f'<img src="{html.escape(name)}" loading="lazy" alt="{html.escape(row["key"])}">'
+        f'<figcaption>#{rank} {html.escape(row["key"])} — mIoU {score:.3f}</figcaption></figure>'
+        for rank, row, score, name in cards)
+    return f"""<!doctype html>
+<html><head><meta charset="utf-8"><title>{html.escape(run)} — {split} triptychs ({kind})</title>
+<style>body{{font-family:sans-serif;margin:1em}} #grid{{display:flex;flex-wrap:wrap;gap:12px}}
+figure{{margin:0;width:100%;max-width:900px}} img{{width:100%}} button{{margin-right:.5em}}</style>
+<script>{SORT_JS}</script></head>
+<body><h1>{html.escape(run)}: {len(cards)} {split} images ({kind})</h1>
+<p>image | ground truth | prediction. Split mIoU {metrics['mIoU']:.4f}, pixel accuracy {metrics['pixel_acc']:.4f}
+({metrics['dataset_version']}).</p>
+<p><button onclick="sortBy('score', true)">sort by score</button><button onclick="sortBy('rank', true)">sort by
+pick order</button><button onclick="sortBy('key', false)">sort by name</button></p>
+<div id="grid">
+{items}
+</div></body></html>
+"""

@@ -1,0 +1,320 @@
+"""``evaluate report``: a Markdown + HTML report generated from one or more runs.
+
+Sections: the problem and classes; the dataset (sources, version, counts per split and class, example images with
+their labels); each architecture (block diagram, parameters, size in memory, FLOPs at the training size); the exact
+training command and every hyperparameter with its meaning (taken from the comments of the default config); loss
+and metric definitions; loss and mIoU curves; the comparison of runs; the worst classes; a triptych gallery; the
+runtime environment; training and inference time; a bibliography. Images are written beside the report.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import platform
+import re
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+import numpy as np
+import torch
+from PIL import Image
+
+from core.config import flatten
+from core.errors import SegLoopError
+from core.fsio import atomic_dir
+from evaluate.gallery import make_triptychs
+from ingest.version import DatasetVersion, resolve_version
+from train.checkpoint import find_checkpoint, load_model
+from train.config import TRAIN_DEFAULT
+
+BIBLIOGRAPHY = [
+    "M. Cordts et al. The Cityscapes Dataset for Semantic Urban Scene Understanding. CVPR 2016.",
+    "G. Brostow, J. Fauqueur, R. Cipolla. Semantic object classes in video: a high-definition ground truth "
+    "database (CamVid). Pattern Recognition Letters 30(2), 2009.",
+    "O. Ronneberger, P. Fischer, T. Brox. U-Net: Convolutional Networks for Biomedical Image Segmentation. "
+    "MICCAI 2015.",
+    "K. He, X. Zhang, S. Ren, J. Sun. Deep Residual Learning for Image Recognition. CVPR 2016.",
+    "A. Chaurasia, E. Culurciello. LinkNet: Exploiting Encoder Representations for Efficient Semantic "
+    "Segmentation. VCIP 2017.",
+    "A. Paszke, A. Chaurasia, S. Kim, E. Culurciello. ENet: A Deep Neural Network Architecture for Real-Time "
+    "Semantic Segmentation. arXiv:1606.02147, 2016 (class weighting 1/ln(1.02 + p)).",
+    "F. Milletari, N. Navab, S.-A. Ahmadi. V-Net: Fully Convolutional Neural Networks for Volumetric Medical "
+    "Image Segmentation. 3DV 2016 (Dice loss).",
+    "I. Loshchilov, F. Hutter. Decoupled Weight Decay Regularization (AdamW). ICLR 2019.",
+    "I. Loshchilov, F. Hutter. SGDR: Stochastic Gradient Descent with Warm Restarts. ICLR 2017 (cosine schedule).",
+    "A. Buslaev et al. Albumentations: Fast and Flexible Image Augmentations. Information 11(2), 2020.",
+    "A. Paszke et al. PyTorch: An Imperative Style, High-Performance Deep Learning Library. NeurIPS 2019.",
+    "T.-Y. Lin et al. Microsoft COCO: Common Objects in Context. ECCV 2014 (annotation format, RLE masks).",
+    "M. Tkachenko et al. Label Studio: Data labeling software. 2020-2026. https://github.com/HumanSignal/label-studio",
+]
+
+DEFINITIONS = """\
+- **Loss**: pixel-wise cross-entropy over the classes, pixels with the ignore value (255) excluded; with
+  `loss.class_weights: auto` each class c is weighted by 1 / ln(1.02 + p_c), p_c its share of training pixels
+  (ENet). `dice` is 1 - soft Dice averaged over the classes present in the batch; `ce_dice` is their sum.
+- **Confusion matrix** M (rows ground truth, columns prediction), accumulated over all images, ignored pixels left
+  out. TP_c = M[c, c], FP_c = sum of column c - TP_c, FN_c = sum of row c - TP_c.
+- **Pixel accuracy** = sum TP_c / sum M. **IoU_c** = TP_c / (TP_c + FP_c + FN_c).
+  **Dice_c** = 2 TP_c / (2 TP_c + FP_c + FN_c). **mIoU** and **mean Dice** average over the classes whose
+  denominator is not zero (as cityscapesScripts does); a class predicted but absent counts with IoU 0.
+- Per-image scores use the same formulas on one image's matrix."""
+
+
+def config_explanations() -> dict[str, str]:
+    """key -> the comment beside it in configs/train/default.yaml (the config documents itself)."""
+    out: dict[str, str] = {}
+    stack: list[tuple[int, str]] = []
+    for line in TRAIN_DEFAULT.read_text().splitlines():
+        m = re.match(r"^(\s*)([A-Za-z_]+):(.*)$", line)
+        if not m:
+            continue
+        indent, key, rest = len(m.group(1)), m.group(2), m.group(3)
+        while stack and stack[-1][0] >= indent:
+            stack.pop()
+        full = ".".join([k for _, k in stack] + [key])
+        if "#" in rest:
+            out[full] = rest.split("#", 1)[1].strip()
+        stack.append((indent, key))
+    return out
+
+
+def _load_run(run: Path) -> dict[str, Any]:
+    if not (run / "run.json").is_file():
+        raise SegLoopError("not a run folder (no run.json)", path=run, fix="give folders under runs/")
+    info = json.loads((run / "run.json").read_text())
+    metrics = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines() if x.strip()]
+    test = run / "eval" / "test" / "metrics.json"
+    if not test.is_file():
+        raise SegLoopError("run has no test evaluation", path=run,
+                           fix=f"python -m evaluate run {run} --split test")
+    model, ckpt = load_model(find_checkpoint(run, "best"))
+    hw = tuple(ckpt["config"]["data"]["image_size"])
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with torch.no_grad(), FlopCounterMode(display=False) as fc:
+        model(torch.zeros(1, 3, *hw))
+    params = sum(p.numel() for p in model.parameters())
+    size_mb = (sum(p.numel() * p.element_size() for p in model.parameters())
+               + sum(b.numel() * b.element_size() for b in model.buffers())) / 2**20
+    return {"dir": run, "name": run.name, "info": info, "curve": metrics, "test": json.loads(test.read_text()),
+            "config": ckpt["config"], "spec": ckpt["model_spec"], "params": params, "size_mb": size_mb,
+            "gflops": fc.get_total_flops() / 1e9, "hw": hw}
+
+
+def _architecture_png(spec: dict[str, Any], hw: tuple[int, int], path: Path) -> None:
+    """Encoder-decoder block diagram: one box per level (channels, resolution), skip connections as arrows."""
+    depth, width = spec.get("depth", 4), spec.get("width", 16)
+    stride = spec.get("stem_stride", 1)
+    fig, ax = plt.subplots(figsize=(10, 3.6))
+    ax.axis("off")
+    for i in range(depth + 1):
+        ch = width * 2**i
+        h, w = hw[0] // (stride * 2**i), hw[1] // (stride * 2**i)
+        y = depth - i
+        ax.add_patch(plt.Rectangle((i * 1.1, y), 1.0, 0.7, color="#4c72b0", alpha=0.85))
+        ax.text(i * 1.1 + 0.5, y + 0.35, f"enc {i}\n{ch} ch\n{h}x{w}", ha="center", va="center", color="white",
+                fontsize=7)
+        if i < depth:
+            x = (2 * depth - i) * 1.1
+            ax.add_patch(plt.Rectangle((x, y), 1.0, 0.7, color="#dd8452", alpha=0.85))
+            ax.text(x + 0.5, y + 0.35, f"dec {i}\n{ch} ch", ha="center", va="center", color="white", fontsize=7)
+            join = "concat" if spec["name"] == "resunet" else "add"
+            ax.annotate("", xy=(x, y + 0.35), xytext=(i * 1.1 + 1.0, y + 0.35),
+                        arrowprops={"arrowstyle": "->", "color": "grey", "ls": "--"})
+            ax.text((i * 1.1 + 1.0 + x) / 2, y + 0.45, f"skip ({join})", ha="center", fontsize=6, color="grey")
+    ax.set_xlim(-0.2, (2 * depth + 1) * 1.1)
+    ax.set_ylim(-0.3, depth + 1)
+    ax.set_title(f"{spec['name']}: residual blocks down (stride 2), bilinear up + residual block; "
+                 f"1x1 head to classes" + (f"; stem stride {stride}" if stride > 1 else ""), fontsize=9)
+    fig.savefig(path, dpi=110, bbox_inches="tight")
+    plt.close(fig)
+
+
+def _curves_png(runs: list[dict[str, Any]], path: Path) -> None:
+    fig, (a, b) = plt.subplots(1, 2, figsize=(10, 3.6))
+    for r in runs:
+        ep = [m["epoch"] for m in r["curve"]]
+        a.plot(ep, [m["train_loss"] for m in r["curve"]], label=r["name"])
+        b.plot(ep, [m["val_mIoU"] for m in r["curve"]], label=r["name"])
+    a.set(xlabel="epoch", ylabel="train loss", title="training loss")
+    b.set(xlabel="epoch", ylabel="val mIoU", title="validation mIoU")
+    for ax in (a, b):
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.savefig(path, dpi=110, bbox_inches="tight")
+    plt.close(fig)
+
+
+def _examples(ds: DatasetVersion, out: Path, n: int = 3) -> list[str]:
+    names = []
+    for i, im in enumerate(ds.images("train")[:n]):
+        img, label = ds.load_image(im), ds.load_semantic(im)
+        panel = np.concatenate([img, ds.taxonomy.colorize(label)], 1)
+        name = f"example_{i}.png"
+        Image.fromarray(panel).save(out / name)
+        names.append(name)
+    return names
+
+
+def _environment() -> list[tuple[str, str]]:
+    import numpy
+    import torchvision
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none"
+    return [("Python", platform.python_version()), ("torch", torch.__version__),
+            ("torchvision", torchvision.__version__), ("numpy", numpy.__version__), ("CPU", cpu),
+            ("CPU threads", str(torch.get_num_threads())), ("GPU", gpu), ("OS", platform.platform())]
+
+
+def build_report(runs: list[str | Path], out: str | Path, gallery: int = 6) -> Path:
+    loaded = [_load_run(Path(r)) for r in runs]
+    first = loaded[0]
+    ds_ref = first["info"]["dataset_path"] if Path(first["info"]["dataset_path"]).exists() else \
+        first["info"]["dataset_version"]
+    ds = DatasetVersion(resolve_version(ds_ref))
+    m = ds.manifest
+    expl = config_explanations()
+    out = Path(out)
+    with atomic_dir(out, replace=True) as tmp:
+        examples = _examples(ds, tmp)
+        _curves_png(loaded, tmp / "curves.png")
+        archs: dict[str, dict] = {}
+        for r in loaded:
+            key = json.dumps(r["spec"], sort_keys=True)
+            if key not in archs:
+                archs[key] = r
+                _architecture_png(r["spec"], r["hw"], tmp / f"arch_{len(archs)}.png")
+                r["arch_png"] = f"arch_{len(archs)}.png"
+            else:
+                r["arch_png"] = archs[key]["arch_png"]
+        gal_dir, _, _ = make_triptychs(first["dir"], "test", n=gallery, seed=0, out=tmp / "gallery")
+        gallery_pngs = sorted(p.name for p in gal_dir.glob("*.png"))
+        md = _markdown(loaded, ds, m, expl, examples, gallery_pngs)
+        (tmp / "report.md").write_text(md)
+        (tmp / "report.html").write_text(_html(md, f"SegLoop report: {', '.join(r['name'] for r in loaded)}"))
+    return out
+
+
+def _table(header: list[str], rows: list[list[Any]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def _markdown(runs: list[dict], ds: DatasetVersion, m: dict, expl: dict[str, str], examples: list[str],
+              gallery: list[str]) -> str:
+    tax = ds.taxonomy
+    splits = list(m["counts"])
+    s: list[str] = [f"# SegLoop report: {', '.join(r['name'] for r in runs)}", ""]
+    s += ["## Problem", "",
+          f"Semantic segmentation of street scenes: every pixel gets one of {tax.num_classes} classes of the "
+          f"'{tax.name}' taxonomy (pixels labelled void are ignored, value {tax.ignore_index}).", "",
+          _table(["index", "class", "colour", "instances"],
+                 [[c.index, c.name, "#{:02x}{:02x}{:02x}".format(*c.color), "yes" if c.has_instances else ""]
+                  for c in tax.classes]), ""]
+    s += ["## Dataset", "", f"Version `{m['version']}` (created {m['created']}), split rule `{m['split']['mode']}` "
+          f"(seed {m['split']['seed']}).", ""]
+    s += [_table(["source", "type", "root", "images", "content hash"],
+                 [[x["name"], x["type"], x["root"], x["images"], x["content_hash"][:12]] for x in m["sources"]]), ""]
+    s += [_table(["class"] + [f"{sp} images" for sp in splits] + [f"{sp} instances" for sp in splits],
+                 [["(all)"] + [m["counts"][sp]["images"] for sp in splits]
+                  + [m["counts"][sp]["instances"] for sp in splits]]
+                 + [[c.name] + [m["counts"][sp]["images_per_class"].get(c.name, 0) for sp in splits]
+                    + [m["counts"][sp]["instances_per_class"].get(c.name, 0) for sp in splits] for c in tax.classes]),
+          "", "Examples (image | label):", ""]
+    s += [f"![example]({e})" for e in examples] + [""]
+    s += ["## Architectures", ""]
+    for r in runs:
+        s += [f"### {r['name']}: {r['spec']['name']}", "", f"![architecture of {r['name']}]({r['arch_png']})", "",
+              f"{r['params'] / 1e6:.2f} M parameters, {r['size_mb']:.1f} MB in memory (fp32 weights and buffers), "
+              f"{r['gflops']:.2f} GFLOPs per image at the training size {r['hw'][0]}x{r['hw'][1]}.", ""]
+    s += ["## Training", ""]
+    for r in runs:
+        s += [f"### {r['name']}", "", "Command:", "", "```", r["info"].get("command", ""), "```", "",
+              _table(["key", "value", "meaning"],
+                     [[f"`{k}`", f"`{v}`", expl.get(k, "")] for k, v in flatten(r["config"]).items()]), ""]
+    s += ["## Loss and metrics", "", DEFINITIONS, ""]
+    s += ["## Curves", "", "![curves](curves.png)", ""]
+    s += ["## Comparison (test split)", "",
+          _table(["run", "model", "parameters", "best val mIoU", "test mIoU", "pixel acc", "mean Dice",
+                  "ms / image", "train time"],
+                 [[r["name"], r["spec"]["name"], f"{r['params'] / 1e6:.2f} M",
+                   f"{r['info'].get('best_val_mIoU', float('nan')):.4f}", f"{r['test']['mIoU']:.4f}",
+                   f"{r['test']['pixel_acc']:.4f}", f"{r['test']['mDice']:.4f}",
+                   f"{r['test']['timing']['ms_per_image_mean']:.1f} ({r['test']['timing']['device']})",
+                   f"{r['info'].get('train_seconds', 0):.0f} s at {r['info'].get('train_images_per_second', 0)} img/s"]
+                  for r in runs]), ""]
+    s += ["## Worst classes", ""]
+    for r in runs:
+        pc = r["test"]["per_class"]
+        s += [f"### {r['name']}", "", _table(["class", "IoU", "Dice", "ground-truth pixels"],
+                                             [[n, f"{pc[n]['iou']:.4f}", f"{pc[n]['dice']:.4f}", pc[n]["gt_pixels"]]
+                                              for n in r["test"]["worst_classes"]]), ""]
+    s += ["## Gallery (test images, image | ground truth | prediction)", ""]
+    s += [f"![{g}](gallery/{g})" for g in gallery] + ["", "All: [gallery/index.html](gallery/index.html)", ""]
+    s += ["## Runtime environment", "", _table(["", ""], _environment()), ""]
+    s += ["## References", ""] + [f"{i}. {b}" for i, b in enumerate(BIBLIOGRAPHY, 1)] + [""]
+    return "\n".join(s)
+
+
+def _inline(text: str) -> str:
+    text = html.escape(text)
+    text = re.sub(r"!\[([^\]]*)\]\(([^)]+)\)", r'<img alt="\1" src="\2">', text)
+    text = re.sub(r"\[([^\]]+)\]\(([^)]+)\)", r'<a href="\2">\1</a>', text)
+    text = re.sub(r"\*\*([^*]+)\*\*", r"<strong>\1</strong>", text)
+    return re.sub(r"`([^`]+)`", r"<code>\1</code>", text)
+
+
+def _html(md: str, title: str) -> str:
+    """The report's Markdown (headings, tables, lists, code blocks, images) as one self-contained page."""
+    out, in_code, table, in_list = [], False, [], False
+    for line in md.splitlines() + [""]:
+        if line.startswith("```"):
+            out.append("</pre>" if in_code else "<pre>")
+            in_code = not in_code
+            continue
+        if in_code:
+            out.append(html.escape(line))
+            continue
+        if line.startswith("|"):
+            table.append(line)
+            continue
+        if table:
+            rows = [[c.strip() for c in r.strip("|").split("|")] for r in table if not r.startswith("|---")]
+            out.append("<table><tr>" + "".join(f"<th>{_inline(c)}</th>" for c in rows[0]) + "</tr>"
+                       + "".join("<tr>" + "".join(f"<td>{_inline(c)}</td>" for c in r) + "</tr>" for r in rows[1:])
+                       + "</table>")
+            table = []
+        is_item = bool(re.match(r"^(- |\d+\. )", line)) or (in_list and line.startswith("  "))
+        if in_list and not is_item:
+            out.append("</ul>")
+            in_list = False
+        if m := re.match(r"^(#+) (.*)$", line):
+            out.append(f"<h{len(m.group(1))}>{_inline(m.group(2))}</h{len(m.group(1))}>")
+        elif re.match(r"^(- |\d+\. )", line):
+            if not in_list:
+                out.append("<ul>")
+                in_list = True
+            out.append("<li>" + _inline(re.sub(r"^(- |\d+\. )", "", line)))
+        elif in_list and line.startswith("  "):
+            out.append(_inline(line))
+        elif line.strip():
+            out.append(f"<p>{_inline(line)}</p>")
+    style = ("body{font-family:sans-serif;max-width:1100px;margin:2em auto;line-height:1.4}"
+             "table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:2px 6px;font-size:13px}"
+             "img{max-width:100%}pre{background:#f4f4f4;padding:.5em;overflow-x:auto}")
+    return (f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
+            f"<style>{style}</style></head><body>\n" + "\n".join(out) + "\n</body></html>\n")

@@ -1,0 +1,47 @@
+"""Reports generated from runs: every section present, images written, and the page renders in Chromium."""
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from core.errors import SegLoopError
+from evaluate.report import build_report, config_explanations
+from evaluate.runner import evaluate_run
+
+SECTIONS = ["## Problem", "## Dataset", "## Architectures", "## Training", "## Loss and metrics", "## Curves",
+            "## Comparison (test split)", "## Worst classes", "## Gallery", "## Runtime environment", "## References"]
+
+
+def test_config_comments_explain_hyperparameters():
+    expl = config_explanations()
+    assert "number of down-samplings" in expl["model.depth"] and "minutes" in expl["train.time_limit"]
+
+
+def test_report_sections_and_browser(tiny_run, tmp_path):
+    with pytest.raises(SegLoopError, match="evaluate run"):
+        build_report([tiny_run.run_dir], tmp_path / "none")
+    evaluate_run(tiny_run.run_dir, "test", progress=False)
+    out = build_report([tiny_run.run_dir], tmp_path / "report", gallery=2)
+    md = (out / "report.md").read_text()
+    for s in SECTIONS:
+        assert s in md, s
+    assert "GFLOPs" in md and "Cordts" in md and "train.epochs" in md
+    for img in ("curves.png", "arch_1.png", "example_0.png"):
+        assert (out / img).stat().st_size > 1000
+    chromium = shutil.which("chromium") or "/usr/bin/chromium"
+    if not Path(chromium).is_file():
+        pytest.fail("Debian chromium is needed for browser tests: apt-get install chromium")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=chromium, headless=True,
+                                     args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"])
+        page = browser.new_page()
+        page.goto((out / "report.html").as_uri())
+        page.wait_for_load_state("load")
+        headings = page.locator("h2").all_inner_texts()
+        broken = page.evaluate("Array.from(document.images).filter(i => !i.complete || i.naturalWidth === 0)"
+                               ".map(i => i.src)")
+        browser.close()
+    assert [h for h in headings if h.startswith("Comparison")] and not broken, broken
