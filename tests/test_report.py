@@ -19,8 +19,10 @@ def test_config_comments_explain_hyperparameters():
 
 
 def test_report_sections_and_browser(tiny_run, tmp_path):
+    bare = tmp_path / "bare_run"  # the same run before any evaluation
+    shutil.copytree(tiny_run.run_dir, bare, ignore=shutil.ignore_patterns("eval", "predict", "triptychs"))
     with pytest.raises(SegLoopError, match="evaluate run"):
-        build_report([tiny_run.run_dir], tmp_path / "none")
+        build_report([bare], tmp_path / "none")
     evaluate_run(tiny_run.run_dir, "test", progress=False)
     out = build_report([tiny_run.run_dir], tmp_path / "report", gallery=2)
     md = (out / "report.md").read_text()
