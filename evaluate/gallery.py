@@ -90,9 +90,8 @@ def make_triptychs(run: str | Path, split: str = "test", n: int = 100, seed: int
     eval_dir = run / "eval" / split
     rows = _rows(eval_dir, run, split)
     metrics = json.loads((eval_dir / "metrics.json").read_text())
-    ds = DatasetVersion(resolve_version(Path(json.loads((run / "run.json").read_text())["dataset_path"])
-                                        if Path(json.loads((run / "run.json").read_text())["dataset_path"]).exists()
-                                        else metrics["dataset_version"]))
+    dataset_path = Path(json.loads((run / "run.json").read_text())["dataset_path"])
+    ds = DatasetVersion(resolve_version(dataset_path if dataset_path.exists() else metrics["dataset_version"]))
     images = {im["key"]: im for im in ds.images(split)}
     note = ""
     if n > len(rows):
