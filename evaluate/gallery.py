@@ -8,20 +8,17 @@ ones after images are added. Writes ``runs/<run>/triptychs/<split>-<random|worst
 
 from __future__ import annotations
 
-import csv
 import hashlib
 import html
-import json
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from core.errors import SegLoopError
-from core.fsio import atomic_dir, read_image, read_label
+from core.fsio import atomic_dir, read_image
+from evaluate.results import EvalResults
 from ingest.taxonomy import Taxonomy
-from ingest.version import DatasetVersion, resolve_version
 
 LEGEND_H = 22
 SORT_JS = """
@@ -74,48 +71,33 @@ def triptych(image: np.ndarray, label: np.ndarray, pred: np.ndarray, taxonomy: T
     return canvas
 
 
-def _rows(eval_dir: Path, run: Path, split: str) -> list[dict[str, Any]]:
-    f = eval_dir / "per_image.csv"
-    if not f.is_file():
-        raise SegLoopError(f"run has no predictions for split '{split}'", path=eval_dir,
-                           fix=f"python -m evaluate run {run} --split {split}")
-    with open(f, newline="") as fh:
-        return list(csv.DictReader(fh))
-
-
 def make_triptychs(run: str | Path, split: str = "test", n: int = 100, seed: int = 0, worst: bool = False,
                    out: str | Path | None = None) -> tuple[Path, list[dict[str, Any]], str]:
     """Write the panels and index.html; returns the folder, the picked rows and a note for the user."""
-    run = Path(run)
-    eval_dir = run / "eval" / split
-    rows = _rows(eval_dir, run, split)
-    metrics = json.loads((eval_dir / "metrics.json").read_text())
-    dataset_path = Path(json.loads((run / "run.json").read_text())["dataset_path"])
-    ds = DatasetVersion(resolve_version(dataset_path if dataset_path.exists() else metrics["dataset_version"]))
-    images = {im["key"]: im for im in ds.images(split)}
+    res = EvalResults(run, split)
+    rows, ds = res.rows, res.version
     note = ""
     if n > len(rows):
         note = f"--n {n} is more than the {len(rows)} images of '{split}': all of them are used"
         n = len(rows)
     if worst:
-        picked = sorted(rows, key=lambda r: (float(r["mIoU"]) if r["mIoU"] else 2.0, r["key"]))[:n]
+        picked = sorted(rows, key=lambda r: (np.nan_to_num(res.score(r), nan=2.0), r["key"]))[:n]
     else:
-        order = identity_order([images[r["key"]]["sha256"] for r in rows], seed)
+        order = identity_order([res.image(r)["sha256"] for r in rows], seed)
         picked = [rows[i] for i in order[:n]]
     kind = "worst" if worst else f"random-seed{seed}"
-    dest = Path(out) if out else run / "triptychs" / f"{split}-{kind}"
+    dest = Path(out) if out else res.run_dir / "triptychs" / f"{split}-{kind}"
     with atomic_dir(dest, replace=True) as tmp:
         cards = []
         for rank, row in enumerate(picked, 1):
-            im = images[row["key"]]
-            label = ds.load_semantic(im)
-            pred = read_label(eval_dir / row["prediction"])
-            score = float(row["mIoU"]) if row["mIoU"] else float("nan")
+            im = res.image(row)
+            score = res.score(row)
             name = f"{rank:03d}_{row['key'].replace('/', '__')}.png"
             title = f"{row['key']}   mIoU {score:.3f}   pixel acc {float(row['pixel_acc']):.3f}"
-            triptych(read_image(ds.image_path(im)), label, pred, ds.taxonomy, title).save(tmp / name)
+            triptych(read_image(ds.image_path(im)), ds.load_semantic(im), res.prediction(row), ds.taxonomy,
+                     title).save(tmp / name)
             cards.append((rank, row, score, name))
-        (tmp / "index.html").write_text(_index_html(run.name, split, kind, cards, metrics))
+        (tmp / "index.html").write_text(_index_html(res.run_dir.name, split, kind, cards, res.metrics))
     return dest, picked, note
 
 

@@ -11,6 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from tests.netutil import free_port
+
 ROOT = Path(__file__).resolve().parent.parent
 REFERENCE_DIR = ROOT / ".cache" / "reference"
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
@@ -98,12 +100,42 @@ def tiny_run(demo_version, tmp_path_factory):
     return train(cfg, progress=False)
 
 
-def _free_port() -> int:
-    import socket
+@pytest.fixture(scope="session")
+def evaluated_run(tiny_run, tmp_path_factory) -> Path:
+    """A copy of the tiny run (named ``tiny``), evaluated on the demo test split with uncertainty maps. A copy, so
+    that tests re-evaluating ``tiny_run`` with other options never change what this one holds."""
+    import shutil
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    from evaluate.runner import evaluate_run
+
+    run_dir = tmp_path_factory.mktemp("evaluated") / tiny_run.run_dir.name
+    shutil.copytree(tiny_run.run_dir, run_dir)
+    evaluate_run(run_dir, "test", progress=False)
+    return run_dir
+
+
+@pytest.fixture(scope="session")
+def fiftyone_db(tmp_path_factory):
+    """FiftyOne isolated for the test session: a real mongod of SegLoop's on a temporary database folder, no user
+    config, tracking off. Subprocesses reach the same mongod through ``fiftyone_subprocess_env``."""
+    from fiftyone_views.db import DB_DIR_ENV, connect, stop_mongod
+
+    home = tmp_path_factory.mktemp("fo_home")
+    db = home / "db"
+    os.environ[DB_DIR_ENV] = str(db)
+    os.environ["FIFTYONE_CONFIG_PATH"] = str(home / "config.json")
+    os.environ["FIFTYONE_APP_CONFIG_PATH"] = str(home / "app_config.json")
+    os.environ.pop("FIFTYONE_DATABASE_URI", None)
+    connect(db)
+    yield home
+    stop_mongod(db)
+
+
+def fiftyone_subprocess_env(home: Path, **extra: str) -> dict[str, str]:
+    """Environment for a SegLoop CLI that uses FiftyOne in a subprocess: HOME isolated as well."""
+    env = {k: v for k, v in os.environ.items() if k not in ("FIFTYONE_DATABASE_URI", "FIFTYONE_PRIVATE_DATABASE_PORT")}
+    return {**env, "HOME": str(home), "HTTP_PROXY": "http://127.0.0.1:9", "HTTPS_PROXY": "http://127.0.0.1:9",
+            "NO_PROXY": "127.0.0.1,localhost", **extra}
 
 
 @pytest.fixture(scope="session")
@@ -128,7 +160,7 @@ def label_studio(tmp_path_factory):
     data_dir = tmp_path_factory.mktemp("ls") / "server"
     shutil.copytree(template, data_dir)
     os.environ["SEGLOOP_LABEL_STUDIO_DIR"] = str(data_dir)
-    state = server.start(_free_port(), data_dir)
+    state = server.start(free_port(), data_dir)
     token = (data_dir / "token").read_text().strip()
     yield {"url": state["url"], "token": token, "files_root": files_root, "data_dir": data_dir}
     server.stop(data_dir)

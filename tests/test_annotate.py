@@ -1,7 +1,6 @@
 """The labeling loop against a real Label Studio server (started once per session by the `label_studio` fixture)."""
 
 import json
-import os
 import shutil
 import stat
 
@@ -15,6 +14,7 @@ from ingest.ls_brush import encode_mask
 from ingest.taxonomy import load_taxonomy
 from ingest.version import DatasetVersion, build, load_data_config
 from tests.conftest import ROOT
+from tests.netutil import LOOPBACK, listening_addresses
 
 TAX = load_taxonomy("cityscapes")
 
@@ -39,14 +39,8 @@ def images(label_studio, demo_version):
 
 def test_server_is_local_only_and_token_private(label_studio):
     port = int(label_studio["url"].rsplit(":", 1)[1])
-    listening = []
-    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
-        if os.path.exists(table):
-            for line in open(table).read().splitlines()[1:]:
-                local, st = line.split()[1], line.split()[3]
-                if st == "0A" and int(local.rsplit(":", 1)[1], 16) == port:
-                    listening.append(local.rsplit(":", 1)[0])
-    assert listening and all(a in ("0100007F", "00000000000000000000000001000000") for a in listening), listening
+    listening = listening_addresses(port)
+    assert listening and all(a in LOOPBACK for a in listening), listening
     token_file = label_studio["data_dir"] / "token"
     assert stat.S_IMODE(token_file.stat().st_mode) == 0o600
 

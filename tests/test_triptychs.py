@@ -5,14 +5,7 @@ import pytest
 from PIL import Image
 
 from core.errors import SegLoopError
-from evaluate.runner import evaluate_run
-from fiftyone_views.triptychs import identity_order, make_triptychs
-
-
-@pytest.fixture(scope="module")
-def evaluated_run(tiny_run):
-    evaluate_run(tiny_run.run_dir, "test", progress=False)
-    return tiny_run.run_dir
+from evaluate.gallery import identity_order, make_triptychs
 
 
 def test_random_sample_is_reproducible_and_drawn_from_identity(evaluated_run, tmp_path):

@@ -1,0 +1,75 @@
+"""Read access to what ``evaluate run`` wrote for one split, for the consumers of an evaluation (galleries,
+FiftyOne, reports): the per-image rows, the split's metrics, the dataset version it was scored on, and each image's
+prediction and uncertainty maps.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from core.errors import SegLoopError
+from core.fsio import read_json, read_label
+from evaluate.runner import resolve_run
+from ingest.version import DatasetVersion, resolve_version
+
+
+class EvalResults:
+    """``runs/<run>/eval/<split>/`` and the dataset version behind it."""
+
+    def __init__(self, run: str | Path, split: str = "test") -> None:
+        self.run_dir = resolve_run(run).resolve()
+        self.split = split
+        self.dir = self.run_dir / "eval" / split
+        rows_file = self.dir / "per_image.csv"
+        if not rows_file.is_file():
+            raise SegLoopError(f"run has no predictions for split '{split}'", path=self.dir,
+                               fix=f"python -m evaluate run {self.run_dir} --split {split}")
+        with open(rows_file, newline="") as fh:
+            self.rows: list[dict[str, Any]] = list(csv.DictReader(fh))
+        self.metrics: dict[str, Any] = read_json(self.dir / "metrics.json", "evaluation metrics")
+        self.class_names: list[str] = list(self.metrics["per_class"])
+
+    @cached_property
+    def version(self) -> DatasetVersion:
+        """The dataset version the split was scored on; its taxonomy must be the run's."""
+        run_json = self.run_dir / "run.json"
+        path = Path(json.loads(run_json.read_text())["dataset_path"]) if run_json.is_file() else None
+        ds = DatasetVersion(resolve_version(path if path and path.exists() else self.metrics["dataset_version"]))
+        if ds.taxonomy.names != self.class_names:
+            raise SegLoopError(
+                f"run {self.run_dir.name} predicts {len(self.class_names)} classes ({', '.join(self.class_names[:4])}"
+                f", ...) but dataset {ds.version} has taxonomy '{ds.taxonomy.name}' with {ds.taxonomy.num_classes} "
+                f"({', '.join(ds.taxonomy.names[:4])}, ...)", path=ds.path,
+                fix="evaluate the run on a version built with its own taxonomy: "
+                    f"python -m evaluate run {self.run_dir} --split {self.split} --version NAME@HASH")
+        return ds
+
+    @cached_property
+    def images(self) -> dict[str, dict[str, Any]]:
+        """COCO image records of the split by key."""
+        return {im["key"]: im for im in self.version.images(self.split)}
+
+    def image(self, row: dict[str, Any]) -> dict[str, Any]:
+        im = self.images.get(row["key"])
+        if im is None:
+            raise SegLoopError(f"image {row['key']} of the evaluation is not in split '{self.split}' of "
+                               f"{self.version.version}", path=self.dir / "per_image.csv",
+                               fix=f"re-run python -m evaluate run {self.run_dir} --split {self.split}")
+        return im
+
+    def prediction(self, row: dict[str, Any]) -> np.ndarray:
+        return read_label(self.dir / row["prediction"])
+
+    def uncertainty_path(self, row: dict[str, Any]) -> Path | None:
+        p = self.dir / "uncertainty" / Path(row["prediction"]).name
+        return p if p.is_file() else None
+
+    def score(self, row: dict[str, Any], key: str = "mIoU") -> float:
+        """A per-image score from the CSV (NaN when undefined)."""
+        return float(row[key]) if row.get(key) else float("nan")

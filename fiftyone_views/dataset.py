@@ -1,0 +1,229 @@
+"""``fiftyone_views load``: a run's evaluated split as a FiftyOne dataset, scored per sample by SegLoop.
+
+Each sample holds the image, the ground truth and the prediction as ``fo.Segmentation`` (``ground_truth``,
+``prediction``), the instances as ``fo.Detections`` with masks (``gt_instances``, ``pred_instances``, each
+detection marked ``eval`` = tp / fp / fn as FiftyOne's own evaluations do), and scores computed with SegLoop's
+confusion matrix — ``miou``, ``dice``, ``pixel_acc``, ``class_iou.<class>`` — plus instance ``tp`` / ``fp`` /
+``fn`` and ``instance_errors`` (FP + FN). FiftyOne's own ``evaluate_segmentations`` gives no per-sample IoU, and its
+per-sample Dice is a running total; these fields match ``per_image.csv`` exactly.
+
+The App draws mask value 0 as transparent background, and Cityscapes' train index 0 is ``road``: masks are
+therefore written for FiftyOne as train index + 1 (the COCO category id) with 0 for ignored pixels, under
+``runs/<run>/fiftyone/<split>/``. ``mask_targets`` and the App's colours follow the same shift.
+
+Reloading builds the new dataset under a temporary name and swaps it in only once it is complete: a failed
+reload leaves the previous dataset and its views as they were.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tqdm import tqdm
+
+from core.errors import SegLoopError
+from core.fsio import atomic_dir, read_label, save_png
+from core.metrics import confusion, scores_from_matrix
+from evaluate.instances import (
+    InstanceMatch,
+    coco_instances,
+    components_as_instances,
+    load_instance_results,
+    match_instances,
+)
+from evaluate.results import EvalResults
+from ingest.coco import category_id
+from ingest.records import Instance
+from ingest.taxonomy import Taxonomy
+
+SEMANTIC_FIELDS = ["ground_truth", "prediction"]
+INSTANCE_FIELDS = ["gt_instances", "pred_instances"]
+
+
+def dataset_name(run_dir: Path, split: str) -> str:
+    return f"{run_dir.name}-{split}"
+
+
+def field_name(class_name: str) -> str:
+    """A class name as a field or view name part: ``traffic light`` -> ``traffic_light``."""
+    return re.sub(r"\W+", "_", class_name).strip("_").lower()
+
+
+def fiftyone_mask(label: np.ndarray, ignore_index: int) -> np.ndarray:
+    """Train indices -> the App's values: index + 1 (COCO category id), ignore -> 0 (not drawn)."""
+    lut = np.array([category_id(v) for v in range(256)], dtype=np.int64)
+    lut[ignore_index] = 0
+    return np.clip(lut, 0, 255).astype(np.uint8)[label]
+
+
+def mask_targets(taxonomy: Taxonomy) -> dict[int, str]:
+    return {category_id(c.index): c.name for c in taxonomy.classes}
+
+
+def hex_color(rgb: tuple[int, int, int] | list[int]) -> str:
+    return "#{:02x}{:02x}{:02x}".format(*rgb)
+
+
+def sample_scores(pred: np.ndarray, label: np.ndarray, taxonomy: Taxonomy) -> dict[str, Any]:
+    """Per-image pixel accuracy, mIoU, mean Dice and per-class IoU (None where a class is in neither map)."""
+    s = scores_from_matrix(confusion(pred, label, taxonomy.num_classes, taxonomy.ignore_index))
+    return {"miou": _num(s.miou), "dice": _num(s.mdice), "pixel_acc": _num(s.pixel_acc),
+            "class_iou": {field_name(n): _num(v) for n, v in zip(taxonomy.names, s.iou, strict=True)}}
+
+
+def _num(v: float) -> float | None:
+    return None if np.isnan(v) else float(v)
+
+
+def detections(fo, instances: list[Instance], status: list[str], ious: list[float] | None,
+               taxonomy: Taxonomy):
+    """``fo.Detections`` with a mask cropped to each box, in relative coordinates as FiftyOne wants them."""
+    dets = []
+    for k, inst in enumerate(instances):
+        ys, xs = np.nonzero(inst.mask)
+        if len(xs) == 0:
+            continue
+        h, w = inst.mask.shape
+        x0, x1, y0, y1 = xs.min(), xs.max() + 1, ys.min(), ys.max() + 1
+        d = fo.Detection(label=taxonomy.classes[inst.category].name,
+                         bounding_box=[x0 / w, y0 / h, (x1 - x0) / w, (y1 - y0) / h],
+                         mask=inst.mask[y0:y1, x0:x1].copy(), confidence=inst.score, iscrowd=inst.iscrowd,
+                         eval=status[k])
+        if ious is not None:
+            d["eval_iou"] = ious[k]
+        dets.append(d)
+    return fo.Detections(detections=dets)
+
+
+def _instances(res: EvalResults, row: dict[str, Any], gt_anns: list[dict], pred: np.ndarray,
+               results: dict[int, list[dict]] | None) -> tuple[list[Instance], list[Instance], str]:
+    """Ground-truth and predicted instances of one image, and where the predicted ones come from."""
+    gt = coco_instances(gt_anns)
+    im = res.image(row)
+    if results is not None:
+        return gt, coco_instances(results.get(int(im["id"]), [])), "instances.json"
+    unc_path = res.uncertainty_path(row)
+    unc = read_label(unc_path) if unc_path else None
+    return gt, components_as_instances(pred, res.version.taxonomy, unc), "semantic components"
+
+
+def _sample(fo, res: EvalResults, row: dict[str, Any], gt_anns: list[dict], results: dict[int, list[dict]] | None,
+            tmp: Path, masks_dir: Path):
+    """One FiftyOne sample: masks written for the App under ``tmp`` (later ``masks_dir``), scores, instances."""
+    ds, tax = res.version, res.version.taxonomy
+    im = res.image(row)
+    label, pred = ds.load_semantic(im), res.prediction(row)
+    if pred.shape != label.shape:
+        raise SegLoopError(f"prediction of {row['key']} is {pred.shape}, ground truth {label.shape}",
+                           path=res.dir / row["prediction"],
+                           fix=f"re-run python -m evaluate run {res.run_dir} --split {res.split}")
+    file = Path(row["prediction"]).name
+    save_png(tmp / "ground_truth" / file, fiftyone_mask(label, tax.ignore_index))
+    save_png(tmp / "prediction" / file, fiftyone_mask(pred, tax.ignore_index))
+    gt_inst, pred_inst, instance_source = _instances(res, row, gt_anns, pred, results)
+    m: InstanceMatch = match_instances(gt_inst, pred_inst)
+    scores = sample_scores(pred, label, tax)
+    sample = fo.Sample(
+        filepath=str(ds.image_path(im)), tags=[res.split], key=row["key"], sha256=im["sha256"],
+        group=im.get("group"), source=im.get("source"),
+        ground_truth=fo.Segmentation(mask_path=str(masks_dir / "ground_truth" / file)),
+        prediction=fo.Segmentation(mask_path=str(masks_dir / "prediction" / file)),
+        gt_instances=detections(fo, gt_inst, m.gt_status, None, tax),
+        pred_instances=detections(fo, pred_inst, m.pred_status, m.pred_iou, tax),
+        miou=scores["miou"], dice=scores["dice"], pixel_acc=scores["pixel_acc"],
+        class_iou=fo.DynamicEmbeddedDocument(**scores["class_iou"]),
+        tp=m.tp, fp=m.fp, fn=m.fn, instance_errors=m.fp + m.fn, mean_uncertainty=_mean_uncertainty(res, row))
+    return sample, instance_source
+
+
+def load_run(run: str | Path, split: str = "test", db_dir: str | Path | None = None, tag_k: int = 10,
+             progress: bool = True) -> dict[str, Any]:
+    """Build (or rebuild) the FiftyOne dataset of a run's split, with its saved views; returns a summary."""
+    from fiftyone_views.db import connect
+    from fiftyone_views.views import save_views
+
+    res = EvalResults(run, split)
+    ds, tax = res.version, res.version.taxonomy
+    fo = connect(db_dir)
+    name = dataset_name(res.run_dir, split)
+    tmp_name = f"{name}.loading"
+    if fo.dataset_exists(tmp_name):
+        fo.delete_dataset(tmp_name)
+    results = load_instance_results(res.dir)
+    gt_by_image: dict[int, list[dict]] = {}
+    for a in ds.coco(split)["annotations"]:
+        gt_by_image.setdefault(int(a["image_id"]), []).append(a)
+    masks_dir = res.run_dir / "fiftyone" / split
+    t0 = time.perf_counter()
+    dataset = None
+    try:
+        with atomic_dir(masks_dir, replace=True) as tmp:
+            (tmp / "ground_truth").mkdir()
+            (tmp / "prediction").mkdir()
+            samples, instance_source = [], ""
+            for row in tqdm(res.rows, desc=f"loading {name} into FiftyOne", disable=not progress):
+                im = res.image(row)
+                sample, instance_source = _sample(fo, res, row, gt_by_image.get(int(im["id"]), []), results,
+                                                  tmp, masks_dir)
+                samples.append(sample)
+            dataset = fo.Dataset(tmp_name)
+            dataset.add_samples(samples, dynamic=True, progress=False)
+            dataset.compute_metadata(progress=False)
+            _configure(fo, dataset, tax)
+            dataset.info = {"run": str(res.run_dir), "split": split, "dataset_version": ds.version,
+                            "taxonomy": tax.name, "instances_from": instance_source,
+                            "split_mIoU": res.metrics["mIoU"], "worst_classes": res.metrics["worst_classes"],
+                            "masks": str(masks_dir), "loaded": time.strftime("%Y-%m-%dT%H:%M:%S")}
+            views = save_views(dataset, res, tag_k)
+            dataset.save()
+    except BaseException:
+        if dataset is not None:
+            dataset.delete()
+        raise
+    replaced = fo.dataset_exists(name)
+    if replaced:
+        fo.delete_dataset(name)
+    dataset.name = name
+    dataset.persistent = True
+    return {"dataset": name, "samples": len(dataset), "views": views, "replaced": replaced,
+            "instances_from": instance_source, "seconds": round(time.perf_counter() - t0, 2),
+            "db_dir": str(fo.config.database_dir)}
+
+
+def _mean_uncertainty(res: EvalResults, row: dict[str, Any]) -> float | None:
+    p = res.uncertainty_path(row)
+    return float(read_label(p).mean() / 255) if p else None
+
+
+def _configure(fo, dataset, tax: Taxonomy) -> None:
+    """Mask targets, classes and the App's defaults: semantic fields shown, in the taxonomy's colours."""
+    targets = mask_targets(tax)
+    dataset.default_mask_targets = targets
+    dataset.default_classes = tax.names
+    mask_colors = [{"intTarget": category_id(c.index), "color": hex_color(c.color)} for c in tax.classes]
+    value_colors = [{"value": c.name, "color": hex_color(c.color)} for c in tax.classes]
+    dataset.app_config.color_scheme = fo.ColorScheme(
+        color_by="value", opacity=0.6, default_mask_targets_colors=mask_colors,
+        fields=[{"path": f, "maskTargetsColors": mask_colors} for f in SEMANTIC_FIELDS]
+        + [{"path": f, "colorByAttribute": "label", "valueColors": value_colors} for f in INSTANCE_FIELDS])
+    from fiftyone.core.odm.dataset import ActiveFields
+
+    dataset.app_config.active_fields = ActiveFields(paths=SEMANTIC_FIELDS)
+
+
+def open_dataset(run: str | Path, split: str = "test", db_dir: str | Path | None = None):
+    """The loaded dataset of a run's split; an error naming ``load`` when there is none."""
+    from evaluate.runner import resolve_run
+    from fiftyone_views.db import connect
+
+    run_dir = resolve_run(run)
+    fo = connect(db_dir)
+    name = dataset_name(run_dir, split)
+    if not fo.dataset_exists(name):
+        raise SegLoopError(f"no FiftyOne dataset '{name}' in {fo.config.database_dir}", path=run_dir,
+                           fix=f"python -m fiftyone_views load {run_dir} --split {split}")
+    return fo.load_dataset(name)
