@@ -6,10 +6,11 @@ STAMP := $(VENV)/.installed
 export NO_ALBUMENTATIONS_UPDATE := 1
 export PYTHONUNBUFFERED := 1
 
-.PHONY: help install labelstudio demo loop-demo test test-fast lint bench clean
+.PHONY: help install labelstudio demo triage loop-demo test test-fast lint bench clean
 
 help:
 	@echo "make demo       install into $(VENV), generate + ingest the demo city, train, evaluate on test"
+	@echo "make triage     after demo: FiftyOne dataset + views, triptychs, relabel list, report"
 	@echo "make loop-demo  Label Studio loop: label, export, ingest, train briefly, push the next batch"
 	@echo "make test       run the test suite (pytest; installs Label Studio into $(LS_VENV) first)"
 	@echo "make labelstudio  install Label Studio into its own virtual environment"
@@ -40,6 +41,17 @@ demo: $(STAMP)
 	$(PY) -m evaluate run runs/demo --split test
 	@echo
 	@echo "demo done: runs/demo (tensorboard --logdir runs/demo/tb; metrics in runs/demo/eval/test/metrics.json)"
+
+# Triage of the demo run: FiftyOne dataset and views, the 100 test triptychs and the worst 20, a relabel list, report.
+triage: $(STAMP)
+	@[ -f runs/demo/eval/test/per_image.csv ] || $(MAKE) demo
+	$(PY) -m fiftyone_views load runs/demo --split test
+	$(PY) -m fiftyone_views triptychs runs/demo --n 100 --seed 0
+	$(PY) -m fiftyone_views triptychs runs/demo --n 20 --worst
+	$(PY) -m fiftyone_views relabel runs/demo --view worst_miou --k 10
+	$(PY) -m evaluate report runs/demo --out reports/demo
+	@echo
+	@echo "triage done: python -m fiftyone_views app runs/demo (http://127.0.0.1:5151/datasets/demo-test); reports/demo/report.html"
 
 # The labeling loop end to end: Label Studio, a project, labels, export, merged dataset, training, next batch.
 loop-demo: $(STAMP) $(LS_STAMP)
@@ -72,4 +84,5 @@ bench: $(STAMP)
 	$(PY) bench/camvid.py
 
 clean:
-	rm -rf runs data/versions .pytest_cache
+	-[ -x $(PY) ] && $(PY) -m fiftyone_views db stop
+	rm -rf runs data/versions data/fiftyone .pytest_cache
