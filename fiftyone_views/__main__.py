@@ -72,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
 
         s = load_run(args.run, args.split, args.db_dir, args.tag_k)
         print(f"{'replaced' if s['replaced'] else 'created'} FiftyOne dataset '{s['dataset']}': {s['samples']} "
-              f"samples in {s['seconds']} s (instances from {s['instances_from']}; database {s['db_dir']})")
+              f"samples in {s['seconds']} s (instances from {s['instances_from']}; database {s['database']})")
         for name, n in s["views"].items():
             print(f"  view {name:28} {n} samples")
         print(f"open it: python -m fiftyone_views app {args.run} --split {args.split}")

@@ -143,7 +143,8 @@ def _sample(fo, res: EvalResults, row: dict[str, Any], gt_anns: list[dict], resu
 def load_run(run: str | Path, split: str = "test", db_dir: str | Path | None = None, tag_k: int = 10,
              progress: bool = True) -> dict[str, Any]:
     """Build (or rebuild) the FiftyOne dataset of a run's split, with its saved views; returns a summary."""
-    from fiftyone_views.db import connect
+    from fiftyone_views.db import connect, user_database_uri
+    from fiftyone_views.db import db_dir as db_dir_of
     from fiftyone_views.views import save_views
 
     res = EvalResults(run, split)
@@ -191,7 +192,7 @@ def load_run(run: str | Path, split: str = "test", db_dir: str | Path | None = N
     dataset.persistent = True
     return {"dataset": name, "samples": len(dataset), "views": views, "replaced": replaced,
             "instances_from": instance_source, "seconds": round(time.perf_counter() - t0, 2),
-            "db_dir": str(fo.config.database_dir)}
+            "database": fo.config.database_uri if user_database_uri() else str(db_dir_of(db_dir))}
 
 
 def _mean_uncertainty(res: EvalResults, row: dict[str, Any]) -> float | None:
@@ -224,6 +225,6 @@ def open_dataset(run: str | Path, split: str = "test", db_dir: str | Path | None
     fo = connect(db_dir)
     name = dataset_name(run_dir, split)
     if not fo.dataset_exists(name):
-        raise SegLoopError(f"no FiftyOne dataset '{name}' in {fo.config.database_dir}", path=run_dir,
+        raise SegLoopError(f"no FiftyOne dataset '{name}' in the database at {fo.config.database_uri}", path=run_dir,
                            fix=f"python -m fiftyone_views load {run_dir} --split {split}")
     return fo.load_dataset(name)

@@ -2,7 +2,6 @@
 headless Chromium (Debian's chromium driven by Playwright), served on 127.0.0.1 only."""
 
 import io
-import shutil
 import signal
 import subprocess
 import sys
@@ -16,10 +15,10 @@ from PIL import Image
 
 from core.fsio import read_image
 from fiftyone_views.dataset import load_run
+from tests.browser import launch
 from tests.conftest import ROOT, fiftyone_subprocess_env
 from tests.netutil import LOOPBACK, free_port, listening_addresses
 
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 SHOT = ROOT / ".cache" / "screenshots" / "fiftyone_app.png"
 
 
@@ -46,8 +45,6 @@ def _wait_http(url: str, proc: subprocess.Popen, timeout: float = 180) -> None:
 
 @pytest.mark.slow
 def test_app_renders_samples_with_masks_in_chromium(fiftyone_db, evaluated_run):
-    if not Path(CHROMIUM).is_file():
-        pytest.fail("Debian chromium is needed for browser tests: apt-get install chromium (.ci/run does it)")
     from playwright.sync_api import sync_playwright
 
     summary = load_run(evaluated_run, "test", progress=False)
@@ -62,9 +59,7 @@ def test_app_renders_samples_with_masks_in_chromium(fiftyone_db, evaluated_run):
         assert listening and all(a in LOOPBACK for a in listening), listening
         SHOT.parent.mkdir(parents=True, exist_ok=True)
         with sync_playwright() as pw:
-            browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=[
-                "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-                "--no-first-run", "--disable-sync"])
+            browser = launch(pw)
             page = browser.new_page(viewport={"width": 1400, "height": 900})
             page.goto(url)
             page.wait_for_selector("[data-cy=looker] canvas", timeout=120_000)  # the grid, not network idle

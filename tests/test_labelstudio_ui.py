@@ -10,15 +10,13 @@ from PIL import Image
 from annotate.client import LabelStudio
 from annotate.project import ensure_project, import_images, push_predictions
 from ingest.taxonomy import load_taxonomy
+from tests.browser import launch
 
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 TAX = load_taxonomy("cityscapes")
 
 
 @pytest.mark.slow
 def test_pre_annotations_render_in_the_labeling_ui(label_studio, demo_version, tiny_run, tmp_path):
-    if not Path(CHROMIUM).is_file():
-        pytest.fail("Debian chromium is needed for browser tests: apt-get install chromium (.ci/run does it)")
     from playwright.sync_api import sync_playwright
 
     from evaluate.predict import predict_images
@@ -37,9 +35,7 @@ def test_pre_annotations_render_in_the_labeling_ui(label_studio, demo_version, t
     shot = Path(__file__).resolve().parent.parent / ".cache" / "screenshots" / "labelstudio_pre_annotations.png"
     shot.parent.mkdir(parents=True, exist_ok=True)
     with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=[
-            "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-            "--no-first-run", "--disable-sync"])
+        browser = launch(pw)
         page = browser.new_page(viewport={"width": 1400, "height": 900})
         page.goto(f"{label_studio['url']}/user/login/")
         page.fill("input[name=email]", "admin@segloop.local")

@@ -1,13 +1,13 @@
 """Reports generated from runs: every section present, images written, and the page renders in Chromium."""
 
 import shutil
-from pathlib import Path
 
 import pytest
 
 from core.errors import SegLoopError
 from evaluate.report import build_report, config_explanations
 from evaluate.runner import evaluate_run
+from tests.browser import launch
 
 SECTIONS = ["## Problem", "## Dataset", "## Architectures", "## Training", "## Loss and metrics", "## Curves",
             "## Comparison (test split)", "## Worst classes", "## Gallery", "## Runtime environment", "## References"]
@@ -31,14 +31,10 @@ def test_report_sections_and_browser(tiny_run, tmp_path):
     assert "GFLOPs" in md and "Cordts" in md and "train.epochs" in md
     for img in ("curves.png", "arch_1.png", "example_0.png"):
         assert (out / img).stat().st_size > 1000
-    chromium = shutil.which("chromium") or "/usr/bin/chromium"
-    if not Path(chromium).is_file():
-        pytest.fail("Debian chromium is needed for browser tests: apt-get install chromium")
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=chromium, headless=True,
-                                     args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"])
+        browser = launch(pw)
         page = browser.new_page()
         page.goto((out / "report.html").as_uri())
         page.wait_for_load_state("load")
