@@ -16,9 +16,10 @@ from core.errors import SegLoopError
 DEFAULT_PORT = 5151
 
 
-def app_url(port: int, dataset: str, view: str | None = None) -> str:
+def app_url(port: int, dataset: str, view_slug: str | None = None) -> str:
+    """The App's address for a dataset, optionally on a saved view (the App names saved views by slug)."""
     url = f"http://127.0.0.1:{port}/datasets/{quote(dataset)}"
-    return f"{url}?view={quote(view)}" if view else url
+    return f"{url}?view={quote(view_slug)}" if view_slug else url
 
 
 def _check_port(port: int) -> None:
@@ -45,7 +46,9 @@ def launch(run: str | Path, split: str = "test", port: int = DEFAULT_PORT, view:
 
     session = fo.launch_app(dataset, view=dataset.load_saved_view(view) if view else None, port=port,
                             address="127.0.0.1", remote=True, auto=False)
-    url = app_url(port, dataset.name, view)
+    from fiftyone.core.utils import to_slug
+
+    url = app_url(port, dataset.name, to_slug(view) if view else None)
     print(f"FiftyOne App serving {dataset.name} ({len(dataset)} samples) at {url}", flush=True)
     if wait:
         session.wait(-1)

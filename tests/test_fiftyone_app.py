@@ -5,6 +5,7 @@ import io
 import signal
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from pathlib import Path
@@ -29,18 +30,25 @@ def purple_fraction(rgb: np.ndarray) -> float:
     return float(((r - g > 25) & (b - g > 25)).mean())
 
 
-def _wait_http(url: str, proc: subprocess.Popen, timeout: float = 180) -> None:
+def _wait_for_app(proc: subprocess.Popen, timeout: float = 180) -> str:
+    """The URL the command prints, once the App answers on it."""
+    lines: list[str] = []
+    threading.Thread(target=lambda: lines.extend(iter(proc.stdout.readline, "")), daemon=True).start()
     deadline = time.monotonic() + timeout
+    url = None
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            pytest.fail(f"the App command exited with {proc.returncode}: {proc.stdout.read()[-3000:]}")
-        try:
-            with urllib.request.urlopen(url, timeout=5) as r:
-                if r.status == 200:
-                    return
-        except OSError:
-            time.sleep(1)
-    pytest.fail(f"the App did not answer on {url} within {timeout} s")
+            pytest.fail(f"the App command exited with {proc.returncode}: {''.join(lines)[-3000:]}")
+        url = url or next((ln.rsplit(" at ", 1)[1].strip() for ln in lines if "App serving" in ln), None)
+        if url:
+            try:
+                with urllib.request.urlopen(url, timeout=5) as r:
+                    if r.status == 200:
+                        return url
+            except OSError:
+                pass
+        time.sleep(1)
+    pytest.fail(f"the App did not answer within {timeout} s (URL {url}): {''.join(lines)[-3000:]}")
 
 
 @pytest.mark.slow
@@ -49,12 +57,13 @@ def test_app_renders_samples_with_masks_in_chromium(fiftyone_db, evaluated_run):
 
     summary = load_run(evaluated_run, "test", progress=False)
     port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "fiftyone_views", "app", str(evaluated_run), "--port", str(port)],
+    proc = subprocess.Popen([sys.executable, "-m", "fiftyone_views", "app", str(evaluated_run), "--port", str(port),
+                             "--view", "worst_miou"],
                             cwd=ROOT, env=fiftyone_subprocess_env(fiftyone_db), stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True)
-    url = f"http://127.0.0.1:{port}/datasets/{summary['dataset']}"
     try:
-        _wait_http(url, proc)
+        url = _wait_for_app(proc)
+        assert url == f"http://127.0.0.1:{port}/datasets/{summary['dataset']}?view=worst-miou"
         listening = listening_addresses(port)
         assert listening and all(a in LOOPBACK for a in listening), listening
         SHOT.parent.mkdir(parents=True, exist_ok=True)
@@ -76,7 +85,7 @@ def test_app_renders_samples_with_masks_in_chromium(fiftyone_db, evaluated_run):
                 page.wait_for_timeout(500)
             page.screenshot(path=str(SHOT))
             n_tiles = tiles.count()
-            fields = {f: page.get_by_text(f, exact=True).count() for f in ("ground_truth", "prediction")}
+            fields = {f: page.get_by_text(f, exact=True).count() for f in ("ground_truth", "prediction", "worst_miou")}
             html = page.content()
             browser.close()
     finally:
@@ -85,7 +94,7 @@ def test_app_renders_samples_with_masks_in_chromium(fiftyone_db, evaluated_run):
             proc.wait(timeout=60)
         except subprocess.TimeoutExpired:
             proc.kill()
-    assert n_tiles == summary["samples"]  # every sample of the small split has its tile
+    assert n_tiles == summary["views"]["worst_miou"] == summary["samples"]  # every sample of the view has its tile
     assert all(fields.values()) and summary["dataset"] in html, fields
     raw = max(purple_fraction(read_image(p)) for p in _image_files(evaluated_run))
     assert raw < 0.02 and tinted > 0.1, (raw, tinted)  # the road/sidewalk colours come from the masks
