@@ -42,6 +42,7 @@ from ingest.taxonomy import Taxonomy
 
 SEMANTIC_FIELDS = ["ground_truth", "prediction"]
 INSTANCE_FIELDS = ["gt_instances", "pred_instances"]
+ADD_BATCH = 64
 
 
 def dataset_name(run_dir: Path, split: str) -> str:
@@ -165,13 +166,16 @@ def load_run(run: str | Path, split: str = "test", db_dir: str | Path | None = N
         with atomic_dir(masks_dir, replace=True) as tmp:
             (tmp / "ground_truth").mkdir()
             (tmp / "prediction").mkdir()
+            dataset = fo.Dataset(tmp_name)
             samples, instance_source = [], ""
             for row in tqdm(res.rows, desc=f"loading {name} into FiftyOne", disable=not progress):
                 im = res.image(row)
                 sample, instance_source = _sample(fo, res, row, gt_by_image.get(int(im["id"]), []), results,
                                                   tmp, masks_dir)
                 samples.append(sample)
-            dataset = fo.Dataset(tmp_name)
+                if len(samples) == ADD_BATCH:  # bounded memory: instance masks add up on large splits
+                    dataset.add_samples(samples, dynamic=True, progress=False)
+                    samples = []
             dataset.add_samples(samples, dynamic=True, progress=False)
             dataset.compute_metadata(progress=False)
             _configure(fo, dataset, tax)
