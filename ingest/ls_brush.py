@@ -1,9 +1,10 @@
 """Label Studio brush masks: the RLE codec (thi.ng ``rle-pack`` format, as the labeling UI writes it).
 
-Bit-identical to ``label_studio_sdk.converter.brush.decode_rle`` / ``encode_rle`` but vectorised: the SDK turns
-every bit into a one-character string and reads fields with ``int(s, 2)``, so it costs microseconds per *bit*;
-here the bitstream is unpacked once with numpy, every field width is read for every bit position with a few
-shifted adds, and Python only walks the *records* (one per run). Output runs are expanded with ``np.repeat``.
+Bit-identical to ``label_studio_sdk.converter.brush.decode_rle`` / ``encode_rle``. The SDK turns every bit into a
+one-character string and reads fields with ``int(s, 2)``, so it costs microseconds per *bit*. Decoding is a strictly
+sequential walk (each record's length depends on the fields before it), which no array operation expresses well:
+it is compiled with numba and writes the output in place, the whole RGBA image or only the alpha channel that a
+mask needs (a run covering flat positions [a, b) covers pixels [a // 4, b // 4)). Encoding is vectorised numpy.
 
 Stream layout: 32 bits value count, 5 bits word size - 1, 4 x 4 bits run-length field sizes - 1, then records of
 1 bit (1 = repeat, 0 = literal), 2 bits field-size index, that many bits run length - 1, then one word (repeat) or
@@ -15,100 +16,103 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
+from numba import njit
 
 from core.errors import SegLoopError
 
 HEADER_BITS = 32 + 5 + 16
 DEFAULT_RLE_SIZES = (3, 4, 8, 16)
+ENDS_BETWEEN_RECORDS, ENDS_INSIDE_RECORD = -1, -2
 
 
-def _window32(data: np.ndarray, nbits: int) -> np.ndarray:
-    """``out[p]`` = the 32 bits of the stream starting at bit ``p``, as an integer (zero past the end)."""
-    padded = np.concatenate([data.astype(np.int64), np.zeros(5, np.int64)])
-    five = (padded[:-4] << 32) | (padded[1:-3] << 24) | (padded[2:-2] << 16) | (padded[3:-1] << 8) | padded[4:]
-    nb = len(data)
-    out = np.empty((nb, 8), np.int64)
-    for phase in range(8):  # bit p = 8 * byte + phase: one constant shift per phase, no gather
-        np.right_shift(five[:nb], 8 - phase, out=out[:, phase])
-    out &= 0xFFFFFFFF
-    return out.reshape(-1)[:nbits]
+@njit(cache=True, nogil=True)
+def _bits(data: np.ndarray, pos: int, n: int) -> int:
+    """The ``n`` bits of the stream starting at bit ``pos``, most significant first."""
+    v = 0
+    for p in range(pos, pos + n):
+        v = (v << 1) | ((data[p >> 3] >> (7 - (p & 7))) & 1)
+    return v
 
 
-def _segments(rle: Sequence[int] | bytes | np.ndarray, expected: int | None,
-              origin: str | None) -> tuple[np.ndarray, np.ndarray]:
-    """(values, lengths) of the decoded stream: ``np.repeat(values, lengths)`` is the flat output."""
+@njit(cache=True, nogil=True)
+def _decode_into(data: np.ndarray, num: int, word: int, sizes: np.ndarray, out: np.ndarray,
+                 alpha_only: bool) -> tuple[int, int]:
+    """Decode the records after the header into ``out`` (flat RGBA, or one alpha value per pixel).
+
+    Returns (status, values produced): status 0, or ENDS_BETWEEN_RECORDS / ENDS_INSIDE_RECORD for a stream that
+    stops before ``num`` values."""
+    nbits = data.shape[0] * 8
+    pos = HEADER_BITS
+    done = 0
+    while done < num:
+        if pos + 3 > nbits:
+            return ENDS_BETWEEN_RECORDS, done
+        repeat = _bits(data, pos, 1)
+        size = sizes[_bits(data, pos + 1, 2)]
+        pos += 3
+        if pos + size > nbits:
+            return ENDS_INSIDE_RECORD, done
+        run = min(_bits(data, pos, size) + 1, num - done)  # the decoder stops at `num` values
+        pos += size
+        n_words = 1 if repeat else run
+        if pos + word * n_words > nbits:
+            return ENDS_INSIDE_RECORD, done
+        for k in range(n_words):
+            v = _bits(data, pos, word)
+            pos += word
+            a = done + k
+            b = done + run if repeat else a + 1
+            if alpha_only:  # 0 / 1, so that the caller can view the output as booleans
+                out[a >> 2:b >> 2] = 1 if v > 0 else 0
+            else:
+                out[a:b] = v
+        done += run
+    return 0, done
+
+
+def _header(rle: Sequence[int] | bytes | np.ndarray, expected: int | None,
+            origin: str | None) -> tuple[np.ndarray, int, int, np.ndarray]:
+    """(stream bytes, value count, word size, run-length field sizes), checked against the expected size."""
     try:  # bytes() of a list checks every value is 0..255, three times faster than a numpy round trip
         data = np.frombuffer(bytes(rle if not isinstance(rle, np.ndarray) else rle.astype(np.uint8)), np.uint8)
     except (ValueError, TypeError):
         raise SegLoopError("brush RLE is not a list of bytes (0..255)", path=origin,
                            fix="re-export the annotation from Label Studio (JSON export keeps 'rle')") from None
-    nbits = 8 * len(data)
-    if nbits < HEADER_BITS:
+    if 8 * len(data) < HEADER_BITS:
         raise SegLoopError(f"brush RLE is truncated ({len(data)} bytes)", path=origin, fix="re-export it")
-    w32 = _window32(data, nbits)
-    num = int(w32[0])
-    word = (int(w32[32]) >> 27) + 1
-    sizes = [(int(w32[37 + 4 * k]) >> 28) + 1 for k in range(4)]
+    num = _bits(data, 0, 32)
+    word = _bits(data, 32, 5) + 1
+    sizes = np.array([_bits(data, 37 + 4 * k, 4) + 1 for k in range(4)], np.int64)
     if expected is not None and num != expected:
         raise SegLoopError(f"brush RLE holds {num} values but width x height x 4 = {expected}", path=origin,
                            fix="the RLE belongs to another image size; check original_width/original_height")
     if word > 8:
         raise SegLoopError(f"brush RLE word size {word} > 8 bits is not a Label Studio brush", path=origin)
-    # Every bit position is treated as a potential record start: its flag, field size, run length and total
-    # length in bits follow from the 32-bit window there (3 + 16 + 8 bits at most), all vectorised. The actual
-    # records form a chain from the header (next = start + length), enumerated by pointer doubling: after k rounds
-    # 2**k consecutive records are known, with O(stream bits) numpy work per round and no Python per record.
-    sizes_a = np.asarray(sizes, np.int64)
-    size = sizes_a[(w32 >> 29) & 3]
-    run = ((w32 >> (29 - size)) & ((np.int64(1) << size) - 1)) + 1
-    repeat = (w32 >> 31).astype(bool)
-    nxt = np.minimum(np.arange(nbits) + 3 + size + np.where(repeat, word, word * run), nbits)
-    nxt = np.append(nxt, nbits)  # position nbits = past the end, a fixed point
-    chain = np.array([HEADER_BITS], np.int64)
-    jump = nxt
-    while chain[-1] < nbits and len(chain) <= num:  # the padding bits end the chain just past the stream
-        chain = np.concatenate([chain, jump[chain]])
-        jump = jump[jump]
-    chain = chain[chain < nbits]
-    runs = run[chain]
-    covered = np.cumsum(runs)
-    n_rec = int(np.searchsorted(covered, num)) + 1  # records needed to produce `num` values
-    if n_rec > len(chain) or covered[min(n_rec, len(chain)) - 1] < num:
-        done = int(covered[-1]) if len(covered) else 0
-        raise SegLoopError(f"brush RLE ends after {min(done, num)} of {num} values", path=origin, fix="re-export it")
-    chain, runs = chain[:n_rec], runs[:n_rec].copy()
-    runs[-1] -= int(covered[n_rec - 1]) - num  # the last run may overshoot `num` (the decoder stops there)
-    last_end = chain[-1] + 3 + size[chain[-1]] + (word if repeat[chain[-1]] else word * runs[-1])
-    if last_end > nbits:
-        raise SegLoopError(f"brush RLE ends inside its last record ({num} values expected)", path=origin,
+    return data, num, word, sizes
+
+
+def _decode(rle: Sequence[int] | bytes | np.ndarray, expected: int | None, origin: str | None,
+            alpha_only: bool) -> np.ndarray:
+    data, num, word, sizes = _header(rle, expected, origin)
+    out = np.empty(num // 4 if alpha_only else num, np.uint8)
+    status, done = _decode_into(data, num, word, sizes, out, alpha_only)
+    if status == ENDS_BETWEEN_RECORDS:
+        raise SegLoopError(f"brush RLE ends after {done} of {num} values", path=origin, fix="re-export it")
+    if status == ENDS_INSIDE_RECORD:
+        raise SegLoopError(f"brush RLE ends inside a record after {done} of {num} values", path=origin,
                            fix="re-export it")
-    rep = repeat[chain]
-    first_word = chain + 3 + size[chain]
-    # repeat records: one value; literal records: `run` values, one word each
-    seg_len = np.where(rep, runs, 1)
-    count = np.where(rep, 1, runs)
-    rec_of = np.repeat(np.arange(n_rec), count)
-    within = np.arange(len(rec_of)) - np.repeat(np.cumsum(count) - count, count)
-    vals = w32[first_word[rec_of] + within * word] >> (32 - word)
-    lens = np.repeat(seg_len, count)
-    return vals.astype(np.uint8), lens
+    return out
 
 
 def decode_rle(rle: Sequence[int] | bytes | np.ndarray, expected: int | None = None,
                origin: str | None = None) -> np.ndarray:
     """Decode a Label Studio brush RLE into a flat uint8 array (RGBA values of the mask, row-major)."""
-    vals, lens = _segments(rle, expected, origin)
-    return np.repeat(vals, lens)
+    return _decode(rle, expected, origin, alpha_only=False)
 
 
 def decode_mask(rle: Sequence[int] | bytes, width: int, height: int, origin: str | None = None) -> np.ndarray:
     """A brush region as a boolean (height, width) mask: the alpha channel of the decoded RGBA image."""
-    vals, lens = _segments(rle, width * height * 4, origin)
-    # Only the alpha values (flat positions 4k + 3) matter: a segment covering flat positions [i, j) covers
-    # pixels [i // 4, j // 4), so the mask is expanded at pixel level without materialising RGBA.
-    ends = np.cumsum(lens)
-    pixel_lens = ends // 4 - (ends - lens) // 4
-    return np.repeat(vals > 0, pixel_lens).reshape(height, width)
+    return _decode(rle, width * height * 4, origin, alpha_only=True).view(bool).reshape(height, width)
 
 
 def _runs(arr: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
