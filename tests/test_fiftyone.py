@@ -183,3 +183,24 @@ def test_views_cli_lists_views(loaded, evaluated_run, capsys):
     assert main(["views", str(evaluated_run)]) == 0
     out = capsys.readouterr().out
     assert "worst_miou" in out and "random_100" in out and "split mIoU" in out
+
+
+def test_cli_load_then_relabel_in_subprocesses(fiftyone_db, evaluated_run, tmp_path):
+    """The commands as the README types them, sharing the session's mongod through its state file."""
+    run = tmp_path / "cli"
+    shutil.copytree(evaluated_run, run)
+    env = fiftyone_subprocess_env(fiftyone_db)
+
+    def cli(*args):
+        proc = subprocess.run([sys.executable, "-m", "fiftyone_views", *args], cwd=ROOT, env=env,
+                              capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        return proc.stdout
+
+    out = cli("load", str(run))
+    assert "created FiftyOne dataset 'cli-test'" in out and "view worst_miou" in out and str(fiftyone_db) in out
+    assert "replaced FiftyOne dataset 'cli-test'" in cli("load", str(run))
+    out = cli("relabel", str(run), "--view", "worst_miou", "--k", "1")
+    listed = (run / "relabel" / "test-worst_miou-k1.txt").read_text().split()
+    assert "python -m annotate import" in out and len(listed) == 1
+    assert listed == open_dataset(run, "test").load_saved_view("worst_miou").limit(1).values("filepath")
