@@ -102,35 +102,18 @@ def main(argv: list[str] | None = None) -> int:
         print(f"pre-annotated {counts['predicted']} tasks with {run_dir.name}; "
               f"{counts['without_prediction']} tasks have no prediction (python -m evaluate predict ...)")
     elif args.cmd == "next":
-        import tempfile
-        import time
-
-        from annotate.select import diverse_top_k, pool_scores
-        from core.fsio import write_json_atomic
+        from annotate.select import next_batch
 
         run_dir = _run_dir(args.run)
-        project = _project(client, args.project)
-        have = {t["data"].get("sha256") for t in client.tasks(project["id"])}
-        candidates = [c for c in pool_scores(run_dir, args.pool, args.strategy, args.seed) if c["sha256"] not in have]
-        picked = diverse_top_k(candidates, args.k, args.group, args.max_share)
-        if not picked:
+        r = next_batch(client, _project(client, args.project), run_dir, args.pool,
+                       load_taxonomy(_run_taxonomy(run_dir)), args.k, args.strategy, args.seed, args.group,
+                       args.max_share, proj.snapshot_root() / args.project)
+        if not r["picked"]:
             print("nothing to pick: every pool image is already in the project")
             return 0
-        with tempfile.NamedTemporaryFile("w", suffix=".txt", delete=False) as fh:
-            fh.write("\n".join(c["file"] for c in picked) + "\n")
-        counts = proj.import_images(client, project, fh.name, extra={"picked_by": args.strategy, "run": run_dir.name})
-        Path(fh.name).unlink()
-        shas = {c["sha256"] for c in picked}
-        ids = {t["id"] for t in client.tasks(project["id"]) if t["data"].get("sha256") in shas}
-        pushed = proj.push_predictions(client, project, run_dir, load_taxonomy(_run_taxonomy(run_dir)), ids)
-        stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
-        record = proj.snapshot_root() / args.project / f"next-{stamp}.json"
-        write_json_atomic(record, {"project": args.project, "run": run_dir.name, "strategy": args.strategy,
-                                   "k": args.k, "pool": str(args.pool), "candidates": len(candidates),
-                                   "max_share": args.max_share, "picked": picked})
-        groups = sorted({c["group"] for c in picked})
-        print(f"picked {len(picked)} of {len(candidates)} candidates by {args.strategy} from {len(groups)} sequences;"
-              f" imported {counts['added']}, pre-annotated {pushed['predicted']}; why: {record}")
+        groups = sorted({c["group"] for c in r["picked"]})
+        print(f"picked {len(r['picked'])} of {r['candidates']} candidates by {args.strategy} from {len(groups)} "
+              f"sequences; imported {r['imported']}, pre-annotated {r['pre_annotated']}; why: {r['record']}")
     elif args.cmd == "export":
         path = proj.export_snapshot(client, _project(client, args.project), Path(args.out) if args.out else None)
         print(f"snapshot written: {path} ({proj.labelled_count(path)} labelled tasks)")

@@ -75,13 +75,14 @@ def is_local(client: LabelStudio) -> bool:
     return bool(st.get("running")) and st["url"].rstrip("/") == client.url.rstrip("/")
 
 
-def import_images(client: LabelStudio, project: dict, images: str | Path, extra: dict | None = None,
+def import_images(client: LabelStudio, project: dict, images: str | Path | list[Path], extra: dict | None = None,
                   upload: bool | None = None) -> dict:
     """Add one task per image not yet in the project (by content hash); returns counts.
 
-    A local server reads the images in place through local-file storage; a remote one (or ``upload=True``) gets
-    each image uploaded, and the task is then given the image's hash and source path."""
-    files = list_images(images)
+    ``images``: a folder, a .txt list of paths, or the paths themselves. A local server reads the images in place
+    through local-file storage; a remote one (or ``upload=True``) gets each image uploaded, and the task is then
+    given the image's hash and source path."""
+    files = [Path(f) for f in images] if isinstance(images, list) else list_images(images)
     if upload if upload is not None else not is_local(client):
         return _upload_images(client, project, files, extra)
     root = document_root()

@@ -74,3 +74,31 @@ def diverse_top_k(candidates: list[dict[str, Any]], k: int, group: str = r"^(.*?
     for rank, c in enumerate(picked, 1):
         c["rank"] = rank
     return picked
+
+
+def next_batch(client, project: dict, run_dir: Path, pool: str | Path, taxonomy, k: int = 50,
+               strategy: str = "entropy", seed: int = 0, group: str = r"^(.*?)_", max_share: float = 0.34,
+               record_dir: Path | None = None) -> dict[str, Any]:
+    """Pick the next ``k`` pool images not yet in the project, import them pre-annotated by the run, and record
+    the picks and their scores in ``<record_dir>/next-<UTC time>.json``; returns counts and the record's path."""
+    import time
+
+    from annotate.project import import_images, push_predictions
+    from core.fsio import write_json_atomic
+
+    have = {t["data"].get("sha256") for t in client.tasks(project["id"])}
+    candidates = [c for c in pool_scores(run_dir, pool, strategy, seed) if c["sha256"] not in have]
+    picked = diverse_top_k(candidates, k, group, max_share)
+    if not picked:
+        return {"picked": [], "candidates": len(candidates), "record": None}
+    counts = import_images(client, project, [Path(c["file"]) for c in picked],
+                           extra={"picked_by": strategy, "run": run_dir.name})
+    shas = {c["sha256"] for c in picked}
+    ids = {t["id"] for t in client.tasks(project["id"]) if t["data"].get("sha256") in shas}
+    pushed = push_predictions(client, project, run_dir, taxonomy, ids)
+    record = (record_dir or Path(".")) / f"next-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}.json"
+    write_json_atomic(record, {"project": project["title"], "run": run_dir.name, "strategy": strategy, "k": k,
+                               "pool": str(pool), "candidates": len(candidates), "max_share": max_share,
+                               "picked": picked})
+    return {"picked": picked, "candidates": len(candidates), "record": record, "imported": counts["added"],
+            "pre_annotated": pushed["predicted"]}

@@ -13,8 +13,6 @@ from __future__ import annotations
 import json
 import os
 import secrets
-import signal
-import socket
 import subprocess
 import time
 import urllib.error
@@ -23,6 +21,7 @@ from pathlib import Path
 
 from core.errors import SegLoopError
 from core.fsio import write_json_atomic
+from core.services import pid_alive, port_free, terminate
 
 ROOT = Path(__file__).resolve().parent.parent
 LS_VENV = Path(os.environ.get("SEGLOOP_LABEL_STUDIO_VENV", ROOT / ".venv-labelstudio"))
@@ -69,16 +68,6 @@ def _ls_bin() -> Path:
     return exe
 
 
-def _port_free(port: int) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            s.bind(("127.0.0.1", port))
-            return True
-        except OSError:
-            return False
-
-
 def _healthy(url: str) -> bool:
     opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
     try:
@@ -117,7 +106,7 @@ def start(port: int = DEFAULT_PORT, data_dir: Path | None = None, timeout: float
     state = status(data_dir)
     if state.get("running"):
         return state
-    if not _port_free(port):
+    if not port_free(port):
         # Label Studio would silently move to the next port; refuse instead, so the URL we print is true
         raise SegLoopError(f"port {port} on 127.0.0.1 is busy", fix="stop what uses it or pass --port")
     init_data_dir(data_dir)
@@ -152,7 +141,7 @@ def status(data_dir: Path | None = None) -> dict:
     if not f.is_file():
         return {"running": False, "data_dir": str(data_dir)}
     state = json.loads(f.read_text())
-    alive = _pid_alive(state["pid"]) and _healthy(state["url"])
+    alive = pid_alive(state["pid"]) and _healthy(state["url"])
     return {**state, "running": alive}
 
 
@@ -162,29 +151,9 @@ def stop(data_dir: Path | None = None, timeout: float = 30) -> bool:
     f = data_dir / "server.json"
     if "pid" not in state:
         return False
-    pid = state["pid"]
-    if _pid_alive(pid):
-        os.killpg(pid, signal.SIGTERM)  # the whole process group: Label Studio starts workers
-        deadline = time.time() + timeout
-        while time.time() < deadline and _pid_alive(pid):
-            time.sleep(0.2)
-        if _pid_alive(pid):
-            os.killpg(pid, signal.SIGKILL)
+    terminate(state["pid"], timeout, group=True)  # the whole process group: Label Studio starts workers
     f.unlink(missing_ok=True)
     return True
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:  # a zombie (exited, not yet reaped) is not alive
-        return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
-    except OSError:
-        return True
 
 
 def local_server() -> tuple[str, str] | None:

@@ -16,21 +16,18 @@ import torch
 from tqdm import tqdm
 
 from core.fsio import atomic_dir, read_image, save_png, sha256_file, write_json_atomic
-from evaluate.runner import resolve_run
+from evaluate.runner import load_for_inference, normalised_entropy, resolve_run
 from ingest.images import list_images
-from train.checkpoint import find_checkpoint, load_model
+from train.checkpoint import find_checkpoint
 from train.data import resize_image
-from train.infer import pick_device, predict_logits, use_channels_last
+from train.infer import predict_logits
 
 
 def predict_images(run: str | Path, images: str | Path, name: str | None = None, which: str = "best",
                    device: str = "auto", progress: bool = True) -> Path:
     run_dir = resolve_run(run)
-    model, ckpt = load_model(find_checkpoint(run_dir, which))
+    model, ckpt, dev, cl = load_for_inference(find_checkpoint(run_dir, which), device)
     cfg = ckpt["config"]
-    dev = pick_device(device)
-    cl = use_channels_last(model, dev, bool(cfg["train"]["channels_last"]))
-    model = model.to(dev, memory_format=torch.channels_last if cl else torch.contiguous_format)
     hw = tuple(cfg["data"]["image_size"])
     names = [c["name"] for c in ckpt["taxonomy"]["classes"]]
     files = list_images(images)
@@ -46,7 +43,7 @@ def predict_images(run: str | Path, images: str | Path, name: str | None = None,
             logits = predict_logits(model, x, img.shape[:2], dev, bool(cfg["train"]["amp"]), cl)
             p = logits.softmax(1)[0]
             top2 = p.topk(2, dim=0).values
-            ent = (-(p * p.clamp_min(1e-12).log()).sum(0) / log_c).clamp(0, 1)
+            ent = normalised_entropy(p, log_c)
             sha = sha256_file(f)
             save_png(tmp / "pred" / f"{sha}.png", p.argmax(0).byte().cpu().numpy())
             save_png(tmp / "uncertainty" / f"{sha}.png", (ent * 255).round().byte().cpu().numpy())

@@ -28,7 +28,7 @@ from core.config import flatten
 from core.errors import SegLoopError
 from core.fsio import atomic_dir
 from evaluate.gallery import make_triptychs
-from ingest.version import DatasetVersion, resolve_version
+from ingest.version import DatasetVersion, dataset_ref, resolve_version
 from train.checkpoint import find_checkpoint, load_model
 from train.config import TRAIN_DEFAULT
 
@@ -182,9 +182,7 @@ def _environment() -> list[tuple[str, str]]:
 def build_report(runs: list[str | Path], out: str | Path, gallery: int = 6) -> Path:
     loaded = [_load_run(Path(r)) for r in runs]
     first = loaded[0]
-    ds_ref = first["info"]["dataset_path"] if Path(first["info"]["dataset_path"]).exists() else \
-        first["info"]["dataset_version"]
-    ds = DatasetVersion(resolve_version(ds_ref))
+    ds = DatasetVersion(resolve_version(dataset_ref(first["info"]["dataset_path"], first["info"]["dataset_version"])))
     m = ds.manifest
     expl = config_explanations()
     out = Path(out)

@@ -16,7 +16,7 @@ import numpy as np
 from core.errors import SegLoopError
 from core.fsio import read_json, read_label
 from evaluate.runner import resolve_run
-from ingest.version import DatasetVersion, resolve_version
+from ingest.version import DatasetVersion, dataset_ref, resolve_version
 
 
 class EvalResults:
@@ -39,8 +39,9 @@ class EvalResults:
     def version(self) -> DatasetVersion:
         """The dataset version the split was scored on; its taxonomy must be the run's."""
         run_json = self.run_dir / "run.json"
-        path = Path(json.loads(run_json.read_text())["dataset_path"]) if run_json.is_file() else None
-        ds = DatasetVersion(resolve_version(path if path and path.exists() else self.metrics["dataset_version"]))
+        version = self.metrics["dataset_version"]
+        ref = dataset_ref(json.loads(run_json.read_text())["dataset_path"], version) if run_json.is_file() else version
+        ds = DatasetVersion(resolve_version(ref))
         if ds.taxonomy.names != self.class_names:
             raise SegLoopError(
                 f"run {self.run_dir.name} predicts {len(self.class_names)} classes ({', '.join(self.class_names[:4])}"

@@ -22,7 +22,7 @@ from tqdm import tqdm
 from core.errors import SegLoopError
 from core.fsio import atomic_dir, save_png, write_json_atomic
 from evaluate.evaluator import SemSegEvaluator
-from ingest.version import DatasetVersion, resolve_version
+from ingest.version import DatasetVersion, dataset_ref, resolve_version
 from train.checkpoint import find_checkpoint, load_model
 from train.data import resize_image
 from train.infer import pick_device, predict_logits, use_channels_last
@@ -33,6 +33,22 @@ def model_size(model: torch.nn.Module) -> dict[str, Any]:
     nbytes = sum(p.numel() * p.element_size() for p in model.parameters()) + \
         sum(b.numel() * b.element_size() for b in model.buffers())
     return {"parameters": params, "size_mb": round(nbytes / 2**20, 3)}
+
+
+def load_for_inference(ckpt_path: Path, device: str = "auto") -> tuple[torch.nn.Module, dict[str, Any],
+                                                                      torch.device, bool]:
+    """A checkpoint's model on the chosen device, in the memory layout it runs best in there; with the checkpoint,
+    the device and whether that layout is channels_last."""
+    model, ckpt = load_model(ckpt_path)
+    dev = pick_device(device)
+    channels_last = use_channels_last(model, dev, bool(ckpt["config"]["train"]["channels_last"]))
+    model = model.to(dev, memory_format=torch.channels_last if channels_last else torch.contiguous_format)
+    return model, ckpt, dev, channels_last
+
+
+def normalised_entropy(probs: torch.Tensor, log_c: float) -> torch.Tensor:
+    """Per-pixel softmax entropy / ln C in [0, 1], from (C, H, W) class probabilities."""
+    return (-(probs * probs.clamp_min(1e-12).log()).sum(0) / log_c).clamp(0, 1)
 
 
 def resolve_run(run: str | Path, runs_dir: str | Path = "runs") -> Path:
@@ -57,12 +73,9 @@ def evaluate_run(run: str | Path, split: str = "test", which: str = "best", devi
                  progress: bool = True) -> dict[str, Any]:
     run_dir = resolve_run(run)
     ckpt_path = find_checkpoint(run_dir, which)
-    model, ckpt = load_model(ckpt_path)
+    model, ckpt, dev, channels_last = load_for_inference(ckpt_path, device)
     cfg = ckpt["config"]
-    dev = pick_device(device)
-    channels_last = use_channels_last(model, dev, bool(cfg["train"]["channels_last"]))
-    model = model.to(dev, memory_format=torch.channels_last if channels_last else torch.contiguous_format)
-    ref = version or (ckpt["dataset_path"] if Path(ckpt["dataset_path"]).exists() else ckpt["dataset_version"])
+    ref = version or dataset_ref(ckpt["dataset_path"], ckpt["dataset_version"])
     ds = DatasetVersion(resolve_version(ref, cfg["data"]["versions_root"]))
     names = [c["name"] for c in ckpt["taxonomy"]["classes"]]
     if ds.taxonomy.names != names:
@@ -98,9 +111,8 @@ def evaluate_run(run: str | Path, split: str = "test", which: str = "best", devi
             name = im["key"].replace("/", "__") + ".png"
             save_png(tmp / "pred" / name, pred_np)
             if uncertainty:
-                p = logits.softmax(1)[0]
-                ent = -(p * p.clamp_min(1e-12).log()).sum(0) / log_c
-                save_png(tmp / "uncertainty" / name, (ent.clamp(0, 1) * 255).round().byte().cpu().numpy())
+                ent = normalised_entropy(logits.softmax(1)[0], log_c)
+                save_png(tmp / "uncertainty" / name, (ent * 255).round().byte().cpu().numpy())
             evaluator.process(pred_np, label, {"image_id": im["id"], "key": im["key"], "file": im["file_name"],
                                                "prediction": f"pred/{name}"})
             index[im["sha256"]] = {"image": str(ds.image_path(im)), "prediction": f"pred/{name}",

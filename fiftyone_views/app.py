@@ -7,11 +7,11 @@ the printed URL, or forward the port from another machine with ``ssh -L PORT:127
 
 from __future__ import annotations
 
-import socket
 from pathlib import Path
 from urllib.parse import quote
 
 from core.errors import SegLoopError
+from core.services import port_free
 
 DEFAULT_PORT = 5151
 
@@ -20,16 +20,6 @@ def app_url(port: int, dataset: str, view_slug: str | None = None) -> str:
     """The App's address for a dataset, optionally on a saved view (the App names saved views by slug)."""
     url = f"http://127.0.0.1:{port}/datasets/{quote(dataset)}"
     return f"{url}?view={quote(view_slug)}" if view_slug else url
-
-
-def _check_port(port: int) -> None:
-    with socket.socket() as s:
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the App server binds: TIME_WAIT is no conflict
-        try:
-            s.bind(("127.0.0.1", port))
-        except OSError as exc:
-            raise SegLoopError(f"port {port} on 127.0.0.1 is busy ({exc.strerror})",
-                               fix="choose another with --port") from exc
 
 
 def launch(run: str | Path, split: str = "test", port: int = DEFAULT_PORT, view: str | None = None,
@@ -41,7 +31,8 @@ def launch(run: str | Path, split: str = "test", port: int = DEFAULT_PORT, view:
     if view is not None and not dataset.has_saved_view(view):
         raise SegLoopError(f"dataset '{dataset.name}' has no view '{view}'",
                            fix=f"choose one of: {', '.join(dataset.list_saved_views())}")
-    _check_port(port)
+    if not port_free(port):
+        raise SegLoopError(f"port {port} on 127.0.0.1 is busy", fix="choose another with --port")
     import fiftyone as fo
 
     session = fo.launch_app(dataset, view=dataset.load_saved_view(view) if view else None, port=port,

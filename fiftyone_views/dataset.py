@@ -17,6 +17,7 @@ reload leaves the previous dataset and its views as they were.
 
 from __future__ import annotations
 
+import functools
 import re
 import time
 from pathlib import Path
@@ -54,11 +55,16 @@ def field_name(class_name: str) -> str:
     return re.sub(r"\W+", "_", class_name).strip("_").lower()
 
 
-def fiftyone_mask(label: np.ndarray, ignore_index: int) -> np.ndarray:
-    """Train indices -> the App's values: index + 1 (COCO category id), ignore -> 0 (not drawn)."""
+@functools.cache
+def _app_lut(ignore_index: int) -> np.ndarray:
     lut = np.array([category_id(v) for v in range(256)], dtype=np.int64)
     lut[ignore_index] = 0
-    return np.clip(lut, 0, 255).astype(np.uint8)[label]
+    return np.clip(lut, 0, 255).astype(np.uint8)
+
+
+def fiftyone_mask(label: np.ndarray, ignore_index: int) -> np.ndarray:
+    """Train indices -> the App's values: index + 1 (COCO category id), ignore -> 0 (not drawn)."""
+    return _app_lut(ignore_index)[label]
 
 
 def mask_targets(taxonomy: Taxonomy) -> dict[int, str]:
@@ -100,23 +106,18 @@ def detections(fo, instances: list[Instance], status: list[str], ious: list[floa
     return fo.Detections(detections=dets)
 
 
-def _instances(res: EvalResults, row: dict[str, Any], gt_anns: list[dict], pred: np.ndarray,
-               results: dict[int, list[dict]] | None) -> tuple[list[Instance], list[Instance], str]:
-    """Ground-truth and predicted instances of one image, and where the predicted ones come from."""
-    gt = coco_instances(gt_anns)
-    im = res.image(row)
+def _predicted_instances(image_id: int, pred: np.ndarray, uncertainty: np.ndarray | None, taxonomy: Taxonomy,
+                         results: dict[int, list[dict]] | None) -> tuple[list[Instance], str]:
+    """Predicted instances of one image, and where they come from."""
     if results is not None:
-        return gt, coco_instances(results.get(int(im["id"]), [])), "instances.json"
-    unc_path = res.uncertainty_path(row)
-    unc = read_label(unc_path) if unc_path else None
-    return gt, components_as_instances(pred, res.version.taxonomy, unc), "semantic components"
+        return coco_instances(results.get(image_id, [])), "instances.json"
+    return components_as_instances(pred, taxonomy, uncertainty), "semantic components"
 
 
-def _sample(fo, res: EvalResults, row: dict[str, Any], gt_anns: list[dict], results: dict[int, list[dict]] | None,
-            tmp: Path, masks_dir: Path):
+def _sample(fo, res: EvalResults, row: dict[str, Any], im: dict[str, Any], gt_anns: list[dict],
+            results: dict[int, list[dict]] | None, tmp: Path, masks_dir: Path):
     """One FiftyOne sample: masks written for the App under ``tmp`` (later ``masks_dir``), scores, instances."""
     ds, tax = res.version, res.version.taxonomy
-    im = res.image(row)
     label, pred = ds.load_semantic(im), res.prediction(row)
     if pred.shape != label.shape:
         raise SegLoopError(f"prediction of {row['key']} is {pred.shape}, ground truth {label.shape}",
@@ -125,7 +126,10 @@ def _sample(fo, res: EvalResults, row: dict[str, Any], gt_anns: list[dict], resu
     file = Path(row["prediction"]).name
     save_png(tmp / "ground_truth" / file, fiftyone_mask(label, tax.ignore_index))
     save_png(tmp / "prediction" / file, fiftyone_mask(pred, tax.ignore_index))
-    gt_inst, pred_inst, instance_source = _instances(res, row, gt_anns, pred, results)
+    unc_path = res.uncertainty_path(row)
+    unc = read_label(unc_path) if unc_path else None
+    gt_inst = coco_instances(gt_anns)
+    pred_inst, instance_source = _predicted_instances(int(im["id"]), pred, unc, tax, results)
     m: InstanceMatch = match_instances(gt_inst, pred_inst)
     scores = sample_scores(pred, label, tax)
     sample = fo.Sample(
@@ -137,7 +141,8 @@ def _sample(fo, res: EvalResults, row: dict[str, Any], gt_anns: list[dict], resu
         pred_instances=detections(fo, pred_inst, m.pred_status, m.pred_iou, tax),
         miou=scores["miou"], dice=scores["dice"], pixel_acc=scores["pixel_acc"],
         class_iou=fo.DynamicEmbeddedDocument(**scores["class_iou"]),
-        tp=m.tp, fp=m.fp, fn=m.fn, instance_errors=m.fp + m.fn, mean_uncertainty=_mean_uncertainty(res, row))
+        tp=m.tp, fp=m.fp, fn=m.fn, instance_errors=m.fp + m.fn,
+        mean_uncertainty=float(unc.mean() / 255) if unc is not None else None)
     return sample, instance_source
 
 
@@ -170,7 +175,7 @@ def load_run(run: str | Path, split: str = "test", db_dir: str | Path | None = N
             samples, instance_source = [], ""
             for row in tqdm(res.rows, desc=f"loading {name} into FiftyOne", disable=not progress):
                 im = res.image(row)
-                sample, instance_source = _sample(fo, res, row, gt_by_image.get(int(im["id"]), []), results,
+                sample, instance_source = _sample(fo, res, row, im, gt_by_image.get(int(im["id"]), []), results,
                                                   tmp, masks_dir)
                 samples.append(sample)
                 if len(samples) == ADD_BATCH:  # bounded memory: instance masks add up on large splits
@@ -197,11 +202,6 @@ def load_run(run: str | Path, split: str = "test", db_dir: str | Path | None = N
     return {"dataset": name, "samples": len(dataset), "views": views, "replaced": replaced,
             "instances_from": instance_source, "seconds": round(time.perf_counter() - t0, 2),
             "database": fo.config.database_uri if user_database_uri() else str(db_dir_of(db_dir))}
-
-
-def _mean_uncertainty(res: EvalResults, row: dict[str, Any]) -> float | None:
-    p = res.uncertainty_path(row)
-    return float(read_label(p).mean() / 255) if p else None
 
 
 def _configure(fo, dataset, tax: Taxonomy) -> None:

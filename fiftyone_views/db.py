@@ -13,11 +13,9 @@ yourself, instead of SegLoop's ``mongod``) > ``$SEGLOOP_FIFTYONE_DB_DIR`` > ``da
 
 from __future__ import annotations
 
-import contextlib
 import fcntl
 import json
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -30,6 +28,7 @@ from typing import Any
 from core.config import PROJECT_ROOT
 from core.errors import SegLoopError
 from core.fsio import write_json_atomic
+from core.services import free_port, terminate
 
 DEFAULT_DB_DIR = PROJECT_ROOT / "data" / "fiftyone" / "db"
 DB_DIR_ENV = "SEGLOOP_FIFTYONE_DB_DIR"
@@ -77,12 +76,6 @@ def _state(folder: Path) -> dict[str, Any] | None:
     return state
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _cannot_start(folder: Path, why: str) -> SegLoopError:
     return SegLoopError(
         f"the FiftyOne database could not start on {folder}: {why}", path=folder,
@@ -115,7 +108,7 @@ def ensure_mongod(folder: Path) -> str:
 
 def _start_mongod(folder: Path) -> dict[str, Any]:
     log = folder / "log" / "mongo.log"
-    port = _free_port()
+    port = free_port()
     cmd = [str(mongod_binary()), "--dbpath", str(folder), "--logpath", str(log), "--logappend", "--port", str(port),
            "--bind_ip", "127.0.0.1", "--nounixsocket"]
     proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
@@ -149,12 +142,7 @@ def stop_mongod(explicit_db_dir: str | Path | None = None, timeout: float = 30) 
     state = _state(folder)
     if state is None:
         return False
-    os.kill(int(state["pid"]), signal.SIGTERM)
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and Path(f"/proc/{state['pid']}").exists():
-        with contextlib.suppress(ChildProcessError):
-            os.waitpid(int(state["pid"]), os.WNOHANG)  # reap it when this process started it
-        time.sleep(0.1)
+    terminate(int(state["pid"]), timeout)
     (folder / STATE_FILE).unlink(missing_ok=True)
     return True
 

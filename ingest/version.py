@@ -298,6 +298,12 @@ def list_versions(root: str | Path = "data/versions") -> list[dict[str, Any]]:
     return sorted(out, key=lambda v: v["created"])
 
 
+def dataset_ref(path: str | Path, version: str) -> str | Path:
+    """What a run recorded about its dataset, as a reference: the folder it trained on while that still exists
+    (it may lie outside data/versions), else its ``name@hash`` (found again under the versions root)."""
+    return path if Path(path).exists() else version
+
+
 def resolve_version(ref: str | Path, root: str | Path = "data/versions") -> Path:
     """A version folder from a path, ``name@hash`` (a hash prefix works) or a bare name (its newest version)."""
     p = Path(ref)

@@ -3,15 +3,12 @@
 from __future__ import annotations
 
 import os
-import socket
+
+from core.services import free_port
+
+__all__ = ["LOOPBACK", "free_port", "listening_addresses"]
 
 LOOPBACK = ("0100007F", "00000000000000000000000001000000")  # 127.0.0.1 and ::1 as /proc/net/tcp writes them
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def listening_addresses(port: int) -> list[str]:
