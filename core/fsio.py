@@ -122,34 +122,34 @@ def save_png(dest: str | Path, array: np.ndarray, compress_level: int = 1) -> No
     Image.fromarray(array).save(dest, compress_level=compress_level)
 
 
-def read_image(path: str | Path, mode: str | None = "RGB") -> np.ndarray:
-    """Decode an image into a numpy array; a missing or corrupt file raises an error naming it."""
+@contextlib.contextmanager
+def _opened_image(path: str | Path) -> Iterator[Image.Image]:
+    """An image opened with Pillow; a missing or undecodable file raises an error naming it and the fix."""
     path = Path(path)
     if not path.is_file():
         raise SegLoopError("image not found", path=path, fix="check the path, or re-run the step that writes it")
     try:
         with Image.open(path) as img:
-            img.load()
-            if mode is not None and img.mode != mode:
-                img = img.convert(mode)
-            return np.array(img)  # a writable copy: torch.from_numpy wants one
+            yield img
     except (UnidentifiedImageError, OSError, SyntaxError) as exc:
         raise SegLoopError(
             f"cannot decode image ({exc})", path=path, fix="replace the file with a valid PNG/JPEG or remove it"
         ) from None
 
 
+def read_image(path: str | Path, mode: str | None = "RGB") -> np.ndarray:
+    """Decode an image into a numpy array; a missing or corrupt file raises an error naming it."""
+    with _opened_image(path) as img:
+        img.load()
+        if mode is not None and img.mode != mode:
+            img = img.convert(mode)
+        return np.array(img)  # a writable copy: torch.from_numpy wants one
+
+
 def image_size(path: str | Path) -> tuple[int, int]:
     """(width, height) from the header only; a missing or undecodable file raises an error naming it."""
-    path = Path(path)
-    if not path.is_file():
-        raise SegLoopError("image not found", path=path, fix="check the path")
-    try:
-        with Image.open(path) as img:
-            return img.size
-    except (UnidentifiedImageError, OSError, SyntaxError) as exc:
-        raise SegLoopError(f"cannot decode image ({exc})", path=path,
-                           fix="replace the file with a valid PNG/JPEG or remove it") from None
+    with _opened_image(path) as img:
+        return img.size
 
 
 def read_label(path: str | Path) -> np.ndarray:

@@ -332,12 +332,12 @@ class Trainer:
         for batch in self.val_loader:
             labels = batch["label"]
             hw = tuple(labels.shape[-2:]) if isinstance(labels, torch.Tensor) else None
-            logits = predict_logits(model, batch["image"], hw, self.device, self.amp, self.channels_last)
             if hw is None:  # labels of different sizes: upsample one by one
                 preds = [predict_logits(model, batch["image"][i:i + 1], tuple(lb.shape), self.device, self.amp,
                                         self.channels_last).argmax(1)[0] for i, lb in enumerate(labels)]
             else:
-                preds = list(logits.argmax(1))
+                preds = list(predict_logits(model, batch["image"], hw, self.device, self.amp,
+                                            self.channels_last).argmax(1))
             for i, (pred, lb) in enumerate(zip(preds, labels, strict=True)):
                 cm.update(pred, lb.to(pred.device))
                 if len(panels) < n_panels:
