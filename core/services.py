@@ -56,3 +56,24 @@ def terminate(pid: int, timeout: float = 30, group: bool = False) -> None:
     if pid_alive(pid):
         with contextlib.suppress(ProcessLookupError):
             kill(pid, signal.SIGKILL)
+
+
+def process_cmdline(pid: int) -> list[str] | None:
+    """The command line of a running process (``/proc/<pid>/cmdline``), or None when it is gone or unreadable."""
+    try:
+        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return None
+    return [part.decode(errors="replace") for part in raw.split(b"\0") if part] or None
+
+
+def runs_command(pid: int, *required: str) -> bool:
+    """Whether ``pid`` is alive and its command line holds every one of ``required`` as a whole argument.
+
+    A pid recorded in a state file may have been reused by an unrelated process after a reboot or a crash;
+    signalling it would stop somebody else's program. Callers therefore check that the process still runs the
+    command they started (binary, data folder) before they signal it."""
+    if not pid_alive(pid):
+        return False
+    argv = process_cmdline(pid)
+    return argv is not None and all(part in argv for part in required)

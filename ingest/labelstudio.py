@@ -1,57 +1,130 @@
-"""Label Studio export snapshots (``data/labelstudio/<project>/<timestamp>.json``) as a SegLoop source.
+"""Label Studio export snapshots (``data/labelstudio/<project>/<export time>.json``) as a SegLoop source.
 
 A snapshot is Label Studio's JSON export (a list of tasks), optionally wrapped as ``{"project": ..., "tasks": [...]}``
-by ``annotate export``. Per task, one annotation is used (by default the latest that was not cancelled; tasks with
-none are skipped). Its regions are painted in order, later ones on top: polygons (points in percent of the image)
-are rasterised on the image grid with the same fill as Cityscapes polygons, brushes are decoded with SegLoop's RLE
-decoder. Pixels no region covers get the ``background`` class, or the ignore value by default. Every region of an
-instance class is one instance (its visible pixels). Checks: the image exists and still has the hash recorded at
-import, the export's image size matches the file, points lie in 0..100, labels are known to the taxonomy.
+by ``annotate export``. Snapshot files are named by their UTC export time, ``YYYYmmddTHHMMSS.ffffffZ.json`` (a
+``-<n>`` suffix if two exports share a microsecond; the older ``YYYYmmddTHHMMSSZ.json`` form is read too); a project
+folder's newest snapshot is the one with the latest export time, and files that do not match the pattern (batch
+records, notes) are never taken for a snapshot.
+
+Images: local-file URLs (``/data/local-files/?d=<rel>``) resolve under ``images_root``; uploaded images
+(``/data/upload/<project id>/<file>``, Label Studio's form for files dragged into its UI or uploaded by
+``annotate import`` to a remote server) resolve under a media folder: the one ``annotate export`` recorded in the
+snapshot (the local server's ``media/``, or the copies it downloaded from a remote server), else ``images_root``
+(point it at a server's ``media/`` folder for a bare export). A task that carries ``data.file`` (set by
+``annotate import``) falls back to that file, relative to ``images_root``. The hash recorded at import is checked
+against whichever file is read.
+
+Per task, one annotation is used (by default the latest that was not cancelled; tasks with none are skipped). Its
+regions are painted in the order Label Studio's editor paints them: every brush first, then every polygon, each
+group in result order, later regions on top (the editor draws all brush layers below all shape layers, so a
+polygon is on top of a brush whichever was drawn first). Polygons (points in percent of the image) are filled by
+the continuous pixel-centre rule (``ingest.polygons``), brushes decoded with SegLoop's RLE decoder. Pixels no
+region covers get the ``background`` class, or the ignore value by default. Every region of an instance class is
+one instance (its visible pixels). Checks: the image exists and still has the hash recorded at import, the export's
+image size matches the file, points are finite and lie in 0..100, labels are known to the taxonomy.
 """
 
 from __future__ import annotations
 
 import re
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlparse
 
 import numpy as np
-from PIL import Image, ImageDraw
 
 from core.errors import SegLoopError
 from core.fsio import image_size, read_json, sha256_file
 from ingest.ls_brush import decode_mask
+from ingest.polygons import polygon_points, rasterize_polygon
 from ingest.records import Annotation, Instance, Record
 from ingest.taxonomy import Taxonomy
 
 CHOICES = ("latest", "first")
+SNAPSHOT_RE = re.compile(r"^(?P<time>\d{8}T\d{6})(?:\.(?P<frac>\d{1,6}))?Z(?:-(?P<n>\d+))?\.json$")
+UPLOAD_PREFIX = "/data/upload/"
+# the order the editor paints region types in: brushes (one canvas layer each) below shapes
+PAINT_ORDER = {"brushlabels": 0, "polygonlabels": 1}
 
 
-def load_tasks(path: Path) -> list[dict[str, Any]]:
+def snapshot_name(when: datetime, n: int = 0) -> str:
+    """File name of a snapshot exported at ``when`` (UTC, to the microsecond); ``n`` > 0 breaks a tie."""
+    return f"{when.astimezone(UTC):%Y%m%dT%H%M%S.%f}Z" + (f"-{n}" if n else "") + ".json"
+
+
+def snapshot_time(path: str | Path) -> tuple[datetime, int] | None:
+    """(export time, tie-break) encoded in a snapshot's file name, or None when the name is not a snapshot's."""
+    m = SNAPSHOT_RE.match(Path(path).name)
+    if not m:
+        return None
+    try:
+        when = datetime.strptime(m["time"], "%Y%m%dT%H%M%S").replace(tzinfo=UTC)
+    except ValueError:
+        return None
+    micro = int((m["frac"] or "0").ljust(6, "0"))
+    return when.replace(microsecond=micro), int(m["n"] or 0)
+
+
+def list_snapshots(folder: str | Path) -> list[Path]:
+    """A project folder's snapshots, oldest export first (by the time in the name, never by sorting names)."""
+    found = [(t, p) for p in Path(folder).glob("*.json") if p.is_file() and (t := snapshot_time(p)) is not None]
+    return [p for _, p in sorted(found, key=lambda tp: (tp[0], tp[1].name))]
+
+
+def read_snapshot(path: Path) -> tuple[list[dict[str, Any]], Path | None]:
+    """(tasks, media folder) of a snapshot: a bare Label Studio export has no media folder; one wrapped by
+    ``annotate export`` names it (relative to the snapshot's folder, or absolute)."""
     data = read_json(path, "Label Studio export")
     tasks = data.get("tasks") if isinstance(data, dict) else data
     if not isinstance(tasks, list) or not all(isinstance(t, dict) for t in tasks):
         raise SegLoopError("not a Label Studio JSON export (expected a list of tasks)", path=path,
                            fix="export the project as JSON (python -m annotate export --project NAME)")
-    return tasks
+    media = data.get("media_root") if isinstance(data, dict) else None
+    return tasks, (path.parent / media) if media else None
 
 
-def task_image_path(task: dict[str, Any], image_key: str, images_root: Path, origin: Path) -> Path:
-    """Local path of a task's image: local-files URLs (``/data/local-files/?d=rel``) resolve under ``images_root``."""
-    ref = (task.get("data") or {}).get(image_key)
-    if not ref:
+def load_tasks(path: Path) -> list[dict[str, Any]]:
+    return read_snapshot(path)[0]
+
+
+def task_image_path(task: dict[str, Any], image_key: str, images_root: Path, origin: Path,
+                    media_roots: list[Path] | None = None) -> Path:
+    """Local path of a task's image (see the module docstring for the forms understood and where each is looked
+    for). The first candidate that exists wins; none existing is an error listing every place looked at."""
+    data = task.get("data") or {}
+    ref, file = data.get(image_key), data.get("file")
+    if not ref and not file:
         raise SegLoopError(f"task {task.get('id')} has no image (data.{image_key})", path=origin,
                            fix="remove the task from the project or set the source's image_key")
-    url = urlparse(str(ref))
-    if url.path.endswith("/data/local-files/") or "local-files" in url.path:
-        rel = parse_qs(url.query).get("d", [""])[0]
-        return images_root / unquote(rel)
-    if url.scheme in ("http", "https", "s3", "gs"):
-        raise SegLoopError(f"task {task.get('id')} refers to a remote image {ref}", path=origin,
+    candidates: list[Path] = []
+    remote = None
+    if ref:
+        url = urlparse(str(ref))
+        path = unquote(url.path)
+        if "local-files" in url.path:
+            candidates.append(images_root / unquote(parse_qs(url.query).get("d", [""])[0]))
+        elif UPLOAD_PREFIX in path:
+            rel = path[path.index(UPLOAD_PREFIX) + len("/data/"):]  # upload/<project id>/<file>
+            candidates += [root / rel for root in (media_roots or [])]
+            candidates.append(images_root / rel)
+        elif url.scheme in ("http", "https", "s3", "gs"):
+            remote = str(ref)
+        else:
+            candidates.append(Path(path) if Path(path).is_absolute() else images_root / path)
+    if file:
+        candidates.append(Path(file) if Path(file).is_absolute() else images_root / file)
+    for c in candidates:
+        if c.is_file():
+            return c
+    if not candidates:
+        raise SegLoopError(f"task {task.get('id')} refers to a remote image {remote}", path=origin,
                            fix="ingest needs local files: serve images through local-file storage")
-    p = Path(unquote(url.path))
-    return p if p.is_absolute() else images_root / p
+    tried = ", ".join(str(c) for c in dict.fromkeys(candidates))
+    raise SegLoopError(f"image of task {task.get('id')} not found (looked at {tried})", path=origin,
+                       fix="set the source's images_root to the folder Label Studio serves (its media/ folder for "
+                           "uploaded images), or export with `python -m annotate export`, which records the local "
+                           "server's media folder and downloads uploaded images from a remote one")
 
 
 def _pick(task: dict[str, Any], choice: str) -> dict[str, Any] | None:
@@ -63,19 +136,15 @@ def _pick(task: dict[str, Any], choice: str) -> dict[str, Any] | None:
     return anns[-1] if choice == "latest" else anns[0]
 
 
-def rasterize_percent_polygon(points: list, width: int, height: int, origin: str) -> np.ndarray:
-    pts = np.asarray(points, dtype=np.float64)
-    if pts.ndim != 2 or pts.shape[1] != 2 or len(pts) < 3:
-        raise SegLoopError("polygon needs at least 3 [x, y] points", path=origin, fix="fix or delete the region")
+def rasterize_percent_polygon(points: Any, width: int, height: int, origin: str) -> np.ndarray:
+    """A Label Studio polygon (percent of the image) filled by the continuous pixel-centre rule."""
+    pts = polygon_points(points, origin)
     if (pts < 0).any() or (pts > 100).any():
         bad = pts[(pts < 0).any(1) | (pts > 100).any(1)][0].tolist()
         raise SegLoopError(f"polygon point {bad} is outside 0..100 % of the image", path=origin,
                            fix="move the point inside the image in Label Studio")
-    # percent -> pixels; rounding to 1e-6 px undoes float noise so integer vertices stay integers
-    px = np.round(pts * [width / 100, height / 100], 6)
-    img = Image.new("L", (width, height), 0)
-    ImageDraw.Draw(img).polygon([(float(x), float(y)) for x, y in px], fill=1)
-    return np.asarray(img).astype(bool)
+    # percent -> pixels; rounding to 1e-6 px undoes float noise so vertices on the grid stay on it
+    return rasterize_polygon(np.round(pts * [width / 100, height / 100], 6), width, height, "centre", origin)
 
 
 class LabelStudioSource:
@@ -98,22 +167,21 @@ class LabelStudioSource:
         if not self.root.is_dir():
             raise SegLoopError("Label Studio snapshot not found", path=self.root,
                                fix="export one: python -m annotate export --project NAME")
-        files = sorted(self.root.glob("*.json"))
+        files = list_snapshots(self.root)
         if not files:
-            raise SegLoopError("no snapshot *.json in the folder", path=self.root, fix="run annotate export first")
-        return files[-1:]  # the newest snapshot of a project folder (timestamped names sort in time order)
+            raise SegLoopError("no snapshot (<UTC export time>Z.json) in the folder", path=self.root,
+                               fix="run `python -m annotate export --project NAME`, or point root at a snapshot file")
+        return files[-1:]  # the latest export of the project
 
     def records(self) -> list[Record]:
         out = []
         for snap in self.snapshots():
-            for task in load_tasks(snap):
+            tasks, media = read_snapshot(snap)
+            for task in tasks:
                 ann = _pick(task, self.annotation)
                 if ann is None:
                     continue  # skipped or not yet labelled
-                img = task_image_path(task, self.image_key, self.images_root, snap)
-                if not img.is_file():
-                    raise SegLoopError(f"image of task {task.get('id')} not found: {img}", path=snap,
-                                       fix="set the source's images_root to the folder Label Studio serves")
+                img = task_image_path(task, self.image_key, self.images_root, snap, [media] if media else [])
                 m = self.group_re.search(img.stem)
                 group = m.group(1) if m and m.groups() else img.stem
                 split = (task.get("data") or {}).get("split")
@@ -133,10 +201,10 @@ class LabelStudioSource:
                                fix="restore the original image, or re-import and re-label it")
         width, height = image_size(rec.image)
         semantic = np.full((height, width), self.background, np.uint8)
-        regions: list[tuple[int, np.ndarray]] = []
+        regions: list[tuple[int, int, np.ndarray]] = []
         for res in ann.get("result") or []:
             kind = str(res.get("type", "")).lower()
-            if kind not in ("polygonlabels", "brushlabels"):
+            if kind not in PAINT_ORDER:
                 continue
             value = res.get("value") or {}
             if (res.get("original_width"), res.get("original_height")) != (width, height):
@@ -153,11 +221,13 @@ class LabelStudioSource:
                 if value.get("format", "rle") != "rle" or "rle" not in value:
                     raise SegLoopError(f"brush region {res.get('id')} has no RLE", path=where)
                 mask = decode_mask(value["rle"], width, height, origin=where)
+            regions.append((PAINT_ORDER[kind], cls, mask))
+        regions.sort(key=lambda r: r[0])  # stable: brushes, then polygons, each in result order
+        for _, cls, mask in regions:
             semantic[mask] = cls
-            regions.append((cls, mask))
         instances = []
         covered = np.zeros((height, width), bool)
-        for cls, mask in reversed(regions):  # visible part: what later regions do not cover
+        for _, cls, mask in reversed(regions):  # visible part: what regions painted later do not cover
             visible = mask & ~covered
             covered |= mask
             if self.taxonomy.has_instances(cls) and visible.any():

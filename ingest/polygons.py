@@ -1,16 +1,28 @@
-"""Cityscapes polygon annotations (``*_gtFine_polygons.json``) to labelIds / instanceIds images.
+"""Polygon rasterisation: Cityscapes polygon files (``*_gtFine_polygons.json``) and single polygons by rule.
 
-The output is pixel-identical to cityscapesScripts' ``json2labelImg`` and ``json2instanceImg`` (same PIL polygon
-fill, same drawing order, same group and instance-numbering rules), but both images come from one parse and one
-drawing pass: instance values are ``labelId * 1000 + n`` or a bare ``labelId``, so the labelIds image is derived
-from the instanceIds image instead of being drawn a second time.
+Two fill rules exist because two tools define what a polygon covers differently:
+
+- ``cityscapes``: cityscapesScripts' own (PIL's ``ImageDraw.polygon``: vertices are pixel indices, both edges
+  filled). Cityscapes ground truth was made with it, so Cityscapes files must keep it to match the published
+  labelIds / instanceIds images.
+- ``centre``: the continuous rule of a drawing canvas, used for Label Studio's percent coordinates. Pixel ``i``
+  spans ``[i, i + 1)``; a pixel belongs to the polygon when its centre ``(i + 0.5, j + 0.5)`` is inside (non-zero
+  winding, as a canvas fills). A centre exactly on an edge goes to the polygon on its right / below (half-open
+  spans), so polygons that share an edge never overlap and leave no gap, and the pixel count equals the polygon's
+  area to within the boundary pixels.
+
+For Cityscapes files the output is pixel-identical to cityscapesScripts' ``json2labelImg`` and
+``json2instanceImg`` (same PIL polygon fill, same drawing order, same group and instance-numbering rules), but both
+images come from one parse and one drawing pass: instance values are ``labelId * 1000 + n`` or a bare
+``labelId``, so the labelIds image is derived from the instanceIds image instead of being drawn a second time.
 """
 
 from __future__ import annotations
 
 import functools
+import math
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 from PIL import Image, ImageDraw
@@ -38,6 +50,82 @@ def resolve_label(label: str, origin: str | Path | None = None) -> tuple[Citysca
             fix=f"use a label of configs/taxonomy/cityscapes.yaml: {', '.join(sorted(index))}",
         )
     return index[label], is_group
+
+
+FillRule = Literal["cityscapes", "centre"]
+FILL_RULES: tuple[str, ...] = ("cityscapes", "centre")
+
+
+def rasterize_polygon(points: Any, width: int, height: int, rule: FillRule = "centre",
+                      origin: str | Path | None = None) -> np.ndarray:
+    """Boolean ``(height, width)`` mask of one polygon given in pixel coordinates, filled by ``rule``.
+
+    The geometry is checked here, once for every caller: at least 3 finite ``[x, y]`` number pairs."""
+    pts = polygon_points(points, origin)
+    if rule == "cityscapes":
+        img = Image.new("L", (width, height), 0)
+        ImageDraw.Draw(img).polygon([(float(x), float(y)) for x, y in pts], fill=1)
+        return np.asarray(img).astype(bool)
+    if rule != "centre":
+        raise SegLoopError(f"unknown polygon fill rule {rule!r}", path=origin, fix=f"use one of {FILL_RULES}")
+    return _fill_centres(pts, width, height)
+
+
+def polygon_points(points: Any, origin: str | Path | None = None) -> np.ndarray:
+    """``points`` as an (n, 2) float array, or the error every polygon reader gives for bad geometry."""
+    try:
+        pts = np.asarray(points, dtype=np.float64)
+    except (TypeError, ValueError):
+        pts = None
+    if pts is None or pts.ndim != 2 or pts.shape[1] != 2 or len(pts) < 3:
+        raise SegLoopError("polygon needs at least 3 [x, y] number pairs", path=origin,
+                           fix="fix or delete the region (a polygon with fewer points has no area)")
+    if not np.isfinite(pts).all():
+        raise SegLoopError("polygon has a NaN or infinite coordinate", path=origin, fix="fix or delete the region")
+    return pts
+
+
+def _fill_centres(pts: np.ndarray, width: int, height: int) -> np.ndarray:
+    """Scanline fill at pixel centres with non-zero winding and half-open spans (see the module docstring).
+
+    Each edge is evaluated with its end points in a canonical order, so an edge shared by two polygons yields
+    bit-identical crossings in both, whichever way round each polygon runs."""
+    a, b = pts, np.roll(pts, -1, axis=0)
+    up = a[:, 1] < b[:, 1]
+    keep = a[:, 1] != b[:, 1]  # horizontal edges cross no scanline
+    lo, hi, up = np.where(up[:, None], a, b)[keep], np.where(up[:, None], b, a)[keep], up[keep]
+    # rows r whose centre y = r + 0.5 lies in [y_lo, y_hi)
+    r0 = np.clip(np.ceil(lo[:, 1] - 0.5), 0, height).astype(np.int64)
+    r1 = np.clip(np.ceil(hi[:, 1] - 0.5), 0, height).astype(np.int64)
+    n = np.maximum(r1 - r0, 0)
+    mask = np.zeros((height, width), bool)
+    if n.sum() == 0:
+        return mask
+    edge = np.repeat(np.arange(len(n)), n)
+    rows = r0[edge] + (np.arange(n.sum()) - np.repeat(np.cumsum(n) - n, n))
+    yc = rows + 0.5
+    lo_e, hi_e = lo[edge], hi[edge]
+    x = lo_e[:, 0] + (yc - lo_e[:, 1]) * (hi_e[:, 0] - lo_e[:, 0]) / (hi_e[:, 1] - lo_e[:, 1])
+    wind = np.where(up[edge], 1, -1)
+    order = np.lexsort((x, rows))
+    rows, x, wind = rows[order], x[order], wind[order]
+    # winding number just right of each crossing, counted within its row
+    starts = np.r_[0, np.flatnonzero(np.diff(rows)) + 1]
+    csum = np.cumsum(wind)
+    base = np.repeat(csum[starts] - wind[starts], np.diff(np.r_[starts, len(rows)]))
+    inside = (csum - base) != 0
+    # a span runs from an inside crossing to the next crossing of the same row: columns c with x0 <= c + 0.5 < x1
+    nxt = np.r_[x[1:], math.inf]
+    same_row = np.r_[rows[1:] == rows[:-1], False]
+    span = inside & same_row
+    c0 = np.clip(np.ceil(x[span] - 0.5), 0, width).astype(np.int64)
+    c1 = np.clip(np.ceil(nxt[span] - 0.5), 0, width).astype(np.int64)
+    r = rows[span]
+    ok = c1 > c0
+    diff = np.zeros((height, width + 1), np.int32)
+    np.add.at(diff, (r[ok], c0[ok]), 1)
+    np.add.at(diff, (r[ok], c1[ok]), -1)
+    return np.cumsum(diff, axis=1)[:, :width] > 0
 
 
 def parse_polygons(path: str | Path) -> dict[str, Any]:
