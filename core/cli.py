@@ -34,6 +34,17 @@ def non_negative_int(text: str) -> int:
     return value
 
 
+def positive_float(text: str) -> float:
+    """argparse ``type=`` for durations and sizes that must be above 0 (and finite)."""
+    try:
+        value = float(str(text).strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a number above 0, got {text} (fix: e.g. 24)")
+    return value
+
+
 def port_number(text: str) -> int:
     """argparse ``type=`` for a TCP port: 1..65535 (0 would let the OS pick one nobody could find)."""
     value = _int(text)

@@ -5,6 +5,11 @@ and its value's type is the key's type. A user file may start with ``base: other
 itself) and then only states what differs. Overrides are dotted keys (``optim.lr=0.001``) whose values are parsed as
 YAML. An unknown key is rejected with the closest valid keys, and a value of the wrong type is rejected with the
 expected type, because a typo that silently falls back to a default wastes a whole training run.
+
+Beyond types, each stage passes a ``rules`` table (``{dotted key or glob: Rule(...)}``, e.g. ``train/config.py:
+RULES``) with ranges, choices, list lengths, folder-name safety and custom checks. Every layer (user file, command
+line) is checked against it, so ``train.batch_size=0`` fails at once, naming the key and where it was set, instead
+of deep inside a training loop after the run folder exists. This is the one validation layer for config values.
 """
 
 from __future__ import annotations
@@ -12,13 +17,18 @@ from __future__ import annotations
 import contextlib
 import copy
 import difflib
-from collections.abc import Mapping
+import fnmatch
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from core.errors import ConfigError
+from core.errors import ConfigError, SegLoopError
+from core.fsio import read_text
+from core.names import name_problem
 
 BASE_KEY = "base"
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -36,10 +46,12 @@ def project_path(path: str | Path) -> Path:
 def read_yaml(path: str | Path) -> dict[str, Any]:
     """Read one YAML mapping, naming the file in any error."""
     path = Path(path)
-    if not path.is_file():
-        raise ConfigError("config file not found", path=path, fix="check the path (relative to the current directory)")
     try:
-        data = yaml.safe_load(path.read_text()) or {}
+        text = read_text(path, "config file")
+    except SegLoopError as exc:  # missing, unreadable, not UTF-8: the same message, as a config error
+        raise ConfigError(exc.message, path=exc.path, fix=exc.fix) from None
+    try:
+        data = yaml.safe_load(text) or {}
     except yaml.YAMLError as exc:
         raise ConfigError(f"YAML does not parse: {exc}", path=path, fix="fix the syntax") from None
     if not isinstance(data, dict):
@@ -195,17 +207,119 @@ def _is_type(value: Any, types: tuple[type, ...]) -> bool:
     return False
 
 
+@dataclass(frozen=True)
+class Rule:
+    """What a config value must be beyond its type. Bounds apply to a number, or to every item of a list.
+
+    ``min`` / ``max``: inclusive bounds; ``above`` / ``below``: exclusive ones; ``choices``: the allowed values;
+    ``length``: a list of exactly that many items; ``name``: one folder name that cannot leave its parent
+    (``core.names``), ``forbidden`` adding characters of the caller's syntax; ``check``: a custom test returning the
+    problem in words (completing "config key 'k' ...") or None; ``fix``: replaces the generated fix. A null value
+    (where the key is nullable) is never checked.
+    """
+
+    min: float | None = None
+    above: float | None = None
+    max: float | None = None
+    below: float | None = None
+    choices: tuple[Any, ...] | None = None
+    length: int | None = None
+    name: bool = False
+    forbidden: str = ""
+    check: Callable[[Any], str | None] | None = None
+    fix: str | None = None
+
+    def bounds(self) -> str:
+        parts = [f">= {self.min:g}" if self.min is not None else "", f"> {self.above:g}" if self.above is not None
+                 else "", f"<= {self.max:g}" if self.max is not None else "",
+                 f"< {self.below:g}" if self.below is not None else ""]
+        return " and ".join(p for p in parts if p)
+
+    def describe(self) -> str:
+        """The rule in words, for the fix line."""
+        if self.choices is not None:
+            return "one of: " + ", ".join(str(c) for c in self.choices)
+        if self.name:
+            return "a plain name (no '/', '\\', '..'; not starting with '.')"
+        text = f"a number {self.bounds()}" if self.bounds() else "a valid value"
+        if self.length is not None:
+            text = f"a list of {self.length} numbers, each {self.bounds()}" if self.bounds() else \
+                f"a list of {self.length} items"
+        return text
+
+    def problem(self, value: Any) -> str | None:
+        """Why ``value`` breaks the rule, or None."""
+        if self.choices is not None and value not in self.choices:
+            close = difflib.get_close_matches(str(value), [str(c) for c in self.choices], n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            return f"must be one of {', '.join(repr(c) for c in self.choices)}, got {value!r}{hint}"
+        if self.name:
+            p = name_problem(value, self.forbidden)
+            if p:
+                return f"{p} (it names a folder and may not leave its parent folder)"
+        if self.length is not None and (not isinstance(value, list) or len(value) != self.length):
+            return f"must be a list of {self.length} items, got {value!r}"
+        if self.bounds():
+            for item in value if isinstance(value, list) else [value]:
+                if isinstance(item, bool) or not isinstance(item, (int, float)):
+                    return f"must hold numbers {self.bounds()}, got {value!r}"
+                if not math.isfinite(item) or not self._in_bounds(item):
+                    return f"must be {self.bounds()}" + (" (each item)" if isinstance(value, list) else "") + \
+                        f", got {value!r}"
+        if self.check is not None:
+            return self.check(value)
+        return None
+
+    def _in_bounds(self, x: float) -> bool:
+        return ((self.min is None or x >= self.min) and (self.above is None or x > self.above)
+                and (self.max is None or x <= self.max) and (self.below is None or x < self.below))
+
+
+def _nodes(cfg: Mapping[str, Any], prefix: str = "") -> list[tuple[str, Any]]:
+    """Every (dotted key, value) of a config: the leaves and the sections above them (a rule may judge a whole
+    mapping, e.g. that ``split.same_as`` only names splits)."""
+    out: list[tuple[str, Any]] = []
+    for key, value in cfg.items():
+        full = f"{prefix}{key}"
+        out.append((full, value))
+        if isinstance(value, Mapping):
+            out += _nodes(value, full + ".")
+    return out
+
+
+def check_rules(cfg: Mapping[str, Any], rules: Mapping[str, Rule], where: str,
+                schema: Mapping[str, Any] | None = None) -> None:
+    """Raise a ``ConfigError`` naming the key, the value, where it was set and the fix, for the first value of
+    ``cfg`` that breaks its rule. Rule keys are dotted keys or globs (``split.ratios.*``)."""
+    defaults = flatten(schema) if schema else {}
+    for key, value in _nodes(cfg):
+        if value is None:
+            continue
+        for pattern, rule in rules.items():
+            if key != pattern and not fnmatch.fnmatchcase(key, pattern):
+                continue
+            problem = rule.problem(value)
+            if problem:
+                default = f" (default: {defaults[key]!r})" if defaults.get(key) is not None else ""
+                raise ConfigError(f"config key '{key}' {problem}", path=where,
+                                  fix=rule.fix or f"set {key} to {rule.describe()}{default}")
+
+
 def resolve_config(default_path: str | Path, config_path: str | Path | None = None, overrides: list[str] | None = None,
-                   nullable: Mapping[str, tuple[type, ...]] | None = None) -> dict[str, Any]:
-    """Defaults <- user file (with its bases) <- ``key=value`` overrides, each layer checked against the schema."""
+                   nullable: Mapping[str, tuple[type, ...]] | None = None,
+                   rules: Mapping[str, Rule] | None = None) -> dict[str, Any]:
+    """Defaults <- user file (with its bases) <- ``key=value`` overrides, each layer checked against the schema
+    (keys, types) and the ``rules`` (ranges, choices, names)."""
     schema = load_with_bases(default_path)
     nullable = nullable or {}
+    rules = rules or {}
     cfg = copy.deepcopy(schema)
     if config_path is not None:
         config_path = project_path(config_path)
         user = load_with_bases(config_path)
         check_keys(user, schema, str(config_path))
         check_types(user, schema, nullable, str(config_path))
+        check_rules(user, rules, str(config_path), schema)
         cfg = deep_merge(cfg, user)
     override_dict: dict[str, Any] = {}
     for text in overrides or []:
@@ -214,6 +328,7 @@ def resolve_config(default_path: str | Path, config_path: str | Path | None = No
     if override_dict:
         check_keys(override_dict, schema, "command line")
         check_types(override_dict, schema, nullable, "command line")
+        check_rules(override_dict, rules, "command line", schema)
         cfg = deep_merge(cfg, override_dict)
     return cfg
 

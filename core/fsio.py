@@ -11,16 +11,19 @@ import contextlib
 import hashlib
 import json
 import os
+import re
 import shutil
 import tempfile
+import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from core.errors import SegLoopError
+from core.errors import SegLoopError, os_error
 from core.png import write_gray_png
 
 _CHUNK = 1 << 20
@@ -45,25 +48,52 @@ def sha256_json(obj: Any) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
+def raise_os_error(exc: OSError, dest: str | Path, tmp: str | Path | None = None) -> NoReturn:
+    """Re-raise an operating-system error met while writing ``dest`` as the user's error naming ``dest`` (not the
+    temporary path beside it, which is gone by the time the user reads the message); a bug stays a bug."""
+    if tmp is not None and exc.filename is not None and str(exc.filename).startswith(str(tmp)):
+        exc.filename = None
+    err = os_error(exc, dest)
+    if err is None:
+        raise exc
+    raise err from exc
+
+
+def _make_parent(dest: Path) -> None:
+    try:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise_os_error(exc, dest.parent)
+
+
 @contextlib.contextmanager
 def atomic_path(dest: str | Path) -> Iterator[Path]:
-    """Yield a temporary file path next to ``dest``; rename it onto ``dest`` only if the block succeeds."""
+    """Yield a temporary file path next to ``dest``; rename it onto ``dest`` only if the block succeeds.
+
+    A full disk, a read-only folder or a denied permission becomes the user's error naming ``dest``, and the
+    temporary file is removed: nothing half-written stays behind.
+    """
     dest = Path(dest)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent)
+    _make_parent(dest)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent)
+    except OSError as exc:
+        raise_os_error(exc, dest.parent)
     os.close(fd)
     tmp_path = Path(tmp)
     try:
         yield tmp_path
         os.replace(tmp_path, dest)
+    except OSError as exc:
+        raise_os_error(exc, dest, tmp_path)
     finally:
-        if tmp_path.exists():
+        with contextlib.suppress(FileNotFoundError):
             tmp_path.unlink()
 
 
 def write_text_atomic(dest: str | Path, text: str) -> None:
     with atomic_path(dest) as tmp:
-        tmp.write_text(text)
+        tmp.write_text(text, encoding="utf-8")
 
 
 def write_json_atomic(dest: str | Path, obj: Any, indent: int | None = 2) -> None:
@@ -89,8 +119,11 @@ def atomic_dir(dest: str | Path, replace: bool = False) -> Iterator[Path]:
     With ``replace=True`` an existing ``dest`` is swapped out only once the new one is complete.
     """
     dest = Path(dest)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent))
+    _make_parent(dest)
+    try:
+        tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.{os.getpid()}-", suffix=TMP_SUFFIX, dir=dest.parent))
+    except OSError as exc:
+        raise_os_error(exc, dest.parent)
     old = None
     try:
         yield tmp
@@ -102,11 +135,89 @@ def atomic_dir(dest: str | Path, replace: bool = False) -> Iterator[Path]:
                 shutil.rmtree(old)
             os.replace(dest, old)
         os.replace(tmp, dest)
+    except OSError as exc:
+        if old is not None and old.exists() and not dest.exists():
+            os.replace(old, dest)  # the swap failed half-way: put the previous one back
+            old = None
+        raise_os_error(exc, dest, tmp)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
         if old is not None and old.exists():
             shutil.rmtree(old, ignore_errors=True)
+
+
+TMP_SUFFIX = ".tmp"
+# .<destination name>.<owner pid>-<random>.tmp, as atomic_dir names them (older ones carry no pid)
+_TMP_DIR = re.compile(r"^\.(?P<dest>.+?)\.(?:(?P<pid>\d+)-)?[A-Za-z0-9_]+\.tmp$")
+
+
+@dataclass(frozen=True)
+class Leftover:
+    """A temporary folder of an atomic write that never completed, and why it counts as abandoned."""
+
+    path: Path
+    dest: str
+    pid: int | None
+    idle_hours: float
+    reason: str
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # someone else's live process
+    return True
+
+
+def _last_activity(folder: Path) -> float:
+    """Newest mtime of the folder and its direct subfolders: a build adds files to ``semantic/`` all the time."""
+    times = [folder.stat().st_mtime]
+    with contextlib.suppress(OSError):
+        times += [p.stat().st_mtime for p in folder.iterdir() if p.is_dir()]
+    return max(times)
+
+
+def stale_temporaries(folder: str | Path, max_idle_hours: float = 24.0) -> list[Leftover]:
+    """Temporary folders of ``atomic_dir`` under ``folder`` whose writer is gone: its process no longer runs (on this
+    machine), or, when no process can be named (older folders, a reused pid), nothing in it changed for
+    ``max_idle_hours``. A folder another live build is still writing is never listed."""
+    folder = Path(folder)
+    out: list[Leftover] = []
+    if not folder.is_dir():
+        return out
+    now = time.time()
+    for p in sorted(folder.iterdir()):
+        m = _TMP_DIR.match(p.name)
+        if not m or not p.is_dir() or p.is_symlink():
+            continue
+        try:
+            idle = (now - _last_activity(p)) / 3600
+        except FileNotFoundError:
+            continue  # finished (renamed) meanwhile
+        pid = int(m["pid"]) if m["pid"] else None
+        if pid is not None and pid != os.getpid() and not _pid_alive(pid):
+            out.append(Leftover(p, m["dest"], pid, idle, f"its process {pid} is no longer running"))
+        elif idle >= max_idle_hours and pid != os.getpid():
+            out.append(Leftover(p, m["dest"], pid, idle, f"unchanged for {idle:.1f} h"))
+    return out
+
+
+def remove_leftovers(leftovers: list[Leftover]) -> list[Leftover]:
+    """Remove the listed folders; returns those removed (one removed meanwhile by another process is fine)."""
+    done = []
+    for lo in leftovers:
+        try:
+            shutil.rmtree(lo.path)
+        except FileNotFoundError:
+            continue
+        except OSError as exc:
+            raise_os_error(exc, lo.path)
+        done.append(lo)
+    return done
 
 
 def save_png(dest: str | Path, array: np.ndarray, compress_level: int = 1) -> None:
@@ -126,12 +237,23 @@ def save_png(dest: str | Path, array: np.ndarray, compress_level: int = 1) -> No
 def _opened_image(path: str | Path) -> Iterator[Image.Image]:
     """An image opened with Pillow; a missing or undecodable file raises an error naming it and the fix."""
     path = Path(path)
-    if not path.is_file():
-        raise SegLoopError("image not found", path=path, fix="check the path, or re-run the step that writes it")
     try:
-        with Image.open(path) as img:
+        fh = open(path, "rb")  # noqa: SIM115 - closed below; opened here so the OS's own error is the one reported
+    except FileNotFoundError:
+        raise SegLoopError("image not found", path=path,
+                           fix="check the path, or re-run the step that writes it") from None
+    except OSError as exc:
+        raise_os_error(exc, path)
+    try:
+        with fh, Image.open(fh) as img:
             yield img
-    except (UnidentifiedImageError, OSError, SyntaxError) as exc:
+    except (UnidentifiedImageError, SyntaxError, ValueError) as exc:
+        raise SegLoopError(
+            f"cannot decode image ({exc})", path=path, fix="replace the file with a valid PNG/JPEG or remove it"
+        ) from None
+    except OSError as exc:
+        if os_error(exc) is not None:
+            raise_os_error(exc, path)
         raise SegLoopError(
             f"cannot decode image ({exc})", path=path, fix="replace the file with a valid PNG/JPEG or remove it"
         ) from None
@@ -163,11 +285,29 @@ def read_label(path: str | Path) -> np.ndarray:
     return arr
 
 
-def read_json(path: str | Path, what: str = "JSON file") -> Any:
+def read_text(path: str | Path, what: str = "file", fix: str | None = None) -> str:
+    """A UTF-8 text file's content; a missing, unreadable or non-UTF-8 file raises an error naming it and the fix
+    (a symlink loop, a denied permission and a folder given as a file each say so, instead of "not found")."""
     path = Path(path)
-    if not path.is_file():
-        raise SegLoopError(f"{what} not found", path=path, fix="check the path")
     try:
-        return json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise SegLoopError(f"{what} does not parse ({exc})", path=path, fix="repair or re-export the file") from None
+        return path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise SegLoopError(f"{what} not found", path=path,
+                           fix=fix or "check the path (relative paths start at the current folder)") from None
+    except UnicodeDecodeError as exc:
+        raise SegLoopError(f"{what} is not UTF-8 text ({exc.reason}: byte 0x{exc.object[exc.start]:02x} at offset "
+                           f"{exc.start})", path=path,
+                           fix="save the file with UTF-8 encoding (e.g. iconv -f latin1 -t utf-8)") from None
+    except OSError as exc:
+        raise_os_error(exc, path)
+
+
+def read_json(path: str | Path, what: str = "JSON file", fix: str | None = None) -> Any:
+    """A JSON file's content; a corrupt file names its line and column and says how to get a good one."""
+    path = Path(path)
+    text = read_text(path, what, fix)
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise SegLoopError(f"{what} does not parse as JSON (line {exc.lineno}, column {exc.colno}: {exc.msg})",
+                           path=path, fix=fix or "repair or re-export the file") from None

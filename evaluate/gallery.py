@@ -3,7 +3,8 @@
 The random sample is drawn from the images' identity (a seeded hash of their content hash), not from a list
 position, so the same images come out whenever the dataset is rebuilt from the same version, and mostly the same
 ones after images are added. Writes ``runs/<run>/triptychs/<split>-<random|worst>/`` with one PNG per image and an
-``index.html`` gallery sortable by score.
+``index.html`` gallery sortable by score. An existing gallery is replaced only by a complete new one: the new one is
+written beside it and swapped in at the end, and a request that would produce an empty gallery is refused.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
+from core.errors import SegLoopError
 from core.fsio import atomic_dir, read_image
 from evaluate.results import EvalResults
 from ingest.taxonomy import Taxonomy
@@ -74,8 +76,14 @@ def triptych(image: np.ndarray, label: np.ndarray, pred: np.ndarray, taxonomy: T
 def make_triptychs(run: str | Path, split: str = "test", n: int = 100, seed: int = 0, worst: bool = False,
                    out: str | Path | None = None) -> tuple[Path, list[dict[str, Any]], str]:
     """Write the panels and index.html; returns the folder, the picked rows and a note for the user."""
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise SegLoopError(f"the number of triptychs must be at least 1, got {n!r}",
+                           fix="pass --n with a whole number >= 1 (an existing gallery is kept as it is)")
     res = EvalResults(run, split)
     rows, ds = res.rows, res.version
+    if not rows:
+        raise SegLoopError(f"split '{split}' of the evaluation has no images", path=res.dir,
+                           fix=f"re-run python -m evaluate run {res.run_dir} --split {split}")
     note = ""
     if n > len(rows):
         note = f"--n {n} is more than the {len(rows)} images of '{split}': all of them are used"

@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from core.cli import non_negative_int, port_number, positive_int
 from core.errors import run_cli
 
 
@@ -37,22 +38,23 @@ def main(argv: list[str] | None = None) -> int:
     sub = p.add_subparsers(dest="cmd", required=True)
     ld = sub.add_parser("load", help="load a run's evaluated split into FiftyOne, with triage views")
     _run_args(ld)
-    ld.add_argument("--tag-k", type=int, default=10, help="tag the first K samples of each worst view 'relabel'")
+    ld.add_argument("--tag-k", type=non_negative_int, default=10,
+                    help="tag the first K samples of each worst view 'relabel' (0: none)")
     vw = sub.add_parser("views", help="list the saved views of a loaded run")
     _run_args(vw)
     rl = sub.add_parser("relabel", help="write a view's first K images as a list for `annotate import`")
     _run_args(rl)
     rl.add_argument("--view", default="worst_miou")
-    rl.add_argument("--k", type=int, default=50)
+    rl.add_argument("--k", type=positive_int, default=50)
     rl.add_argument("--out", default=None, help="list file (default runs/<run>/relabel/<split>-<view>-k<K>.txt)")
     ap = sub.add_parser("app", help="serve the FiftyOne App on 127.0.0.1")
     _run_args(ap)
-    ap.add_argument("--port", type=int, default=5151)
+    ap.add_argument("--port", type=port_number, default=5151)
     ap.add_argument("--view", default=None, help="open on a saved view")
     t = sub.add_parser("triptychs", help="image | ground truth | prediction panels with an index.html")
     _run_args(t, db=False)
-    t.add_argument("--n", type=int, default=100)
-    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--n", type=positive_int, default=100)
+    t.add_argument("--seed", type=non_negative_int, default=0)
     t.add_argument("--worst", action="store_true", help="the N lowest-mIoU images instead of a random sample")
     t.add_argument("--out", default=None, help="output folder (default runs/<run>/triptychs/<split>-<kind>)")
     db = sub.add_parser("db", help="status or stop of SegLoop's mongod for FiftyOne")

@@ -11,14 +11,18 @@ The App draws mask value 0 as transparent background, and Cityscapes' train inde
 therefore written for FiftyOne as train index + 1 (the COCO category id) with 0 for ignored pixels, under
 ``runs/<run>/fiftyone/<split>/``. ``mask_targets`` and the App's colours follow the same shift.
 
-Reloading builds the new dataset under a temporary name and swaps it in only once it is complete: a failed
-reload leaves the previous dataset and its views as they were.
+Reloading builds the new dataset under a temporary name (``<name>.loading``, its loader's pid in its info) and
+swaps it in only once it is complete: a failed reload leaves the previous dataset and its views as they were. A
+``.loading`` dataset whose loader no longer runs (a killed load) is dropped by the next load; one whose loader is
+still running is left alone, and loading the same run twice at once is refused.
 """
 
 from __future__ import annotations
 
 import functools
+import os
 import re
+import socket
 import time
 from pathlib import Path
 from typing import Any
@@ -44,6 +48,44 @@ from ingest.taxonomy import Taxonomy
 SEMANTIC_FIELDS = ["ground_truth", "prediction"]
 INSTANCE_FIELDS = ["gt_instances", "pred_instances"]
 ADD_BATCH = 64
+
+
+LOADING_SUFFIX = ".loading"
+
+
+def _loader_alive(info: dict[str, Any]) -> bool:
+    """Whether the process that started a ``.loading`` dataset still runs (on this machine; one on another machine
+    is assumed alive, since only it can tell)."""
+    pid, host = info.get("loader_pid"), info.get("loader_host")
+    if not isinstance(pid, int):
+        return False  # written before loads recorded their pid, or never got that far: abandoned
+    if host != socket.gethostname():
+        return True
+    if pid == os.getpid():
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def drop_abandoned_loads(fo) -> list[str]:
+    """Delete the ``.loading`` datasets of loads that were killed; returns their names."""
+    dropped = []
+    for name in fo.list_datasets():
+        if not name.endswith(LOADING_SUFFIX):
+            continue
+        try:
+            info = fo.load_dataset(name).info or {}
+        except Exception:  # a half-created dataset may not even load: it is abandoned all the more
+            info = {}
+        if not _loader_alive(info):
+            fo.delete_dataset(name)
+            dropped.append(name)
+    return dropped
 
 
 def dataset_name(run_dir: Path, split: str) -> str:
@@ -157,9 +199,13 @@ def load_run(run: str | Path, split: str = "test", db_dir: str | Path | None = N
     ds, tax = res.version, res.version.taxonomy
     fo = connect(db_dir)
     name = dataset_name(res.run_dir, split)
-    tmp_name = f"{name}.loading"
+    tmp_name = f"{name}{LOADING_SUFFIX}"
+    for dropped in drop_abandoned_loads(fo):
+        print(f"dropped FiftyOne dataset '{dropped}', left by an interrupted load")
     if fo.dataset_exists(tmp_name):
-        fo.delete_dataset(tmp_name)
+        pid = fo.load_dataset(tmp_name).info.get("loader_pid")
+        raise SegLoopError(f"another load of '{name}' is running (process {pid})", path=res.run_dir,
+                           fix="wait for it to finish, or stop it and load again")
     results = load_instance_results(res.dir)
     gt_by_image: dict[int, list[dict]] = {}
     for a in ds.coco(split)["annotations"]:
@@ -172,6 +218,8 @@ def load_run(run: str | Path, split: str = "test", db_dir: str | Path | None = N
             (tmp / "ground_truth").mkdir()
             (tmp / "prediction").mkdir()
             dataset = fo.Dataset(tmp_name)
+            dataset.info = {"loader_pid": os.getpid(), "loader_host": socket.gethostname()}
+            dataset.save()
             samples, instance_source = [], ""
             for row in tqdm(res.rows, desc=f"loading {name} into FiftyOne", disable=not progress):
                 im = res.image(row)
@@ -184,7 +232,7 @@ def load_run(run: str | Path, split: str = "test", db_dir: str | Path | None = N
             dataset.add_samples(samples, dynamic=True, progress=False)
             dataset.compute_metadata(progress=False)
             _configure(fo, dataset, tax)
-            dataset.info = {"run": str(res.run_dir), "split": split, "dataset_version": ds.version,
+            dataset.info = {**dataset.info, "run": str(res.run_dir), "split": split, "dataset_version": ds.version,
                             "taxonomy": tax.name, "instances_from": instance_source,
                             "split_mIoU": res.metrics["mIoU"], "worst_classes": res.metrics["worst_classes"],
                             "masks": str(masks_dir), "loaded": time.strftime("%Y-%m-%dT%H:%M:%S")}
@@ -198,7 +246,9 @@ def load_run(run: str | Path, split: str = "test", db_dir: str | Path | None = N
     if replaced:
         fo.delete_dataset(name)
     dataset.name = name
+    dataset.info = {k: v for k, v in dataset.info.items() if not k.startswith("loader_")}
     dataset.persistent = True
+    dataset.save()
     return {"dataset": name, "samples": len(dataset), "views": views, "replaced": replaced,
             "instances_from": instance_source, "seconds": round(time.perf_counter() - t0, 2),
             "database": fo.config.database_uri if user_database_uri() else str(db_dir_of(db_dir))}

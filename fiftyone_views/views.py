@@ -65,6 +65,8 @@ def relabel(run: str | Path, view: str = "worst_miou", k: int = 50, split: str =
     why each was picked; returns the list path, the images and a note (when the view has fewer than ``k``)."""
     from fiftyone_views.dataset import open_dataset
 
+    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+        raise SegLoopError(f"the number of images to relabel must be at least 1, got {k!r}", fix="pass --k N, N >= 1")
     dataset = open_dataset(run, split, db_dir)
     if not dataset.has_saved_view(view):
         raise SegLoopError(f"dataset '{dataset.name}' has no view '{view}'",

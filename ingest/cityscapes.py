@@ -13,6 +13,7 @@ import numpy as np
 
 from core.errors import SegLoopError
 from core.fsio import image_size, read_label
+from ingest.geometry import check_polygon
 from ingest.polygons import parse_polygons, rasterize
 from ingest.records import Annotation, Instance, Record
 from ingest.taxonomy import Taxonomy, cityscapes_labels
@@ -73,6 +74,9 @@ class CityscapesSource:
         width, height = image_size(rec.image)
         if self.mode == "polygons":
             ann = parse_polygons(rec.annotation_files[0])
+            for i, obj in enumerate(ann["objects"]):
+                if not obj.get("deleted"):
+                    check_polygon(obj["polygon"], rec.annotation_files[0], f"object #{i} ({obj['label']})")
             if (ann["width"], ann["height"]) != (width, height):
                 raise SegLoopError(
                     f"annotation is {ann['width']}x{ann['height']} but the image is {width}x{height}",

@@ -10,11 +10,13 @@ the ignore value.
 from __future__ import annotations
 
 import functools
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from PIL import ImageColor
 
 from core.config import project_path, read_yaml
 from core.errors import SegLoopError
@@ -128,28 +130,98 @@ class Taxonomy:
         }
 
 
-def _parse_labels(rows: list[dict[str, Any]], path: Path) -> list[CityscapesLabel]:
-    out = []
-    for row in rows:
+MAX_CLASSES = 255  # masks are 8-bit and one value is kept for the ignore value
+_HEX = re.compile(r"^#[0-9a-fA-F]{6}$")
+
+
+def parse_color(value: Any, path: Path, where: str) -> tuple[int, int, int]:
+    """A colour as ``'#rrggbb'`` or ``[r, g, b]`` (0..255). Colour names are refused, with their hex spelling as the
+    fix: which red 'red' is differs between tools, and the colour must match Label Studio's labels exactly."""
+    if isinstance(value, str):
+        if _HEX.match(value):
+            return int(value[1:3], 16), int(value[3:5], 16), int(value[5:7], 16)
         try:
-            out.append(CityscapesLabel(
-                name=str(row["name"]), id=int(row["id"]), trainId=int(row["trainId"]), category=str(row["category"]),
-                catId=int(row["catId"]), hasInstances=bool(row["hasInstances"]),
-                ignoreInEval=bool(row["ignoreInEval"]), color=tuple(int(c) for c in row["color"]),  # type: ignore[arg-type]
-            ))
-        except (KeyError, TypeError, ValueError) as exc:
-            raise SegLoopError(f"malformed label row {row!r} ({exc})", path=path,
+            r, g, b = ImageColor.getrgb(value)[:3]
+            fix = f"write '#{r:02x}{g:02x}{b:02x}' or [{r}, {g}, {b}] for {value!r}"
+        except ValueError:
+            fix = "write it as '#rrggbb' (e.g. '#dc143c') or [r, g, b] with each 0..255"
+        raise SegLoopError(f"{where}: colour {value!r} is not '#rrggbb' or [r, g, b]", path=path, fix=fix)
+    if (isinstance(value, (list, tuple)) and len(value) == 3
+            and all(isinstance(c, int) and not isinstance(c, bool) and 0 <= c <= 255 for c in value)):
+        return int(value[0]), int(value[1]), int(value[2])
+    raise SegLoopError(f"{where}: colour {value!r} is not '#rrggbb' or [r, g, b] with each 0..255", path=path,
+                       fix="write it as '#rrggbb' (e.g. '#dc143c') or [r, g, b] with each 0..255")
+
+
+def _unique(values: list[Any], what: str, path: Path) -> None:
+    seen: set[Any] = set()
+    dup = [v for v in values if v in seen or seen.add(v)]  # type: ignore[func-returns-value]
+    if dup:
+        raise SegLoopError(f"{what} must be unique, but {dup[0]!r} appears more than once", path=path,
+                           fix=f"give each entry its own {what.split()[-1]}")
+
+
+def _int_field(row: dict[str, Any], key: str, where: str, path: Path) -> int:
+    v = row.get(key)
+    if isinstance(v, bool) or not isinstance(v, int):
+        raise SegLoopError(f"{where}: '{key}' must be an integer, got {v!r}", path=path,
+                           fix=f"write {key} as a whole number")
+    return v
+
+
+def _parse_labels(rows: Any, path: Path) -> list[CityscapesLabel]:
+    if not isinstance(rows, list) or not rows:
+        raise SegLoopError("'labels' must be a non-empty list", path=path, fix="see configs/taxonomy/cityscapes.yaml")
+    out = []
+    for i, row in enumerate(rows):
+        where = f"label #{i}"
+        fields = ("name", "id", "trainId", "category", "catId", "hasInstances", "ignoreInEval", "color")
+        if not isinstance(row, dict) or any(k not in row for k in fields):
+            raise SegLoopError(f"malformed label row {row!r}", path=path,
                                fix="each label needs name, id, trainId, category, catId, hasInstances, "
-                                   "ignoreInEval, color") from None
+                                   "ignoreInEval, color")
+        out.append(CityscapesLabel(
+            name=str(row["name"]), id=_int_field(row, "id", where, path),
+            trainId=_int_field(row, "trainId", where, path), category=str(row["category"]),
+            catId=_int_field(row, "catId", where, path), hasInstances=bool(row["hasInstances"]),
+            ignoreInEval=bool(row["ignoreInEval"]), color=parse_color(row["color"], path, f"{where} ({row['name']})"),
+        ))
+    _unique([lb.id for lb in out], "label ids", path)
+    _unique([lb.name for lb in out], "label names", path)
     return out
+
+
+def _parse_classes(rows: Any, path: Path) -> list[ClassDef]:
+    if not isinstance(rows, list):
+        raise SegLoopError("'classes' must be a list of {name, color} entries", path=path,
+                           fix="see configs/taxonomy/camvid.yaml")
+    classes = []
+    for i, row in enumerate(rows):
+        if not isinstance(row, dict) or "name" not in row or "color" not in row:
+            raise SegLoopError(f"class #{i} needs a name and a color", path=path,
+                               fix="write it as {name: car, color: '#00008e'}")
+        name = row["name"]
+        if not isinstance(name, str) or not name.strip():
+            raise SegLoopError(f"class #{i}: name must be a non-empty string, got {name!r}", path=path,
+                               fix="quote names YAML would read otherwise (e.g. 'yes', 'null', '1')")
+        classes.append(ClassDef(name, i, parse_color(row["color"], path, f"class #{i} ({name})"),
+                                bool(row.get("instances", False))))
+    return classes
 
 
 @functools.lru_cache(maxsize=32)
 def _load_cached(path: Path, mtime: float) -> Taxonomy:
     data = read_yaml(path)
     name = str(data.get("name", path.stem))
-    ignore = int(data.get("ignore_index", 255))
-    sources: dict[str, dict[Any, str]] = {k: dict(v) for k, v in (data.get("sources") or {}).items()}
+    ignore = data.get("ignore_index", 255)
+    if isinstance(ignore, bool) or not isinstance(ignore, int) or not 0 <= ignore <= 255:
+        raise SegLoopError(f"ignore_index must be an integer in 0..255, got {ignore!r}", path=path,
+                           fix="use 255 (the Cityscapes convention)")
+    raw_sources = data.get("sources") or {}
+    if not isinstance(raw_sources, dict) or not all(isinstance(v, dict) for v in raw_sources.values()):
+        raise SegLoopError("'sources' must map each source to a {label: class} mapping", path=path,
+                           fix="see configs/taxonomy/camvid.yaml")
+    sources: dict[str, dict[Any, str]] = {k: dict(v) for k, v in raw_sources.items()}
     labels: list[CityscapesLabel] = []
     if "labels" in data:
         labels = _parse_labels(data["labels"], path)
@@ -162,18 +234,19 @@ def _load_cached(path: Path, mtime: float) -> Taxonomy:
             lb.name: by_train.get(lb.trainId, IGNORE) for lb in labels if lb.id >= 0
         })
     elif "classes" in data:
-        classes = []
-        for i, row in enumerate(data["classes"]):
-            if "name" not in row or "color" not in row:
-                raise SegLoopError(f"class #{i} needs a name and a color", path=path)
-            classes.append(ClassDef(str(row["name"]), i, tuple(int(c) for c in row["color"]),  # type: ignore[arg-type]
-                                    bool(row.get("instances", False))))
+        classes = _parse_classes(data["classes"], path)
     else:
         raise SegLoopError("taxonomy has neither 'labels' nor 'classes'", path=path,
                            fix="see configs/taxonomy/*.yaml for the two formats")
     names = [c.name for c in classes]
-    if len(set(names)) != len(names):
-        raise SegLoopError("class names must be unique", path=path)
+    if not 1 <= len(classes) <= MAX_CLASSES:
+        raise SegLoopError(f"a taxonomy needs 1..{MAX_CLASSES} classes, this one has {len(classes)}", path=path,
+                           fix=f"list at least one class and at most {MAX_CLASSES} (masks are 8-bit, one value "
+                               "is the ignore value)")
+    _unique(names, "class names", path)
+    if ignore < len(classes):
+        raise SegLoopError(f"ignore_index {ignore} is also the index of class '{classes[ignore].name}'", path=path,
+                           fix=f"use an ignore value no class has, e.g. 255 (classes use 0..{len(classes) - 1})")
     for src, mapping in sources.items():
         for key, target in mapping.items():
             if target != IGNORE and target not in names:

@@ -19,9 +19,20 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from core.config import check_keys, check_types, resolve_config
+from core.config import Rule, check_keys, check_rules, check_types, resolve_config
 from core.errors import SegLoopError
-from core.fsio import atomic_dir, read_image, read_json, read_label, save_png, sha256_file, sha256_json
+from core.fsio import (
+    Leftover,
+    atomic_dir,
+    read_image,
+    read_json,
+    read_label,
+    remove_leftovers,
+    save_png,
+    sha256_file,
+    sha256_json,
+    stale_temporaries,
+)
 from ingest import coco
 from ingest.cityscapes import CityscapesSource, DemoCitySource
 from ingest.labelstudio import LabelStudioSource
@@ -42,12 +53,60 @@ SOURCE_SCHEMAS: dict[str, dict[str, Any]] = {
     "mask_folder": {"type": "", "name": "", "root": "", "value_map": "", "images": "images", "masks": "masks",
                     "group": "", "folders": {}},
 }
+SPLIT_MODES = ("source", "ratio")
+
+
+def _same_as_problem(value: Any) -> str | None:
+    for target, src in value.items():
+        if target not in SPLITS or src not in SPLITS or target == src:
+            return f"must map a split to another split ({', '.join(SPLITS)}), got {target!r}: {src!r}"
+    return None
+
+
+def _not_empty(value: Any) -> str | None:
+    return None if str(value).strip() else "must not be empty"
+
+
+def _folds_problem(value: Any) -> str | None:
+    return None if value != 1 else "must be 0 (no folds) or at least 2, got 1"
+
+
+def _splits_problem(value: Any) -> str | None:
+    bad = [s for s in value if not isinstance(s, str) or not s.strip() or "/" in s or s.startswith(".")]
+    return f"must list split folder names (e.g. [train, val]), got {bad[0]!r}" if bad else None
+
+
+# the data config's value rules (core.config.Rule); the version name becomes a folder name under 'output'
+RULES: dict[str, Rule] = {
+    "name": Rule(name=True, forbidden="@"),
+    "taxonomy": Rule(check=_not_empty, fix="name a taxonomy file, e.g. configs/taxonomy/cityscapes.yaml"),
+    "output": Rule(check=_not_empty, fix="name the versions folder, e.g. data/versions"),
+    "split.mode": Rule(choices=SPLIT_MODES),
+    "split.ratios.*": Rule(min=0),
+    "split.seed": Rule(min=0),
+    "split.same_as": Rule(check=_same_as_problem, fix="e.g. split.same_as: {test: val} (test is a copy of val)"),
+    "folds": Rule(min=0, check=_folds_problem, fix="set folds to 0 (none) or a whole number >= 2"),
+}
+_COMMON_SOURCE_RULES: dict[str, Rule] = {"name": Rule(name=True),
+                                         "root": Rule(check=_not_empty, fix="set root to the source's folder")}
+_CITYSCAPES_RULES: dict[str, Rule] = {
+    **_COMMON_SOURCE_RULES, "annotations": Rule(choices=("polygons", "png")),
+    "splits": Rule(check=_splits_problem, fix="list split folders, e.g. [train, val, test]")}
+SOURCE_RULES: dict[str, dict[str, Rule]] = {
+    "cityscapes": _CITYSCAPES_RULES,
+    "demo_city": {**_CITYSCAPES_RULES, "n": Rule(min=1), "seed": Rule(min=0)},
+    "labelstudio": {**_COMMON_SOURCE_RULES, "annotation": Rule(choices=("latest", "first")),
+                    "images_root": Rule(check=_not_empty, fix="set images_root to a folder")},
+    "mask_folder": {**_COMMON_SOURCE_RULES, "images": Rule(check=_not_empty, fix="name the images folder"),
+                    "masks": Rule(check=_not_empty, fix="name the masks folder")},
+}
 SOURCE_TYPES = {"cityscapes": CityscapesSource, "demo_city": DemoCitySource, "labelstudio": LabelStudioSource,
                 "mask_folder": MaskFolderSource}
 
 
 def load_data_config(path: str | Path | None, overrides: list[str] | None = None) -> dict[str, Any]:
-    cfg = resolve_config(DATA_DEFAULT, path, overrides)
+    """The resolved data config: keys, types and value rules checked (the sources' against their type's schema)."""
+    cfg = resolve_config(DATA_DEFAULT, path, overrides, rules=RULES)
     where = str(path or "defaults")
     if not cfg["sources"]:
         raise SegLoopError("the data config lists no sources", path=where,
@@ -59,14 +118,13 @@ def load_data_config(path: str | Path | None, overrides: list[str] | None = None
         schema = SOURCE_SCHEMAS[src["type"]]
         check_keys(src, schema, f"{where} (sources[{i}])")
         check_types(src, schema, {}, f"{where} (sources[{i}])")
+        check_rules(src, SOURCE_RULES[src["type"]], f"{where} (sources[{i}])", schema)
         if "root" not in src:
             raise SegLoopError(f"source #{i} has no 'root'", path=where)
         src.setdefault("name", Path(src["root"]).name)
     names = [s["name"] for s in cfg["sources"]]
     if len(set(names)) != len(names):
         raise SegLoopError(f"source names must be unique, got {names}", path=where, fix="give each a 'name'")
-    if cfg["split"]["mode"] not in ("source", "ratio"):
-        raise SegLoopError(f"split.mode must be 'source' or 'ratio', got {cfg['split']['mode']!r}", path=where)
     return cfg
 
 
@@ -107,6 +165,8 @@ def build(cfg: dict[str, Any], progress: bool = True) -> BuildResult:
     dest = out_root / version
     if (dest / "manifest.json").is_file():
         return BuildResult(dest, version, False)
+    for lo in remove_leftovers(stale_temporaries(out_root)):
+        print(f"removed {lo.path.name}, the unfinished folder of an interrupted build ({lo.reason})")
 
     splits = _assign_splits(records, hashes, cfg)
     crossing = _groups_crossing_splits(records, splits)
@@ -206,8 +266,10 @@ def _write_version(tmp: Path, dest: Path, version: str, digest: str, records: li
     folds_info = None
     if cfg["folds"]:
         train_imgs = cocos["train"]["images"]
-        fold_of = k_folds([f"{im['source']}:{im['group']}" for im in train_imgs], int(cfg["folds"]),
-                          int(cfg["split"]["seed"]))
+        # identical images (in different groups) are one group here too, so none sits on both sides of a fold
+        groups = merge_duplicate_groups([f"{im['source']}:{im['group']}" for im in train_imgs],
+                                        [im["sha256"] for im in train_imgs])
+        fold_of = k_folds(groups, int(cfg["folds"]), int(cfg["split"]["seed"]))
         (tmp / "folds").mkdir()
         for f in range(int(cfg["folds"])):
             val = [im["id"] for im, k in zip(train_imgs, fold_of, strict=True) if k == f]
@@ -245,7 +307,7 @@ class DatasetVersion:
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
-        self.manifest = read_json(self.path / "manifest.json", "dataset manifest")
+        self.manifest = read_manifest(self.path)
         self.version: str = self.manifest["version"]
         t = self.manifest["taxonomy"]
         self.taxonomy = load_taxonomy(t["path"]) if Path(t["path"]).is_file() else _taxonomy_from_manifest(t)
@@ -277,6 +339,21 @@ class DatasetVersion:
         return read_json(self.path / "folds" / f"fold{k}.json", f"fold {k}")
 
 
+MANIFEST_KEYS = ("format", "version", "created", "taxonomy", "sources", "split", "counts")
+
+
+def read_manifest(folder: str | Path) -> dict[str, Any]:
+    """A version's manifest.json; a corrupt or truncated one is an error saying to rebuild the version."""
+    folder = Path(folder)
+    fix = (f"the version folder is damaged: remove {folder} and build it again "
+           f"(python -m ingest build --config configs/data/<name>.yaml)")
+    m = read_json(folder / "manifest.json", "dataset manifest", fix=fix)
+    missing = [k for k in MANIFEST_KEYS if k not in m] if isinstance(m, dict) else list(MANIFEST_KEYS)
+    if missing:
+        raise SegLoopError(f"dataset manifest lacks {', '.join(missing)}", path=folder / "manifest.json", fix=fix)
+    return m
+
+
 def _taxonomy_from_manifest(t: dict[str, Any]) -> Taxonomy:
     from ingest.taxonomy import ClassDef
 
@@ -292,7 +369,7 @@ def list_versions(root: str | Path = "data/versions") -> list[dict[str, Any]]:
     for d in sorted(root.iterdir()):
         mf = d / "manifest.json"
         if d.is_dir() and not d.name.startswith(".") and mf.is_file():
-            m = json.loads(mf.read_text())
+            m = read_manifest(d)
             out.append({"version": m["version"], "path": d, "created": m["created"], "counts": m["counts"],
                         "taxonomy": m["taxonomy"]["name"]})
     return sorted(out, key=lambda v: v["created"])
@@ -318,3 +395,9 @@ def resolve_version(ref: str | Path, root: str | Path = "data/versions") -> Path
     raise SegLoopError(f"dataset version '{ref}' does not exist", path=root,
                        fix=f"build it with `python -m ingest build --config configs/data/<name>.yaml`; "
                            f"versions here: {known}")
+
+
+def leftovers(root: str | Path = "data/versions", max_idle_hours: float = 24.0) -> list[Leftover]:
+    """Unfinished version folders (``.<name>@<hash>.<pid>-<id>.tmp``) of builds that were killed; a build that is
+    still running is left alone (see ``core.fsio.stale_temporaries``)."""
+    return stale_temporaries(root, max_idle_hours)

@@ -1,11 +1,18 @@
-"""The training configuration: ``configs/train/default.yaml`` is the schema; files and ``key=value`` override it."""
+"""The training configuration: ``configs/train/default.yaml`` is the schema; files and ``key=value`` override it.
+
+``RULES`` holds what the types cannot say (positive sizes, counts and rates, the names of losses, optimisers and
+schedules, a device that exists, folder-safe names), checked by ``core.config`` on every layer before anything is
+built, so a bad value fails in a second with the key's name rather than minutes later inside the training loop.
+"""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
-from core.config import resolve_config
+from core.config import Rule, resolve_config
+from core.names import name_problem
 
 ROOT = Path(__file__).resolve().parent.parent
 TRAIN_DEFAULT = ROOT / "configs" / "train" / "default.yaml"
@@ -20,6 +27,100 @@ NULLABLE: dict[str, tuple[type, ...]] = {
     "resume": (str,),
 }
 
+# the registries' names (train/losses.py LOSSES, train/schedule.py, the optimisers of train/engine.py); a test checks
+# they agree, and they are spelled out here so that reading a config never imports torch
+LOSS_NAMES = ("cross_entropy", "dice", "ce_dice")
+OPTIM_NAMES = ("adamw", "sgd")
+SCHEDULE_NAMES = ("cosine", "poly", "constant")
+SPLIT_NAMES = ("train", "val", "test")
+_DEVICE = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
+
+
+def device_problem(value: Any) -> str | None:
+    """A device that this machine has: ``cuda`` without a visible GPU (or ``cuda:3`` on a 2-GPU machine) would
+    otherwise fail after the dataset is loaded, or, worse, silently train on the CPU."""
+    if not isinstance(value, str) or not _DEVICE.match(value):
+        return f"must be auto, cpu, cuda or cuda:N, got {value!r}"
+    if not value.startswith("cuda"):
+        return None
+    import torch  # only when a GPU is asked for: reading a CPU config stays torch-free
+
+    if not torch.cuda.is_available():
+        return f"is {value!r} but torch sees no CUDA GPU on this machine"
+    index = int(value.split(":")[1]) if ":" in value else 0
+    if index >= torch.cuda.device_count():
+        return f"is {value!r} but this machine has {torch.cuda.device_count()} CUDA GPU(s) (cuda:0..)"
+    return None
+
+
+def version_ref_problem(value: Any) -> str | None:
+    """``data.version`` is a name, ``name@hash`` or the path of an existing version folder; a name that is not a path
+    may not climb out of the versions folder (``../x``)."""
+    if isinstance(value, str) and ("/" in value or "\\" in value):
+        if (Path(value) / "manifest.json").is_file():
+            return None
+        return f"is a path but {value!r} is not a dataset version folder (no manifest.json)"
+    name = value.split("@", 1)[0] if isinstance(value, str) else value
+    problem = name_problem(name)
+    return f"{problem} (a version name)" if problem else None
+
+
+def class_weights_problem(value: Any) -> str | None:
+    if isinstance(value, str) and value != "auto":
+        return f"must be 'auto', a list of weights or null, got {value!r}"
+    if isinstance(value, list) and not all(isinstance(w, (int, float)) and not isinstance(w, bool) and w >= 0
+                                           for w in value):
+        return f"must hold numbers >= 0 (one per class), got {value!r}"
+    return None
+
+
+def _ordered_range(value: Any) -> str | None:
+    return None if value[0] <= value[1] else f"must be [low, high] with low <= high, got {value!r}"
+
+
+TASK_NAMES = ("semantic", "instance")  # train/tasks/__init__.py TASKS
+
+RULES: dict[str, Rule] = {
+    "task": Rule(choices=TASK_NAMES),
+    "data.version": Rule(check=version_ref_problem,
+                         fix="set data.version to a version name (demo), name@hash, or a version folder"),
+    "data.image_size": Rule(length=2, min=1, fix="set data.image_size to [height, width], two integers >= 1"),
+    "data.train_split": Rule(choices=SPLIT_NAMES),
+    "data.val_split": Rule(choices=SPLIT_NAMES),
+    "data.fold": Rule(min=0),
+    "data.workers": Rule(min=0),
+    "loss.name": Rule(choices=LOSS_NAMES),
+    "loss.class_weights": Rule(check=class_weights_problem),
+    "loss.label_smoothing": Rule(min=0, below=1),
+    "optim.name": Rule(choices=OPTIM_NAMES),
+    "optim.lr": Rule(above=0),
+    "optim.weight_decay": Rule(min=0),
+    "optim.momentum": Rule(min=0, below=1),
+    "schedule.name": Rule(choices=SCHEDULE_NAMES),
+    "schedule.warmup_steps": Rule(min=0),
+    "schedule.min_lr_ratio": Rule(min=0, max=1),
+    "schedule.power": Rule(above=0),
+    "augment.hflip": Rule(min=0, max=1),
+    "augment.scale": Rule(length=2, above=0, check=_ordered_range),
+    "augment.color": Rule(min=0, max=1),
+    "augment.brightness": Rule(min=0),
+    "augment.contrast": Rule(min=0),
+    "augment.saturation": Rule(min=0),
+    "augment.hue": Rule(min=0, max=0.5),
+    "augment.copy_paste": Rule(min=0, max=1),
+    "train.epochs": Rule(min=1),
+    "train.batch_size": Rule(min=1),
+    "train.time_limit": Rule(above=0),
+    "train.seed": Rule(min=0),
+    "train.device": Rule(check=device_problem, fix="set train.device to auto (a GPU when there is one), cpu, or a "
+                                                   "cuda:N this machine has (nvidia-smi lists them)"),
+    "train.eval_every": Rule(min=1),
+    "train.log_every": Rule(min=1),
+    "train.log_images": Rule(min=0),
+    "train.grad_clip": Rule(min=0),
+    "output.name": Rule(name=True),
+}
+
 
 def load_train_config(config: str | Path | None = None, overrides: list[str] | None = None) -> dict[str, Any]:
-    return resolve_config(TRAIN_DEFAULT, config, overrides, NULLABLE)
+    return resolve_config(TRAIN_DEFAULT, config, overrides, NULLABLE, RULES)
