@@ -5,9 +5,10 @@ Predicted instances come from ``eval/<split>/instances.json`` (COCO results: ``i
 components of each instance class in the semantic prediction, scored by 1 - their mean normalised entropy. That is
 what a user sees as "the model found this car", so false positives and misses are counted the same way for both.
 
-Matching follows COCO's rule at one IoU threshold: predictions in decreasing score order take the unmatched
-non-crowd ground truth of their class with the highest mask IoU >= the threshold; a prediction that falls mostly
-inside a crowd region (intersection over the prediction's area >= the threshold) is neither a TP nor an FP.
+Matching follows COCO's rule at one IoU threshold, with the same code as COCO AP (``evaluate.coco_eval``):
+predictions in decreasing score order take the unmatched non-crowd ground truth of their class with the highest
+mask IoU >= the threshold; a prediction that falls mostly inside a crowd region (intersection over the prediction's
+area >= the threshold) is neither a TP nor an FP.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from pycocotools import mask as mask_utils
 
 from core.errors import SegLoopError
 from core.fsio import read_json
+from evaluate.coco_eval import greedy_match
 from ingest.coco import decode_rle, train_index
 from ingest.records import Instance
 from ingest.taxonomy import Taxonomy
@@ -95,23 +97,33 @@ def _rles(instances: list[Instance]) -> list[dict]:
 
 
 def match_instances(gt: list[Instance], pred: list[Instance], iou_threshold: float = 0.5) -> InstanceMatch:
-    """Greedy COCO matching of one image's predictions to its ground truth, class by class."""
+    """Greedy COCO matching of one image's predictions to its ground truth, class by class.
+
+    The matching itself is ``evaluate.coco_eval.greedy_match``, the implementation behind COCO AP, so that triage
+    counts and AP never disagree on what a match is (ties between equal IoUs go to the later ground truth, as in
+    COCOeval). Unlike COCOeval, every prediction is counted (no cut at 100 per class), and a missing score ranks
+    first."""
     m = InstanceMatch(["fp"] * len(pred), ["crowd" if g.iscrowd else "fn" for g in gt], [0.0] * len(pred))
     if not gt or not pred:
         return m
     ious = np.asarray(mask_utils.iou(_rles(pred), _rles(gt), [int(g.iscrowd) for g in gt]), dtype=np.float64)
     ious = ious.reshape(len(pred), len(gt))
-    same_class = np.array([[p.category == g.category for g in gt] for p in pred])
     crowd = np.array([bool(g.iscrowd) for g in gt])
-    order = sorted(range(len(pred)), key=lambda i: -(pred[i].score if pred[i].score is not None else 1.0))
-    for i in order:
-        cand = np.where(same_class[i] & ~crowd & (ious[i] >= iou_threshold), ious[i], -1.0)
-        for j in np.argsort(-cand, kind="stable"):
-            if cand[j] < 0:
-                break
-            if m.gt_status[j] == "fn":
-                m.gt_status[j], m.pred_status[i], m.pred_iou[i] = "tp", "tp", float(ious[i, j])
-                break
-        if m.pred_status[i] == "fp" and (same_class[i] & crowd & (ious[i] >= iou_threshold)).any():
-            m.pred_status[i] = "crowd"
+    gt_cat = np.array([g.category for g in gt])
+    pred_cat = np.array([p.category for p in pred])
+    scores = np.array([-(p.score if p.score is not None else 1.0) for p in pred])
+    for cls in np.unique(pred_cat):
+        gi, = np.nonzero(gt_cat == cls)
+        if not len(gi):
+            continue
+        pi, = np.nonzero(pred_cat == cls)
+        pi = pi[np.argsort(scores[pi], kind="stable")]
+        taken = greedy_match(ious[np.ix_(pi, gi)], crowd[gi], crowd[gi], (iou_threshold,))[0]
+        for i, j in zip(pi.tolist(), taken.tolist(), strict=True):
+            if j < 0:
+                continue
+            if crowd[gi[j]]:
+                m.pred_status[i] = "crowd"
+            else:
+                m.gt_status[gi[j]], m.pred_status[i], m.pred_iou[i] = "tp", "tp", float(ious[i, gi[j]])
     return m
