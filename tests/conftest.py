@@ -85,7 +85,7 @@ def demo_version(demo_city, versions_root):
 
 
 def tiny_overrides(version_path: Path, runs: Path, *extra: str) -> list[str]:
-    return [f"data.version={version_path}", "data.image_size=[64,128]", "model.width=16", "model.depth=2",
+    return [f"data.version={version_path}", "data.image_size=[64,128]", "model.args={width: 16, depth: 2}",
             "train.epochs=2", "train.batch_size=4", "schedule.warmup_steps=2", f"output.runs_dir={runs}",
             "train.log_every=1", *extra]
 

@@ -1,12 +1,18 @@
 """Checkpoints: model, optimizer, schedule, scaler, epoch, step, RNG states and the config that made them.
 
-A checkpoint also records the model spec and the taxonomy, so loading one into a different model or class list
-fails with a message saying what differs, instead of a wall of state_dict key errors or, worse, silently wrong
-class indices.
+A checkpoint also records the model spec (task, model name, arguments) and the taxonomy, so loading one into a
+different model or class list fails with a message saying what differs, instead of a wall of state_dict key errors
+or, worse, silently wrong class indices.
+
+Checkpoints hold tensors and plain data only (dicts, lists, strings, numbers) and are read with
+``torch.load(weights_only=True)``: a ``.pt`` file is a pickle, and unpickling an arbitrary object can run code, so
+a file handed over by someone else must never be unpickled in full. NumPy's RNG state is stored as a tensor for
+that reason.
 """
 
 from __future__ import annotations
 
+import pickle
 import random
 from pathlib import Path
 from typing import Any
@@ -18,11 +24,21 @@ from torch import nn
 from core.config import read_yaml
 from core.errors import SegLoopError
 from core.fsio import atomic_path
-from train.models import build_model, model_kwargs
+from core.runs import find_checkpoint
+
+__all__ = ["check_compatible", "find_checkpoint", "load_checkpoint", "load_model", "model_spec", "rng_state",
+           "run_config", "save_checkpoint", "set_rng_state", "unwrap"]
+
+# NumPy arrays in checkpoints of earlier SegLoop versions (their RNG state): array reconstruction only, no code
+_LEGACY_NUMPY = [np._core.multiarray._reconstruct, np.ndarray, np.dtype, type(np.dtype(np.uint32))]
 
 
 def rng_state() -> dict[str, Any]:
-    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    kind, keys, pos, has_gauss, gauss = np.random.get_state()
+    state = {"python": random.getstate(),
+             "numpy": {"kind": kind, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
+                       "has_gauss": int(has_gauss), "gauss": float(gauss)},
+             "torch": torch.get_rng_state()}
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
@@ -30,7 +46,11 @@ def rng_state() -> dict[str, Any]:
 
 def set_rng_state(state: dict[str, Any]) -> None:
     random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
+    n = state["numpy"]
+    if isinstance(n, dict):
+        np.random.set_state((n["kind"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["gauss"]))
+    else:
+        np.random.set_state(n)
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
@@ -46,27 +66,54 @@ def save_checkpoint(path: Path, **payload: Any) -> None:
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
+    """Read a checkpoint without unpickling arbitrary objects; anything else is refused with the reason."""
     path = Path(path)
     if not path.is_file():
         raise SegLoopError("checkpoint not found", path=path, fix="train first (python -m train.run) or check the run")
     try:
-        return torch.load(path, map_location="cpu", weights_only=False)
+        with torch.serialization.safe_globals(_LEGACY_NUMPY):
+            ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        raise SegLoopError(
+            f"refused to load: the file holds Python objects besides tensors and plain data, and unpickling them "
+            f"could run code ({str(exc).splitlines()[0][:160]})", path=path,
+            fix="use a checkpoint written by python -m train.run; never load .pt files from an untrusted source"
+        ) from None
     except Exception as exc:
-        raise SegLoopError(f"cannot read checkpoint ({type(exc).__name__}: {exc})", path=path,
+        raise SegLoopError(f"cannot read checkpoint ({type(exc).__name__}: {str(exc)[:200]})", path=path,
                            fix="it is truncated or not a SegLoop checkpoint; use another one") from None
+    if not isinstance(ckpt, dict) or "model" not in ckpt or "model_spec" not in ckpt:
+        raise SegLoopError("not a SegLoop checkpoint (no model and model spec)", path=path,
+                           fix="use a checkpoint from runs/<run>/checkpoints/")
+    ckpt["model_spec"] = normalize_spec(ckpt["model_spec"])
+    return ckpt
 
 
-def check_compatible(ckpt: dict[str, Any], model_spec: dict[str, Any], class_names: list[str],
-                     path: str | Path) -> None:
-    """Refuse a checkpoint made for another architecture or another class list."""
-    theirs = ckpt.get("model_spec")
-    if theirs is None or "model" not in ckpt:
-        raise SegLoopError("not a SegLoop checkpoint (no model spec)", path=path, fix="use a checkpoint from runs/")
-    if theirs != model_spec:
-        raise SegLoopError(f"checkpoint is for model {theirs}, but the config asks for {model_spec}", path=path,
+def normalize_spec(spec: dict[str, Any]) -> dict[str, Any]:
+    """``{task, name, args}``; checkpoints written before tasks existed stored ``{name, **args}`` (semantic)."""
+    if "args" in spec and "task" in spec:
+        return spec
+    return {"task": "semantic", "name": spec["name"],
+            "args": {k: v for k, v in spec.items() if k not in ("name", "task", "args")}}
+
+
+def model_spec(cfg: dict[str, Any]) -> dict[str, Any]:
+    """The spec a training config asks for: task, model name and its arguments."""
+    return {"task": cfg["task"], "name": cfg["model"]["name"], "args": dict(cfg["model"]["args"] or {})}
+
+
+def check_compatible(ckpt: dict[str, Any], spec: dict[str, Any], class_names: list[str], path: str | Path) -> None:
+    """Refuse a checkpoint made for another task, architecture or class list."""
+    theirs = ckpt["model_spec"]
+    if theirs["task"] != spec["task"]:
+        raise SegLoopError(f"checkpoint is a {theirs['task']} model ({theirs['name']}), but this is a "
+                           f"{spec['task']} {'command' if spec.get('name') is None else 'config'}", path=path,
+                           fix=f"use a {spec['task']} run's checkpoint, or set task={theirs['task']}")
+    if spec.get("name") is not None and (theirs["name"], theirs["args"]) != (spec["name"], spec["args"]):
+        raise SegLoopError(f"checkpoint is for model {theirs['name']} {theirs['args']}, but the config asks for "
+                           f"{spec['name']} {spec['args']}", path=path,
                            fix="use the same model settings as the checkpoint, or another checkpoint")
-    their_classes = ckpt.get("taxonomy", {}).get("classes", [])
-    their_names = [c["name"] for c in their_classes]
+    their_names = [c["name"] for c in ckpt.get("taxonomy", {}).get("classes", [])]
     if their_names != class_names:
         raise SegLoopError(
             f"checkpoint was trained on taxonomy '{ckpt.get('taxonomy', {}).get('name')}' with "
@@ -74,29 +121,23 @@ def check_compatible(ckpt: dict[str, Any], model_spec: dict[str, Any], class_nam
             fix="train on a dataset with the checkpoint's taxonomy, or start without it")
 
 
-def model_spec(model_cfg: dict[str, Any]) -> dict[str, Any]:
-    return {"name": model_cfg["name"], **model_kwargs(model_cfg)}
+def build_from_spec(spec: dict[str, Any], num_classes: int) -> nn.Module:
+    from train.tasks import TASKS
+
+    task = TASKS.get(spec["task"])
+    return task.models.build(spec["name"], spec["args"], num_classes=task.num_outputs(num_classes))
 
 
-def find_checkpoint(run: str | Path, which: str = "best") -> Path:
-    """``runs/x`` + ``best`` -> ``runs/x/checkpoints/best.pt``; a .pt path is taken as is."""
-    run = Path(run)
-    if run.suffix == ".pt":
-        return run
-    path = run / "checkpoints" / f"{which}.pt"
-    if not path.is_file():
-        if not run.is_dir():
-            raise SegLoopError("run folder not found", path=run, fix="give a folder under runs/ (ls runs/)")
-        raise SegLoopError(f"run has no {which}.pt", path=path, fix="train it (python -m train.run) or resume it")
-    return path
-
-
-def load_model(run: str | Path, which: str = "best") -> tuple[nn.Module, dict[str, Any]]:
-    """Rebuild a run's model from its checkpoint (architecture from the checkpoint's own spec)."""
+def load_model(run: str | Path, which: str = "best", task: str | None = None) -> tuple[nn.Module, dict[str, Any]]:
+    """Rebuild a run's model from its checkpoint (architecture from the checkpoint's own spec). With ``task``, a
+    checkpoint of another task is refused, naming both."""
     path = find_checkpoint(run, which)
     ckpt = load_checkpoint(path)
-    spec = dict(ckpt["model_spec"])
-    model = build_model(spec.pop("name"), num_classes=len(ckpt["taxonomy"]["classes"]), **spec)
+    spec = ckpt["model_spec"]
+    if task is not None and spec["task"] != task:
+        raise SegLoopError(f"checkpoint is a {spec['task']} model ({spec['name']}); this command needs a {task} "
+                           f"model", path=path, fix=f"give a {task} run")
+    model = build_from_spec(spec, len(ckpt["taxonomy"]["classes"]))
     model.load_state_dict(ckpt["model"])
     model.eval()
     return model, ckpt

@@ -1,5 +1,11 @@
-"""The training loop: data, model, loss, optimiser and schedule from one config; validation, TensorBoard,
-``metrics.jsonl`` and checkpoints into one run folder; resume from ``last.pt``; DDP when started by torchrun."""
+"""The training loop: one generic loop for every task, with hooks for what happens around it.
+
+The loop itself only moves batches through the task's train step, the optimiser and the schedule. Everything else
+is a hook (detectron2's ``HookBase``): the run folder and ``run.json``, validation with the task's evaluator,
+``metrics.jsonl`` and TensorBoard, checkpoints and ``best.pt`` by the task's metric. The time budget and DDP are
+part of the loop because they decide when it stops and how batches are shared. Resume continues from ``last.pt``
+exactly (same batches, same augmentation, same weights as an uninterrupted run).
+"""
 
 from __future__ import annotations
 
@@ -24,8 +30,7 @@ from tqdm import tqdm
 from core.config import dump_yaml
 from core.errors import SegLoopError
 from core.fsio import write_json_atomic, write_text_atomic
-from core.metrics import ConfusionMatrix, Scores
-from ingest.taxonomy import Taxonomy
+from core.runs import Run, create_run_dir, is_abandoned, plan_run_dir
 from ingest.version import DatasetVersion, build, load_data_config, resolve_version
 from train.checkpoint import (
     check_compatible,
@@ -36,22 +41,27 @@ from train.checkpoint import (
     set_rng_state,
     unwrap,
 )
-from train.data import SplitDataset, build_augment, collate, normalize, resize_image, worker_init
-from train.infer import autocast_for, pick_device, predict_logits, use_channels_last
-from train.losses import build_loss
-from train.models import build_model, model_kwargs
+from train.data import worker_init
+from train.infer import pick_device
 from train.schedule import WarmupSchedule
+from train.tasks import TASKS, Task
 
 
 @dataclass
 class TrainResult:
     run_dir: Path
-    best_miou: float
+    best_metric: str
+    best_value: float
     best_epoch: int
     epochs_done: int
     steps: int
     train_seconds: float
     images_per_second: float
+
+    @property
+    def best_miou(self) -> float:
+        """The best validation mIoU of a semantic run (the best metric of any run otherwise)."""
+        return self.best_value
 
 
 def seed_everything(seed: int) -> None:
@@ -75,24 +85,25 @@ def ensure_dataset(cfg: dict[str, Any]) -> DatasetVersion:
         return DatasetVersion(build(dcfg).path)
 
 
-def make_run_dir(cfg: dict[str, Any], dataset_name: str) -> Path:
-    root = Path(cfg["output"]["runs_dir"])
-    name = cfg["output"]["name"] or f"{cfg['model']['name']}-{dataset_name}"
-    path = root / name
-    if path.exists() and cfg["output"]["exist_ok"]:
-        shutil.rmtree(path)  # a fresh run under the same name: old metrics must not mix with new ones
-    elif path.exists():
-        i = 2
-        while (root / f"{name}-{i}").exists():
-            i += 1
-        path = root / f"{name}-{i}"
-    path.mkdir(parents=True, exist_ok=True)
-    return path
-
-
 def _dist_info() -> tuple[int, int, int]:
     world = int(os.environ.get("WORLD_SIZE", "1"))
     return world, int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0"))
+
+
+class HookBase:
+    """Called around the loop; ``self.trainer`` is set when the hook is registered. Only rank 0 runs hooks that
+    write (``main_only``)."""
+
+    trainer: Trainer
+    main_only = True
+
+    def before_train(self) -> None: ...
+
+    def after_step(self) -> None: ...
+
+    def after_epoch(self) -> None: ...
+
+    def after_train(self) -> None: ...
 
 
 class Trainer:
@@ -115,7 +126,7 @@ class Trainer:
         resume = cfg["resume"]
         self.ckpt: dict[str, Any] | None = None
         if resume:
-            self.ckpt = load_checkpoint(Path(resume) / "checkpoints" / "last.pt")
+            self.ckpt = load_checkpoint(Run(resume).checkpoint_path("last"))
         if self.world > 1 and not self.main:
             dist.barrier()  # rank 0 generates / builds the dataset first; the others then only read it
         self.dataset = ensure_dataset(cfg) if not resume else DatasetVersion(
@@ -123,69 +134,89 @@ class Trainer:
                             else self.ckpt["dataset_version"], cfg["data"]["versions_root"]))
         if self.world > 1 and self.main:
             dist.barrier()
-        self.taxonomy: Taxonomy = self.dataset.taxonomy
-        self.hw = tuple(cfg["data"]["image_size"])
-        if len(self.hw) != 2:
-            raise SegLoopError(f"data.image_size must be [H, W], got {cfg['data']['image_size']}")
+        self.taxonomy = self.dataset.taxonomy
+        self.amp = bool(tc["amp"]) and self.device.type == "cuda"
+        self.task: Task = TASKS.get(cfg["task"])(cfg, self.taxonomy, self.device, self.amp, progress)
+        self.task.check_dataset(self.dataset, cfg["data"]["train_split"])
+        self.best_metric = tc["best_metric"] if tc["best_metric"] != "auto" else self.task.best_metric
 
-        self.run_dir = Path(resume) if resume else (make_run_dir(cfg, self.dataset.version.split("@")[0])
-                                                     if self.main else None)
+        # the run folder is only planned here; it is created when training starts (a config or data error above
+        # or in the setup below leaves nothing behind)
+        self.run_dir: Path | None = None
+        if resume:
+            self.run_dir = Path(resume)
+        elif self.main:
+            name = cfg["output"]["name"] or f"{cfg['model']['name']}-{self.dataset.version.split('@')[0]}"
+            self.run_dir = plan_run_dir(cfg["output"]["runs_dir"], name, cfg["output"]["exist_ok"])
         self._build_data()
         self._build_model()
+        self.hooks: list[HookBase] = []
+        self.register_hooks([RunFolder(), Validation(), MetricsLog(), Checkpointer()])
+
+    def register_hooks(self, hooks: list[HookBase]) -> None:
+        for h in hooks:
+            h.trainer = self
+            self.hooks.append(h)
+
+    def _call(self, stage: str) -> None:
+        for h in self.hooks:
+            if self.main or not h.main_only:
+                getattr(h, stage)()
 
     # ---------------------------------------------------------------------------------------------------- setup
     def _build_data(self) -> None:
         cfg, ds = self.cfg, self.dataset
         fold = cfg["data"]["fold"]
         train_ids = val_ids = None
-        train_split, val_split = cfg["data"]["train_split"], cfg["data"]["val_split"]
+        val_split = cfg["data"]["val_split"]
         if fold is not None:
             f = ds.fold(fold)
-            train_ids, val_ids, val_split = f["train"], f["val"], train_split
-        aug = build_augment(cfg["augment"], self.hw, self.taxonomy.ignore_index)
-        aug.set_random_seed(cfg["train"]["seed"])
-        self.train_set = SplitDataset(ds, train_split, self.hw, aug, image_ids=train_ids, progress=self.progress)
-        self.val_set = SplitDataset(ds, val_split, self.hw, None, full_labels=True, image_ids=val_ids,
-                                    progress=self.progress)
+            train_ids, val_ids, val_split = f["train"], f["val"], cfg["data"]["train_split"]
+        self.val_split = val_split
+        self.train_set, self.val_set = self.task.datasets(ds, train_ids, val_split, val_ids)
         if len(self.train_set) == 0 or len(self.val_set) == 0:
             raise SegLoopError(f"empty split in dataset {ds.version}: train {len(self.train_set)}, val "
                                f"{len(self.val_set)} images", path=ds.path, fix="rebuild the version with images "
                                                                                  "in both splits")
-        bs = self.cfg["train"]["batch_size"]
-        workers = self.cfg["data"]["workers"]
-        self.generator = torch.Generator().manual_seed(self.cfg["train"]["seed"])
+        bs = cfg["train"]["batch_size"]
+        workers = cfg["data"]["workers"]
+        self.generator = torch.Generator().manual_seed(cfg["train"]["seed"])
         self.sampler = (DistributedSampler(self.train_set, self.world, self.rank, shuffle=True,
-                                           seed=self.cfg["train"]["seed"], drop_last=True) if self.world > 1
+                                           seed=cfg["train"]["seed"], drop_last=True) if self.world > 1
                         else RandomSampler(self.train_set, generator=self.generator))
-        loader_kw: dict[str, Any] = {"num_workers": workers, "collate_fn": collate,
+        loader_kw: dict[str, Any] = {"num_workers": workers, "collate_fn": self.task.collate,
                                      "pin_memory": self.device.type == "cuda", "worker_init_fn": worker_init}
         if workers > 0:
             loader_kw.update(persistent_workers=True, prefetch_factor=4)
-        self.train_loader = DataLoader(self.train_set, batch_size=bs, sampler=self.sampler, drop_last=True,
-                                       **loader_kw)
+        batches = self.task.batch_sampler(self.train_set, self.sampler, bs)
+        if batches is not None:
+            self.train_loader = DataLoader(self.train_set, batch_sampler=batches, **loader_kw)
+        else:
+            self.train_loader = DataLoader(self.train_set, batch_size=bs, sampler=self.sampler, drop_last=True,
+                                           **loader_kw)
         if len(self.train_loader) == 0:
             raise SegLoopError(f"train.batch_size {bs} is larger than the train split ({len(self.train_set)} "
                                f"images)", fix=f"set train.batch_size={max(1, len(self.train_set))} or less")
-        self.val_loader = DataLoader(self.val_set, batch_size=bs, shuffle=False, num_workers=0, collate_fn=collate)
+        self.val_loader = DataLoader(self.val_set, batch_size=bs, shuffle=False, num_workers=0,
+                                     collate_fn=self.task.collate)
 
     def _build_model(self) -> None:
         cfg = self.cfg
-        self.spec = model_spec(cfg["model"])
-        model = build_model(cfg["model"]["name"], self.taxonomy.num_classes, **model_kwargs(cfg["model"]))
+        self.spec = model_spec(cfg)
+        model = self.task.build_model()
         if cfg["model"]["weights"] and not self.ckpt:
-            init = load_checkpoint(cfg["model"]["weights"])
+            init = load_checkpoint(Run(cfg["model"]["weights"]).checkpoint_path("best")
+                                   if Path(cfg["model"]["weights"]).is_dir() else cfg["model"]["weights"])
             check_compatible(init, self.spec, self.taxonomy.names, cfg["model"]["weights"])
             model.load_state_dict(init["model"])
-        self.channels_last = use_channels_last(model, self.device, bool(cfg["train"]["channels_last"]))
+        self.channels_last = self.task.channels_last(model, bool(cfg["train"]["channels_last"]))
         model = model.to(self.device, memory_format=torch.channels_last if self.channels_last else
                          torch.contiguous_format)
         self.model: nn.Module = model
         if self.world > 1:
             self.model = nn.parallel.DistributedDataParallel(
                 model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
-        pixels = self.train_set.pixels_per_class(self.taxonomy.num_classes)
-        self.loss_fn = build_loss(cfg["loss"], self.taxonomy.num_classes, self.taxonomy.ignore_index,
-                                  pixels).to(self.device)
+        self.task.setup_loss(self.train_set)
         oc = cfg["optim"]
         params = [p for p in self.model.parameters() if p.requires_grad]
         if oc["name"] == "adamw":
@@ -198,11 +229,10 @@ class Trainer:
         tl = cfg["train"]["time_limit"]
         self.schedule = WarmupSchedule(self.optimizer, cfg["schedule"],
                                        cfg["train"]["epochs"] * len(self.train_loader), tl * 60 if tl else None)
-        self.amp = bool(cfg["train"]["amp"]) and self.device.type == "cuda"
         fp16 = self.amp and not torch.cuda.is_bf16_supported()
         self.scaler = torch.amp.GradScaler("cuda", enabled=fp16)
         self.start_epoch, self.step, self.elapsed = 0, 0, 0.0
-        self.best = {"mIoU": -1.0, "epoch": -1}
+        self.best: dict[str, Any] = {"metric": self.best_metric, "value": -1.0, "epoch": -1}
         if self.ckpt:
             check_compatible(self.ckpt, self.spec, self.taxonomy.names, self.cfg["resume"])
             unwrap(self.model).load_state_dict(self.ckpt["model"])
@@ -211,108 +241,76 @@ class Trainer:
             self.schedule.total = self.cfg["train"]["epochs"] * len(self.train_loader)
             self.scaler.load_state_dict(self.ckpt["scaler"])
             self.start_epoch, self.step = self.ckpt["epoch"], self.ckpt["step"]
-            self.elapsed, self.best = self.ckpt["elapsed_s"], self.ckpt["best"]
+            self.elapsed = self.ckpt["elapsed_s"]
+            best = self.ckpt["best"]
+            if "value" in best:
+                self.best = best
+            else:  # written before tasks existed: {"mIoU": v, "epoch": e}
+                self.best = {"metric": "mIoU", "value": best["mIoU"], "epoch": best["epoch"]}
             set_rng_state(self.ckpt["rng"])
 
     # ------------------------------------------------------------------------------------------------- the loop
     def fit(self, stop_after_epochs: int | None = None) -> TrainResult:
         """Train to ``train.epochs``; ``stop_after_epochs`` ends this session early (as an interruption would)."""
-        cfg, tc = self.cfg, self.cfg["train"]
-        writer = None
-        if self.main:
-            write_text_atomic(self.run_dir / "config.yaml", dump_yaml(cfg))
-            write_json_atomic(self.run_dir / "run.json", {
-                "dataset_version": self.dataset.version, "dataset_path": str(self.dataset.path.resolve()),
-                "taxonomy": self.taxonomy.name, "command": " ".join(sys.argv), "device": str(self.device),
-                "world_size": self.world, "torch": torch.__version__,
-                "parameters": sum(p.numel() for p in self.model.parameters()),
-            })
-            writer = SummaryWriter(str(self.run_dir / "tb"), purge_step=self.step if self.ckpt else None)
-            print(f"run {self.run_dir}: {self.dataset.version}, {len(self.train_set)} train / {len(self.val_set)} "
-                  f"val images, {self.spec}, device {self.device}" + (f" x{self.world}" if self.world > 1 else ""))
+        try:
+            return self._fit(stop_after_epochs)
+        except BaseException:
+            # a run that dies before its first checkpoint has nothing to resume: leave no folder behind
+            if self.main and self.run_dir is not None and not self.cfg["resume"] and is_abandoned(self.run_dir):
+                shutil.rmtree(self.run_dir, ignore_errors=True)
+            raise
+
+    def _fit(self, stop_after_epochs: int | None) -> TrainResult:
+        tc = self.cfg["train"]
+        self._call("before_train")
         time_limit = tc["time_limit"] * 60 if tc["time_limit"] else None
         train_images, train_time = 0, 0.0
         epoch = self.start_epoch
-        stop = False
+        self.stopped_by_time = False
         for epoch in range(self.start_epoch, tc["epochs"]):
+            self.epoch = epoch
             self.model.train()
             if isinstance(self.sampler, DistributedSampler):
                 self.sampler.set_epoch(epoch)
             self.generator.manual_seed(tc["seed"] * 1000 + epoch)
-            self.train_set.augment.set_random_seed(tc["seed"] * 1000 + epoch)
-            running = torch.zeros((), device=self.device)
-            n_batches = 0
+            self.task.start_epoch(self.train_set, tc["seed"] * 1000 + epoch)
+            self.loss_sums: dict[str, torch.Tensor] = {}
+            self.batches = 0
             t_epoch = time.perf_counter()
-            bar = tqdm(self.train_loader, desc=f"epoch {epoch + 1}/{tc['epochs']}",
-                       disable=not (self.progress and self.main), leave=False)
-            for batch in bar:
-                loss = self._train_step(batch)
-                running += loss.detach()
-                n_batches += 1
+            self.bar = tqdm(self.train_loader, desc=f"epoch {epoch + 1}/{tc['epochs']}",
+                            disable=not (self.progress and self.main), leave=False)
+            for batch in self.bar:
+                self.losses = self._train_step(batch)
+                for k, v in self.losses.items():
+                    self.loss_sums[k] = self.loss_sums.get(k, 0) + v.detach()
+                self.batches += 1
                 self.step += 1
                 now = self.elapsed + time.perf_counter() - t_epoch
                 self.schedule.step(now)
-                if self.main and self.step % tc["log_every"] == 0:
-                    value = float(loss.detach())
-                    writer.add_scalar("train/loss", value, self.step)
-                    writer.add_scalar("train/lr", self.schedule.get_last_lr()[0], self.step)
-                    bar.set_postfix(loss=f"{value:.3f}")
+                self._call("after_step")
                 if time_limit and now >= time_limit:
-                    stop = True
+                    self.stopped_by_time = True
                     break
             epoch_time = time.perf_counter() - t_epoch
             self.elapsed += epoch_time
             train_time += epoch_time
-            train_images += n_batches * tc["batch_size"] * self.world
-            last = stop or epoch + 1 == tc["epochs"]
-            scores = None
-            if self.main and ((epoch + 1) % tc["eval_every"] == 0 or last):
-                scores = self._validate(writer, epoch)
-                record = {"epoch": epoch + 1, "step": self.step, "time_s": round(self.elapsed, 2),
-                          "lr": self.schedule.get_last_lr()[0],
-                          "train_loss": float(running / max(n_batches, 1)), "val_mIoU": scores.miou,
-                          "val_pixel_acc": scores.pixel_acc, "val_mDice": scores.mdice,
-                          "val_iou": {n: (None if np.isnan(v) else float(v))
-                                      for n, v in zip(self.taxonomy.names, scores.iou, strict=True)}}
-                with open(self.run_dir / "metrics.jsonl", "a") as fh:
-                    fh.write(json.dumps(record) + "\n")
-                writer.add_scalar("train/epoch_loss", record["train_loss"], self.step)
-                if self.main:
-                    tqdm.write(f"epoch {epoch + 1}: loss {record['train_loss']:.4f}  val mIoU {scores.miou:.4f}  "
-                               f"pixel acc {scores.pixel_acc:.4f}  ({self.elapsed:.0f}s)")
-            if self.main:
-                improved = scores is not None and scores.miou > self.best["mIoU"]
-                if improved:
-                    self.best = {"mIoU": scores.miou, "epoch": epoch + 1}
-                self._save("last.pt", epoch + 1)
-                if improved:
-                    self._save("best.pt", epoch + 1)
+            train_images += self.batches * tc["batch_size"] * self.world
+            self.last_epoch = self.stopped_by_time or epoch + 1 == tc["epochs"]
+            self._call("after_epoch")
             if self.world > 1:
                 dist.barrier()
-            if stop or (stop_after_epochs and epoch + 1 - self.start_epoch >= stop_after_epochs):
+            if self.stopped_by_time or (stop_after_epochs and epoch + 1 - self.start_epoch >= stop_after_epochs):
                 break
-        if writer is not None:
-            writer.close()
+        self.images_per_second = train_images / train_time if train_time else 0.0
+        self._call("after_train")
         if self.world > 1:
             dist.destroy_process_group()
-        ips = train_images / train_time if train_time else 0.0
-        if self.main:
-            info = json.loads((self.run_dir / "run.json").read_text())
-            info.update(best_val_mIoU=self.best["mIoU"], best_epoch=self.best["epoch"], steps=self.step,
-                        train_seconds=round(self.elapsed, 2), train_images_per_second=round(ips, 2),
-                        stopped_by_time_limit=stop)
-            write_json_atomic(self.run_dir / "run.json", info)
-        return TrainResult(self.run_dir, self.best["mIoU"], self.best["epoch"], epoch + 1, self.step, self.elapsed,
-                           ips)
+        return TrainResult(self.run_dir, self.best["metric"], self.best["value"], self.best["epoch"], epoch + 1,
+                           self.step, self.elapsed, self.images_per_second)
 
-    def _train_step(self, batch: dict[str, Any]) -> torch.Tensor:
-        x = normalize(batch["image"].to(self.device, non_blocking=True))
-        # the NHWC->NCHW permute leaves channels_last strides: make the layout explicit either way
-        x = x.contiguous(memory_format=torch.channels_last if self.channels_last else torch.contiguous_format)
-        y = batch["label"].to(self.device, non_blocking=True)
-        with autocast_for(self.device, self.amp):
-            logits = self.model(x)
-            loss = self.loss_fn(logits, y)
+    def _train_step(self, batch: Any) -> dict[str, torch.Tensor]:
+        losses = self.task.train_step(self.model, batch)
+        loss = sum(losses.values())
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
         if self.cfg["train"]["grad_clip"] > 0:
@@ -320,47 +318,15 @@ class Trainer:
             nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg["train"]["grad_clip"])
         self.scaler.step(self.optimizer)
         self.scaler.update()
-        return loss
+        if len(losses) > 1:
+            losses = {"total": loss, **losses}
+        return losses
 
-    @torch.no_grad()
-    def _validate(self, writer: SummaryWriter, epoch: int) -> Scores:
-        model = unwrap(self.model)
-        model.eval()
-        cm = ConfusionMatrix(self.taxonomy.num_classes, self.taxonomy.ignore_index, self.taxonomy.names)
-        panels = []
-        n_panels = self.cfg["train"]["log_images"]
-        for batch in self.val_loader:
-            labels = batch["label"]
-            hw = tuple(labels.shape[-2:]) if isinstance(labels, torch.Tensor) else None
-            if hw is None:  # labels of different sizes: upsample one by one
-                preds = [predict_logits(model, batch["image"][i:i + 1], tuple(lb.shape), self.device, self.amp,
-                                        self.channels_last).argmax(1)[0] for i, lb in enumerate(labels)]
-            else:
-                preds = list(predict_logits(model, batch["image"], hw, self.device, self.amp,
-                                            self.channels_last).argmax(1))
-            for i, (pred, lb) in enumerate(zip(preds, labels, strict=True)):
-                cm.update(pred, lb.to(pred.device))
-                if len(panels) < n_panels:
-                    panels.append(self._panel(int(batch["index"][i]), pred.cpu().numpy()))
-        scores = cm.scores()
-        writer.add_scalar("val/mIoU", scores.miou, self.step)
-        writer.add_scalar("val/pixel_acc", scores.pixel_acc, self.step)
-        writer.add_scalar("val/mDice", scores.mdice, self.step)
-        for name, v in zip(self.taxonomy.names, scores.iou, strict=True):
-            if not np.isnan(v):
-                writer.add_scalar(f"val_iou/{name}", v, self.step)
-        for i, p in enumerate(panels):
-            writer.add_image(f"val/panel_{i}", p, self.step, dataformats="HWC")
-        model.train()
-        return scores
+    def epoch_losses(self) -> dict[str, float]:
+        """Mean of each named loss over this epoch's batches (``total`` when there are several)."""
+        return {k: float(v / max(self.batches, 1)) for k, v in self.loss_sums.items()}
 
-    def _panel(self, index: int, pred: np.ndarray) -> np.ndarray:
-        """image | ground truth | prediction, at label resolution."""
-        label = self.val_set.labels[index]
-        img = resize_image(self.val_set.images[index], label.shape)
-        return np.concatenate([img, self.taxonomy.colorize(label), self.taxonomy.colorize(pred.astype(np.uint8))], 1)
-
-    def _save(self, name: str, epoch: int) -> None:
+    def save(self, name: str, epoch: int) -> None:
         save_checkpoint(
             self.run_dir / "checkpoints" / name, model=unwrap(self.model).state_dict(),
             optimizer=self.optimizer.state_dict(), scheduler=self.schedule.state_dict(),
@@ -369,6 +335,128 @@ class Trainer:
             dataset_version=self.dataset.version, dataset_path=str(self.dataset.path.resolve()),
             elapsed_s=self.elapsed,
         )
+
+
+# --------------------------------------------------------------------------------------------------------- hooks
+
+
+class RunFolder(HookBase):
+    """Creates the run folder when training starts (``config.yaml``, ``run.json``, TensorBoard writer); on resume,
+    drops ``metrics.jsonl`` lines written after the checkpoint; at the end, the final figures in ``run.json``."""
+
+    def before_train(self) -> None:
+        t = self.trainer
+        if t.ckpt is None:
+            create_run_dir(t.run_dir, t.cfg["output"]["exist_ok"])
+        else:
+            Run(t.run_dir).truncate_metrics(t.step)
+        write_text_atomic(t.run_dir / "config.yaml", dump_yaml(t.cfg))
+        info = Run(t.run_dir).info() if t.ckpt is not None and (t.run_dir / "run.json").is_file() else {}
+        info.update({
+            "task": t.task.name, "model": t.spec, "dataset_version": t.dataset.version,
+            "dataset_path": str(t.dataset.path.resolve()), "taxonomy": t.taxonomy.name,
+            "command": " ".join(sys.argv), "device": str(t.device), "world_size": t.world, "torch": torch.__version__,
+            "parameters": sum(p.numel() for p in t.model.parameters()), "best_metric": t.best_metric,
+        })
+        write_json_atomic(t.run_dir / "run.json", info)
+        t.writer = SummaryWriter(str(t.run_dir / "tb"), purge_step=t.step if t.ckpt else None)
+        print(f"run {t.run_dir}: {t.task.name}, {t.dataset.version}, {len(t.train_set)} train / {len(t.val_set)} "
+              f"val images, {t.spec['name']} {t.spec['args']}, device {t.device}"
+              + (f" x{t.world}" if t.world > 1 else ""))
+
+    def after_step(self) -> None:
+        t = self.trainer
+        if t.step % t.cfg["train"]["log_every"] == 0:
+            values = {k: float(v.detach()) for k, v in t.losses.items()}
+            main = values.get("total", next(iter(values.values())))
+            t.writer.add_scalar("train/loss", main, t.step)
+            if len(values) > 1:
+                for k, v in values.items():
+                    if k != "total":
+                        t.writer.add_scalar(f"train_loss/{k}", v, t.step)
+            t.writer.add_scalar("train/lr", t.schedule.get_last_lr()[0], t.step)
+            t.bar.set_postfix(loss=f"{main:.3f}")
+
+    def after_train(self) -> None:
+        t = self.trainer
+        t.writer.close()
+        Run(t.run_dir).update_info(
+            best_metric=t.best["metric"], best_value=t.best["value"], best_epoch=t.best["epoch"], steps=t.step,
+            train_seconds=round(t.elapsed, 2), train_images_per_second=round(t.images_per_second, 2),
+            stopped_by_time_limit=t.stopped_by_time,
+            **({"best_val_mIoU": t.best["value"]} if t.best["metric"] == "mIoU" else {}))
+
+
+class Validation(HookBase):
+    """Scores the validation split with the task's evaluator every ``eval_every`` epochs and after the last."""
+
+    def after_epoch(self) -> None:
+        t = self.trainer
+        t.record = None
+        if not ((t.epoch + 1) % t.cfg["train"]["eval_every"] == 0 or t.last_epoch):
+            return
+        model = unwrap(t.model)
+        model.eval()
+        evaluator = t.task.evaluator(t.dataset, t.val_split)
+        evaluator.reset()
+        panels: list[np.ndarray] = []
+        limit = t.cfg["train"]["log_images"]
+        with torch.no_grad():
+            for batch in t.val_loader:
+                outputs = t.task.inference(model, batch)
+                evaluator.process(batch, outputs)
+                if len(panels) < limit:
+                    panels += t.task.panels(batch, outputs, limit - len(panels))
+        model.train()
+        t.record = t.task.record(evaluator.evaluate())
+        for i, p in enumerate(panels):
+            t.writer.add_image(f"val/panel_{i}", p, t.step, dataformats="HWC")
+
+
+class MetricsLog(HookBase):
+    """One ``metrics.jsonl`` line per validation, TensorBoard scalars, and the epoch's line on the terminal."""
+
+    def after_epoch(self) -> None:
+        t = self.trainer
+        if t.record is None:
+            return
+        losses = t.epoch_losses()
+        record = {"epoch": t.epoch + 1, "step": t.step, "time_s": round(t.elapsed, 2),
+                  "lr": t.schedule.get_last_lr()[0], "train_loss": losses.get("total", next(iter(losses.values())))}
+        if len(losses) > 1:
+            record["train_losses"] = {k: v for k, v in losses.items() if k != "total"}
+        record.update(t.record)
+        with open(t.run_dir / "metrics.jsonl", "a") as fh:
+            fh.write(json.dumps(record) + "\n")
+        t.writer.add_scalar("train/epoch_loss", record["train_loss"], t.step)
+        for key, value in t.record.items():
+            if isinstance(value, float):
+                t.writer.add_scalar(key.replace("val_", "val/", 1), value, t.step)
+            elif isinstance(value, dict):
+                for name, v in value.items():
+                    if v is not None:
+                        t.writer.add_scalar(f"{key}/{name}", v, t.step)
+        tqdm.write(f"epoch {t.epoch + 1}: loss {record['train_loss']:.4f}  {t.task.summary(t.record)}  "
+                   f"({t.elapsed:.0f}s)")
+
+
+class Checkpointer(HookBase):
+    """``last.pt`` after every epoch, ``best.pt`` when the best metric improved."""
+
+    def after_epoch(self) -> None:
+        t = self.trainer
+        key = f"val_{t.best_metric}"
+        value = None if t.record is None else t.record.get(key)
+        if t.record is not None and value is None:
+            raise SegLoopError(f"train.best_metric '{t.best_metric}' is not a validation metric of the "
+                               f"{t.task.name} task", fix="one of: " + ", ".join(
+                                   k[4:] for k, v in t.record.items() if isinstance(v, float)))
+        improved = value is not None and value > t.best["value"]
+        if improved:
+            t.best = {"metric": t.best_metric, "value": value, "epoch": t.epoch + 1}
+        t.save("last.pt", t.epoch + 1)
+        if improved:
+            t.save("best.pt", t.epoch + 1)
 
 
 def train(cfg: dict[str, Any], progress: bool = True) -> TrainResult:

@@ -7,6 +7,7 @@ import torch
 from torch import nn
 
 from train.models.blocks import ResBlock, conv_bn_relu, pad_to_multiple
+from train.models.registry import SEMANTIC_MODELS
 
 
 class Decoder(nn.Module):
@@ -22,12 +23,21 @@ class Decoder(nn.Module):
         return self.block(x)
 
 
+@SEMANTIC_MODELS.register("linknet")
 class LinkNet(nn.Module):
-    def __init__(self, num_classes: int, in_channels: int = 3, width: int = 32, depth: int = 4,
-                 dropout: float = 0.0, stem_stride: int = 1) -> None:
+    """LinkNet with a residual encoder.
+
+    Args:
+        num_classes: output channels (set by SegLoop from the taxonomy)
+        in_channels: input channels (3 for RGB)
+        width: channels of the first stage (doubles each level)
+        depth: number of down-samplings
+        dropout: dropout before the classifier
+    """
+
+    def __init__(self, num_classes: int, in_channels: int = 3, width: int = 16, depth: int = 4,
+                 dropout: float = 0.0) -> None:
         super().__init__()
-        if stem_stride != 1:
-            raise ValueError("linknet supports model.stem_stride=1 only")
         chs = [width * 2**i for i in range(depth + 1)]
         self.depth = depth
         self.stem = nn.Sequential(conv_bn_relu(in_channels, chs[0]), ResBlock(chs[0], chs[0]))

@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from train.models.blocks import ResBlock, conv_bn_relu, pad_to_multiple
+from train.models.registry import SEMANTIC_MODELS
 
 
 class Up(nn.Module):
@@ -28,8 +29,20 @@ class Up(nn.Module):
         return self.block(torch.cat([self.reduce(x), skip], 1))
 
 
+@SEMANTIC_MODELS.register("resunet")
 class ResUNet(nn.Module):
-    def __init__(self, num_classes: int, in_channels: int = 3, width: int = 24, depth: int = 4,
+    """Residual UNet.
+
+    Args:
+        num_classes: output channels (set by SegLoop from the taxonomy)
+        in_channels: input channels (3 for RGB)
+        width: channels of the first stage (doubles each level)
+        depth: number of down-samplings
+        dropout: dropout before the classifier
+        stem_stride: 2 or 4 start at lower resolution (faster on CPU, coarser on thin objects)
+    """
+
+    def __init__(self, num_classes: int, in_channels: int = 3, width: int = 16, depth: int = 4,
                  dropout: float = 0.0, stem_stride: int = 1) -> None:
         super().__init__()
         if depth < 1 or width < 1:

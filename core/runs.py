@@ -1,0 +1,164 @@
+"""The run folder contract, in one place that imports no torch.
+
+A run is ``runs/<name>/``: ``config.yaml``, ``run.json``, ``checkpoints/{last,best}.pt``, ``metrics.jsonl``,
+``tb/``, ``eval/<split>/``, ``predict/<name>/``. Training creates it; evaluation, triage, reports and the labeling
+loop resolve and read it. Those readers must not need model code (or torch) just to find a file, so every path
+rule, the ``last`` alias, the ``-2`` suffix and the reading of ``run.json`` live here.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+from core.errors import SegLoopError
+from core.fsio import read_json, write_json_atomic
+from core.names import safe_name
+
+RUN_JSON = "run.json"
+CONFIG = "config.yaml"
+METRICS = "metrics.jsonl"
+CHECKPOINTS = "checkpoints"
+CHECKPOINT_NAMES = ("best", "last")
+
+
+class Run:
+    """Paths inside one run folder, and its ``run.json``."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.dir = Path(path)
+
+    @property
+    def name(self) -> str:
+        return self.dir.name
+
+    @property
+    def config_path(self) -> Path:
+        return self.dir / CONFIG
+
+    @property
+    def info_path(self) -> Path:
+        return self.dir / RUN_JSON
+
+    @property
+    def metrics_path(self) -> Path:
+        return self.dir / METRICS
+
+    @property
+    def tb_dir(self) -> Path:
+        return self.dir / "tb"
+
+    def checkpoint_path(self, which: str = "best") -> Path:
+        return self.dir / CHECKPOINTS / f"{which}.pt"
+
+    def eval_dir(self, split: str) -> Path:
+        return self.dir / "eval" / split
+
+    def predict_dir(self, name: str) -> Path:
+        return self.dir / "predict" / safe_name(name, "--name")
+
+    def info(self) -> dict[str, Any]:
+        """``run.json``: dataset version and path, task, command, device, parameters, final figures."""
+        if not self.info_path.is_file():
+            raise SegLoopError("not a run folder (no run.json)", path=self.dir,
+                               fix="give a folder written by python -m train.run (ls runs/)")
+        return read_json(self.info_path, "run.json")
+
+    def update_info(self, **fields: Any) -> None:
+        info = json.loads(self.info_path.read_text()) if self.info_path.is_file() else {}
+        info.update(fields)
+        write_json_atomic(self.info_path, info)
+
+    @property
+    def task(self) -> str:
+        """``semantic`` or ``instance``; runs written before tasks existed are semantic."""
+        return self.info().get("task", "semantic")
+
+    def find_checkpoint(self, which: str = "best") -> Path:
+        path = self.checkpoint_path(which)
+        if not path.is_file():
+            raise SegLoopError(f"run has no {which}.pt", path=path,
+                               fix="train it (python -m train.run) or resume it (python -m train.run resume=RUN)")
+        return path
+
+    def read_metrics(self) -> list[dict[str, Any]]:
+        """The validation records of ``metrics.jsonl`` (one per evaluation)."""
+        if not self.metrics_path.is_file():
+            return []
+        return [json.loads(line) for line in self.metrics_path.read_text().splitlines() if line.strip()]
+
+    def truncate_metrics(self, step: int) -> None:
+        """Drop records written after ``step``: a run killed between its metrics line and its checkpoint would
+        otherwise repeat that epoch's line after resume."""
+        if not self.metrics_path.is_file():
+            return
+        lines = self.metrics_path.read_text().splitlines()
+        keep = [ln for ln in lines if ln.strip() and json.loads(ln).get("step", 0) <= step]
+        if len(keep) != len([ln for ln in lines if ln.strip()]):
+            tmp = self.metrics_path.with_name(f".{METRICS}.tmp")
+            tmp.write_text("".join(ln + "\n" for ln in keep))
+            os.replace(tmp, self.metrics_path)
+
+
+def resolve_run(run: str | Path, runs_dir: str | Path = "runs") -> Path:
+    """A run folder from a path or a name under ``runs/``; ``last`` is the most recently trained run."""
+    p = Path(run)
+    if p.is_dir():
+        return p
+    root = Path(runs_dir)
+    if str(run) == "last":
+        runs = [d for d in root.glob("*") if Run(d).checkpoint_path("last").is_file()]
+        if not runs:
+            raise SegLoopError("no trained runs", path=root, fix="train one: python -m train.run")
+        return max(runs, key=lambda d: Run(d).checkpoint_path("last").stat().st_mtime)
+    if (root / str(run)).is_dir():
+        return root / str(run)
+    known = ", ".join(sorted(d.name for d in root.glob("*") if d.is_dir())) if root.is_dir() else "none"
+    raise SegLoopError(f"run '{run}' not found", path=root, fix=f"runs: {known}")
+
+
+def find_checkpoint(run: str | Path, which: str = "best") -> Path:
+    """``runs/x`` + ``best`` -> ``runs/x/checkpoints/best.pt``; a ``.pt`` path is taken as is."""
+    run = Path(run)
+    if run.suffix == ".pt":
+        return run
+    if not run.is_dir():
+        raise SegLoopError("run folder not found", path=run, fix="give a folder under runs/ (ls runs/)")
+    return Run(run).find_checkpoint(which)
+
+
+def is_abandoned(path: Path) -> bool:
+    """A run folder that holds no checkpoint and no evaluation: a run that failed before its first epoch ended.
+    Reusing its name is safe; nothing of value would be lost."""
+    return path.is_dir() and not any((path / CHECKPOINTS).glob("*.pt")) and not (path / "eval").exists()
+
+
+def plan_run_dir(runs_dir: str | Path, name: str, exist_ok: bool) -> Path:
+    """The folder a new run will use, chosen before anything is written (the folder itself is created only when
+    training starts). An existing name gets ``-2``, ``-3``, ... unless ``exist_ok``; an abandoned folder of a run
+    that failed before its first checkpoint is reused rather than skipped."""
+    name = safe_name(name, "output.name")
+    root = Path(runs_dir)
+    path = root / name
+    if not path.exists() or exist_ok or is_abandoned(path):
+        return path
+    i = 2
+    while (root / f"{name}-{i}").exists() and not is_abandoned(root / f"{name}-{i}"):
+        i += 1
+    return root / f"{name}-{i}"
+
+
+def create_run_dir(path: Path, exist_ok: bool) -> Path:
+    """Create the planned run folder; with ``exist_ok`` an earlier run of that name is replaced (its metrics must
+    not mix with the new ones)."""
+    if path.exists() and (exist_ok or is_abandoned(path)):
+        shutil.rmtree(path)
+    try:
+        path.mkdir(parents=True)
+    except FileExistsError:
+        raise SegLoopError("run folder appeared while this run was starting", path=path,
+                           fix="another training uses the same output.name: choose another one") from None
+    return path

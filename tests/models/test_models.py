@@ -1,0 +1,150 @@
+"""Every registered model, one parametrised suite (as segmentation_models_pytorch tests its architectures): output
+shape at odd sizes, gradients reaching the first layer, a few optimiser steps lowering the loss; plus the
+registry's own rules (unknown names and arguments list the valid ones)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from core.errors import SegLoopError
+from train.models import INSTANCE_MODELS, SEMANTIC_MODELS
+
+SMALL_SEMANTIC = {"resunet": {"width": 4, "depth": 3}, "linknet": {"width": 4, "depth": 3}}
+SMALL_INSTANCE = {f"maskrcnn-{b}": {"backbone": b, "min_size": 64, "max_size": 128, **extra}
+                  for b, extra in [("resnet18", {}), ("mobilenet_v3_large", {"anchor_sizes": [16, 32, 64]})]}
+# resnet50 trains the same code path as resnet18 at 4x the time: built and checked, not trained, in the suite
+BUILD_ONLY = {"maskrcnn-resnet50": {"backbone": "resnet50", "norm": "batch", "min_size": 64, "max_size": 128}}
+
+
+def test_every_registered_model_has_a_test_config():
+    assert set(SEMANTIC_MODELS.names()) == set(SMALL_SEMANTIC)
+    assert {k.split("-")[0] for k in SMALL_INSTANCE} == set(INSTANCE_MODELS.names())
+
+
+@pytest.mark.parametrize("name", sorted(SMALL_SEMANTIC))
+class TestSemanticModel:
+    @pytest.mark.parametrize("hw", [(64, 128), (37, 50)])
+    def test_output_shape_any_size(self, name, hw):
+        m = SEMANTIC_MODELS.build(name, SMALL_SEMANTIC[name], num_classes=5).eval()
+        with torch.no_grad():
+            out = m(torch.randn(2, 3, *hw))
+        assert out.shape == (2, 5, *hw)
+
+    def test_gradients_reach_the_first_layer(self, name):
+        m = SEMANTIC_MODELS.build(name, SMALL_SEMANTIC[name], num_classes=3)
+        m(torch.randn(2, 3, 32, 32)).mean().backward()
+        first = next(p for p in m.parameters() if p.dim() == 4)
+        assert first.grad is not None and first.grad.abs().sum() > 0
+
+    def test_a_few_steps_lower_the_loss(self, name):
+        torch.manual_seed(0)
+        m = SEMANTIC_MODELS.build(name, SMALL_SEMANTIC[name], num_classes=3)
+        x = torch.randn(4, 3, 32, 32)
+        y = (x[:, 0] > 0).long() + (x[:, 1] > 1).long()
+        opt = torch.optim.Adam(m.parameters(), 1e-2)
+        losses = []
+        for _ in range(8):
+            loss = torch.nn.functional.cross_entropy(m(x), y)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            losses.append(float(loss.detach()))
+        assert losses[-1] < losses[0]
+
+
+def _instance_batch(n: int = 2) -> tuple[list[torch.Tensor], list[dict[str, torch.Tensor]]]:
+    g = torch.Generator().manual_seed(0)
+    images, targets = [], []
+    for _ in range(n):
+        img = torch.rand(3, 64, 96, generator=g)
+        masks = torch.zeros(2, 64, 96, dtype=torch.uint8)
+        masks[0, 10:30, 10:40] = 1
+        masks[1, 35:60, 50:90] = 1
+        img[:, masks[0].bool()] = torch.tensor([1.0, 0.1, 0.1])[:, None]
+        img[:, masks[1].bool()] = torch.tensor([0.1, 0.1, 1.0])[:, None]
+        images.append(img)
+        targets.append({"boxes": torch.tensor([[10.0, 10, 40, 30], [50, 35, 90, 60]]),
+                        "labels": torch.tensor([1, 2]), "masks": masks})
+    return images, targets
+
+
+@pytest.mark.parametrize("key", sorted(SMALL_INSTANCE))
+class TestInstanceModel:
+    def test_losses_detections_and_gradients(self, key):
+        torch.manual_seed(0)
+        m = INSTANCE_MODELS.build("maskrcnn", SMALL_INSTANCE[key], num_classes=3)
+        images, targets = _instance_batch()
+        losses = m(images, targets)
+        assert {"loss_classifier", "loss_box_reg", "loss_mask", "loss_objectness", "loss_rpn_box_reg"} == set(losses)
+        sum(losses.values()).backward()
+        first = next(p for p in m.backbone.body.parameters() if p.dim() == 4)
+        assert first.grad is not None and first.grad.abs().sum() > 0, "every layer trains from scratch"
+        m.eval()
+        with torch.no_grad():
+            out = m(images[:1])[0]
+        assert set(out) == {"boxes", "labels", "scores", "masks"}
+        assert out["masks"].shape[1:] == (1, 64, 96)  # masks at the input image's own size
+
+
+    def test_a_few_steps_lower_the_loss(self, key):
+        torch.manual_seed(0)
+        m = INSTANCE_MODELS.build("maskrcnn", SMALL_INSTANCE[key], num_classes=3)
+        images, targets = _instance_batch()
+        opt = torch.optim.SGD(m.parameters(), lr=0.01, momentum=0.9)
+        first = last = None
+        for _ in range(4):
+            loss = sum(m(images, targets).values())
+            opt.zero_grad()
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(m.parameters(), 10)
+            opt.step()
+            first = float(loss) if first is None else first
+            last = float(loss)
+        assert last < first
+
+
+@pytest.mark.parametrize("key", sorted({**SMALL_INSTANCE, **BUILD_ONLY}))
+def test_no_frozen_layers_or_frozen_norm(key):
+    from torchvision.ops import FrozenBatchNorm2d
+
+    m = INSTANCE_MODELS.build("maskrcnn", {**SMALL_INSTANCE, **BUILD_ONLY}[key], num_classes=3)
+    assert all(p.requires_grad for p in m.parameters())
+    assert not any(isinstance(x, FrozenBatchNorm2d) for x in m.modules())
+
+
+def test_unknown_model_lists_valid_names():
+    with pytest.raises(SegLoopError) as e:
+        SEMANTIC_MODELS.build("unet++", {}, num_classes=3)
+    for name in SEMANTIC_MODELS.names():
+        assert name in str(e.value)
+
+
+def test_unknown_argument_lists_valid_ones():
+    with pytest.raises(SegLoopError) as e:
+        SEMANTIC_MODELS.build("resunet", {"widht": 8}, num_classes=3)
+    assert "did you mean 'width'" in str(e.value) and "depth" in str(e.value)
+    with pytest.raises(SegLoopError, match="set by SegLoop"):
+        SEMANTIC_MODELS.build("resunet", {"num_classes": 8}, num_classes=3)
+
+
+def test_unknown_backbone_lists_valid_ones():
+    with pytest.raises(SegLoopError) as e:
+        INSTANCE_MODELS.build("maskrcnn", {"backbone": "vgg16"}, num_classes=3)
+    assert "resnet18" in str(e.value) and "mobilenet_v3_large" in str(e.value)
+
+
+def test_width_depth_and_stem_stride():
+    n = lambda **a: sum(p.numel() for p in SEMANTIC_MODELS.build("resunet", a, num_classes=3).parameters())
+    assert n(width=8, depth=2) > 3 * n(width=4, depth=2) and n(width=4, depth=3) > 3 * n(width=4, depth=2)
+    for stride in (2, 4):
+        m = SEMANTIC_MODELS.build("resunet", {"width": 16, "depth": 2, "stem_stride": stride}, num_classes=3).eval()
+        with torch.no_grad():
+            assert m(torch.randn(1, 3, 50, 70)).shape == (1, 3, 50, 70)
+    with pytest.raises(SegLoopError, match="stem_stride"):
+        SEMANTIC_MODELS.build("resunet", {"stem_stride": 3}, num_classes=3)
+
+
+def test_arguments_are_described():
+    assert "down-samplings" in SEMANTIC_MODELS.describe("resunet")["depth"]
+    assert "GroupNorm" in INSTANCE_MODELS.describe("maskrcnn")["norm"]

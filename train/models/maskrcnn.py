@@ -1,0 +1,131 @@
+"""Mask R-CNN (He et al., 2017) from torchvision, built to train from scratch.
+
+torchvision's backbone helpers assume ImageNet weights: FrozenBatchNorm2d and frozen early stages. Without
+pretrained weights both are wrong: frozen statistics of a random network normalise nothing, and frozen random
+layers never learn. Here every layer trains, with BatchNorm or GroupNorm; GroupNorm is the default because
+detection batches are small (2-8 images), where batch statistics are noisy, and "Rethinking ImageNet Pre-training"
+(He, Girshick, Dollar, 2019) shows from-scratch Mask R-CNN with GroupNorm matching pre-trained baselines given
+enough iterations. Nothing is downloaded: an encoder starts from a local torchvision state dict
+(``weights_backbone=PATH``) or from random weights.
+
+``min_size`` / ``max_size`` are the resize bounds of torchvision's transform. Its 800/1333 defaults would upsample
+a 512x256 street image 3x (and cost 3-7x more) without a reason; the defaults here keep such images near their
+size. A list of ``min_size`` values is multi-scale training (one picked per batch), torchvision's scale jitter.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from functools import partial
+from pathlib import Path
+
+import torch
+from torch import nn
+from torchvision.models.detection import MaskRCNN
+from torchvision.models.detection.anchor_utils import AnchorGenerator
+from torchvision.models.detection.backbone_utils import mobilenet_backbone, resnet_fpn_backbone
+from torchvision.ops import MultiScaleRoIAlign
+
+from core.errors import SegLoopError
+from train.models.registry import INSTANCE_MODELS
+
+BACKBONES = ("resnet50", "resnet18", "resnet34", "mobilenet_v3_large")
+
+
+def norm_layer(kind: str) -> type[nn.Module] | partial:
+    """BatchNorm2d, or GroupNorm with 32 groups where the channel count allows (fewer for narrow layers)."""
+    if kind == "batch":
+        return nn.BatchNorm2d
+    if kind == "group":
+        return _GroupNorm
+    raise ValueError(f"norm must be 'batch' or 'group', got {kind!r}")
+
+
+class _GroupNorm(nn.GroupNorm):
+    def __init__(self, num_channels: int, **_: object) -> None:
+        super().__init__(math.gcd(32, num_channels), num_channels)
+
+
+def load_backbone_weights(body: nn.Module, path: str | Path) -> None:
+    """Load a torchvision classification state dict into the backbone's body; name what does not fit."""
+    path = Path(path)
+    if not path.is_file():
+        raise SegLoopError("backbone weights file not found", path=path,
+                           fix="give a torchvision state dict saved with torch.save(model.state_dict(), PATH)")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise SegLoopError(f"cannot read backbone weights ({type(exc).__name__}: {str(exc)[:200]})", path=path,
+                           fix="give a plain state dict (tensors only); pickled objects are refused") from None
+    if isinstance(state, dict) and "model" in state and isinstance(state["model"], dict):
+        state = state["model"]
+    if not isinstance(state, dict):
+        raise SegLoopError("backbone weights are not a state dict", path=path, fix="save model.state_dict()")
+    own = body.state_dict()
+    state = {k.removeprefix("backbone.body.").removeprefix("body."): v for k, v in state.items()}
+    state = {k: v for k, v in state.items() if not k.startswith(("fc.", "classifier."))}
+    missing = [k for k in own if k not in state and not k.endswith("num_batches_tracked")]
+    unexpected = [k for k in state if k not in own]
+    shapes = [f"{k} {tuple(state[k].shape)} vs {tuple(own[k].shape)}" for k in own
+              if k in state and state[k].shape != own[k].shape]
+    if missing or unexpected or shapes:
+        parts = []
+        if missing:
+            parts.append(f"{len(missing)} missing (e.g. {', '.join(missing[:3])})")
+        if unexpected:
+            parts.append(f"{len(unexpected)} unexpected (e.g. {', '.join(unexpected[:3])})")
+        if shapes:
+            parts.append(f"{len(shapes)} of another shape (e.g. {'; '.join(shapes[:2])})")
+        raise SegLoopError(f"backbone weights do not match the backbone: {', '.join(parts)}", path=path,
+                           fix="use weights of the same torchvision architecture, with model.args.norm=batch for "
+                               "BatchNorm weights")
+    body.load_state_dict(state, strict=False)
+
+
+@INSTANCE_MODELS.register("maskrcnn")
+def build_maskrcnn(num_classes: int, backbone: str = "resnet50", norm: str = "group",
+                   min_size: int | list[int] = 256, max_size: int = 1024,
+                   anchor_sizes: Sequence[int] = (32, 64, 128, 256, 512), trainable_layers: int = 5,
+                   weights_backbone: str | None = None, box_detections_per_img: int = 100,
+                   box_score_thresh: float = 0.05) -> MaskRCNN:
+    """Mask R-CNN with an FPN backbone, every layer trainable.
+
+    Args:
+        num_classes: classes including background (set by SegLoop: taxonomy classes + 1, label = COCO category id)
+        backbone: resnet50, resnet18, resnet34 or mobilenet_v3_large (each with an FPN)
+        norm: group (GroupNorm, for small batches from scratch) or batch (BatchNorm2d)
+        min_size: shorter image side after resizing; a list is multi-scale training (one value per batch)
+        max_size: longer side cap after resizing
+        anchor_sizes: anchor size per FPN level in pixels (5 levels for resnets, 3 for mobilenet)
+        trainable_layers: backbone stages that train (5 = all; keep 5 without pretrained weights)
+        weights_backbone: a local torchvision state dict for the backbone (no downloads)
+        box_detections_per_img: most detections kept per image
+        box_score_thresh: detections below this score are dropped at inference
+    """
+    if backbone not in BACKBONES:
+        raise ValueError(f"backbone must be one of {', '.join(BACKBONES)}, got {backbone!r}")
+    norm_cls = norm_layer(norm)
+    min_sizes = tuple(min_size) if isinstance(min_size, (list, tuple)) else (int(min_size),)
+    if any(int(s) < 1 for s in min_sizes) or max_size < max(min_sizes):
+        raise ValueError(f"min_size {min_size} must be positive and at most max_size {max_size}")
+    anchors = tuple(int(a) for a in anchor_sizes)
+    if backbone.startswith("resnet"):
+        if len(anchors) != 5:
+            raise ValueError(f"resnet FPN backbones have 5 levels: give 5 anchor_sizes, got {len(anchors)}")
+        bb = resnet_fpn_backbone(backbone_name=backbone, weights=None, norm_layer=norm_cls,
+                                 trainable_layers=trainable_layers)
+        featmaps = ["0", "1", "2", "3"]
+    else:
+        if len(anchors) != 3:
+            raise ValueError(f"mobilenet FPN has 3 levels: give 3 anchor_sizes, got {len(anchors)}")
+        bb = mobilenet_backbone(backbone_name=backbone, weights=None, fpn=True, norm_layer=norm_cls,
+                                trainable_layers=min(trainable_layers + 1, 6))
+        featmaps = ["0", "1"]
+    if weights_backbone:
+        load_backbone_weights(bb.body, weights_backbone)
+    anchor_gen = AnchorGenerator(tuple((a,) for a in anchors), ((0.5, 1.0, 2.0),) * len(anchors))
+    return MaskRCNN(
+        bb, num_classes=num_classes, min_size=min_sizes, max_size=max_size, rpn_anchor_generator=anchor_gen,
+        box_roi_pool=MultiScaleRoIAlign(featmaps, 7, 2), mask_roi_pool=MultiScaleRoIAlign(featmaps, 14, 2),
+        box_detections_per_img=box_detections_per_img, box_score_thresh=box_score_thresh)

@@ -1,0 +1,112 @@
+"""Things built by name with their own arguments: models per task (and, later, losses and encoders).
+
+A registry maps a name to a constructor. ``build(name, args, **fixed)`` checks ``args`` (the free ``model.args``
+section of a config) against the constructor's signature before calling it, so an unknown argument names the valid
+ones instead of failing deep inside a constructor, and a model never receives another model's arguments. The
+arguments a task supplies itself (``num_classes``) are ``fixed`` and may not be set from the config.
+"""
+
+from __future__ import annotations
+
+import difflib
+import inspect
+import re
+from collections.abc import Callable
+from typing import Any, Generic, TypeVar
+
+from core.errors import SegLoopError
+
+T = TypeVar("T")
+
+
+class Registry(Generic[T]):
+    """Named constructors of one kind (``what`` says which, for messages: 'semantic model')."""
+
+    def __init__(self, what: str, key: str) -> None:
+        self.what = what
+        self.key = key  # the config key that selects an entry, for messages ('model.name')
+        self._entries: dict[str, Callable[..., T]] = {}
+
+    def register(self, name: str) -> Callable[[Callable[..., T]], Callable[..., T]]:
+        """Decorator: ``@SEMANTIC_MODELS.register("resunet")`` over a class or a builder function."""
+
+        def deco(fn: Callable[..., T]) -> Callable[..., T]:
+            if name in self._entries:
+                raise ValueError(f"{self.what} '{name}' registered twice")
+            self._entries[name] = fn
+            return fn
+
+        return deco
+
+    def names(self) -> list[str]:
+        return sorted(self._entries)
+
+    def __contains__(self, name: str) -> bool:
+        return name in self._entries
+
+    def get(self, name: str) -> Callable[..., T]:
+        if name not in self._entries:
+            close = difflib.get_close_matches(name, self.names(), n=1)
+            hint = f" (did you mean '{close[0]}'?)" if close else ""
+            raise SegLoopError(f"unknown {self.what} '{name}'{hint}",
+                               fix=f"{self.key} must be one of: {', '.join(self.names())}")
+        return self._entries[name]
+
+    def parameters(self, name: str) -> dict[str, inspect.Parameter]:
+        """The constructor's configurable parameters (keyword arguments, ``self`` and ``*args`` left out)."""
+        fn = self.get(name)
+        sig = inspect.signature(fn.__init__ if inspect.isclass(fn) else fn)
+        return {p.name: p for p in sig.parameters.values()
+                if p.name != "self" and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
+
+    def defaults(self, name: str, fixed: tuple[str, ...] = ()) -> dict[str, Any]:
+        """Every configurable argument with its default (required ones as None), for reports and ``--help``."""
+        return {k: (None if p.default is p.empty else p.default)
+                for k, p in self.parameters(name).items() if k not in fixed}
+
+    def check_args(self, name: str, args: dict[str, Any], fixed: tuple[str, ...] = ()) -> None:
+        params = self.parameters(name)
+        valid = [k for k in params if k not in fixed]
+        for key in args:
+            if key in fixed:
+                raise SegLoopError(f"{self.key.rsplit('.', 1)[0]}.args.{key} is set by SegLoop for {self.what} "
+                                   f"'{name}'", fix=f"remove {key} from model.args")
+            if key not in params:
+                close = difflib.get_close_matches(key, valid, n=1)
+                hint = f"did you mean '{close[0]}'? " if close else ""
+                raise SegLoopError(f"{self.what} '{name}' has no argument '{key}'",
+                                   fix=f"{hint}valid arguments of {name}: {', '.join(valid) or 'none'}")
+        missing = [k for k, p in params.items() if p.default is p.empty and k not in args and k not in fixed]
+        if missing:
+            raise SegLoopError(f"{self.what} '{name}' needs {', '.join(missing)}",
+                               fix=f"set model.args.{missing[0]}")
+
+    def build(self, name: str, args: dict[str, Any] | None = None, **fixed: Any) -> T:
+        args = dict(args or {})
+        self.check_args(name, args, tuple(fixed))
+        try:
+            return self.get(name)(**fixed, **args)
+        except (ValueError, TypeError) as exc:
+            raise SegLoopError(f"{self.what} '{name}' refused its arguments {args}: {exc}",
+                               fix=f"see the valid values of model.args for {name} in the README") from None
+
+    def describe(self, name: str) -> dict[str, str]:
+        """Meaning of each argument, from the ``Args:`` block of the constructor's docstring (one line each)."""
+        fn = self.get(name)
+        doc = inspect.getdoc(fn) or ""
+        out: dict[str, str] = {}
+        in_args = False
+        for line in doc.splitlines():
+            if line.strip() == "Args:":
+                in_args = True
+                continue
+            if in_args:
+                m = re.match(r"\s+(\w+):\s*(.*)", line)
+                if m:
+                    out[m.group(1)] = m.group(2)
+                elif line.strip() and not line.startswith(" "):
+                    break
+                elif out and line.strip():
+                    last = next(reversed(out))
+                    out[last] += " " + line.strip()
+        return out

@@ -1,0 +1,105 @@
+"""The task seam: what differs between semantic and instance segmentation, behind one interface.
+
+The training loop (train/engine.py) knows nothing of labels, models or metrics. A task supplies its datasets and
+collate, its model registry, a train step returning named losses, a detectron2-style evaluator (reset / process /
+evaluate) with the inference that feeds it, and the metric that picks ``best.pt``. What ``evaluate run`` writes
+for a task (prediction files, per-image scores) is its predictor in ``evaluate/`` (keyed by the task's name), which
+reuses the task's inference. A new model is one module registered in its task's registry.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import Any, ClassVar, Protocol
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import Dataset, Sampler
+
+from ingest.taxonomy import Taxonomy
+from ingest.version import DatasetVersion
+from train.registry import Registry
+
+
+class DatasetEvaluator(Protocol):
+    """detectron2's evaluator protocol: one instance per benchmark, fed batch by batch."""
+
+    def reset(self) -> None: ...
+
+    def process(self, inputs: Any, outputs: Any) -> None: ...
+
+    def evaluate(self) -> dict[str, Any]: ...
+
+
+class Task(ABC):
+    """One kind of segmentation. ``cfg`` is the resolved training config; ``dataset`` the version trained on."""
+
+    name: ClassVar[str]
+    models: ClassVar[Registry[nn.Module]]
+    best_metric: ClassVar[str]  # a key of the validation record (without 'val_'); higher is better
+
+    def __init__(self, cfg: dict[str, Any], taxonomy: Taxonomy, device: torch.device, amp: bool = False,
+                 progress: bool = True) -> None:
+        self.cfg, self.taxonomy, self.device, self.amp, self.progress = cfg, taxonomy, device, amp, progress
+
+    # ------------------------------------------------------------------------------------------------- data
+    @abstractmethod
+    def datasets(self, version: DatasetVersion, train_ids: list[int] | None, val_split: str,
+                 val_ids: list[int] | None) -> tuple[Dataset, Dataset]:
+        """The training set (augmented) and the validation set (labels at full resolution)."""
+
+    @abstractmethod
+    def collate(self, batch: list[Any]) -> Any: ...
+
+    def check_dataset(self, version: DatasetVersion, split: str) -> None:  # noqa: B027  (optional check)
+        """Refuse a dataset version this task cannot learn from (before anything is written)."""
+
+    def batch_sampler(self, dataset: Dataset, sampler: Sampler, batch_size: int) -> Sampler | None:
+        """A batch sampler (e.g. aspect-ratio groups), or None for plain batches of ``batch_size``."""
+        return None
+
+    def start_epoch(self, train_set: Dataset, seed: int) -> None:  # noqa: B027  (optional hook)
+        """Re-seed the augmentation stream of an epoch (deterministic resume)."""
+
+    # ------------------------------------------------------------------------------------------------ model
+    def model_args(self) -> dict[str, Any]:
+        return dict(self.cfg["model"]["args"] or {})
+
+    @classmethod
+    @abstractmethod
+    def num_outputs(cls, num_classes: int) -> int:
+        """``num_classes`` the model is built with, for a taxonomy of ``num_classes`` classes."""
+
+    def build_model(self) -> nn.Module:
+        return self.models.build(self.cfg["model"]["name"], self.model_args(),
+                                 num_classes=self.num_outputs(self.taxonomy.num_classes))
+
+    def channels_last(self, model: nn.Module, requested: bool) -> bool:
+        return False
+
+    def setup_loss(self, train_set: Dataset) -> None:  # noqa: B027  (optional hook)
+        """Build what the train step needs from the training data (class weights, say)."""
+
+    @abstractmethod
+    def train_step(self, model: nn.Module, batch: Any) -> dict[str, torch.Tensor]:
+        """Forward pass on a training batch; the named losses (their sum is optimised)."""
+
+    # ------------------------------------------------------------------------------------------- validation
+    @abstractmethod
+    def evaluator(self, version: DatasetVersion, split: str) -> DatasetEvaluator: ...
+
+    @abstractmethod
+    def inference(self, model: nn.Module, batch: Any) -> Any:
+        """Predictions for a validation batch, in the form the evaluator's ``process`` takes."""
+
+    @abstractmethod
+    def record(self, metrics: dict[str, Any]) -> dict[str, Any]:
+        """The evaluator's result as ``metrics.jsonl`` fields (``val_<metric>``; per-class maps allowed)."""
+
+    def panels(self, batch: Any, outputs: Any, limit: int) -> list[np.ndarray]:
+        """Up to ``limit`` image | ground truth | prediction panels for TensorBoard."""
+        return []
+
+    def summary(self, record: dict[str, Any]) -> str:
+        return f"val {self.best_metric} {record.get('val_' + self.best_metric, float('nan')):.4f}"

@@ -1,0 +1,140 @@
+"""Instance segmentation: torchvision-style detection models (Mask R-CNN), scored by COCO mask AP."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import Dataset, Sampler
+
+from core.errors import SegLoopError
+from ingest.coco import encode_rle
+from ingest.version import DatasetVersion
+from metrics.coco import CocoEvaluator
+from train.infer import autocast_for
+from train.instance_data import GroupedBatchSampler, InstanceDataset, aspect_groups, collate_instances
+from train.models import INSTANCE_MODELS
+from train.tasks.base import Task
+
+MASK_THRESHOLD = 0.5  # mask probability above which a pixel belongs to the instance (torchvision's convention)
+
+
+def detections_to_coco(output: dict[str, torch.Tensor], image_id: int) -> list[dict[str, Any]]:
+    """One image's detections (boxes xyxy, labels = category ids, scores, masks (N, 1, H, W) probabilities) as
+    COCO results with RLE masks."""
+    boxes = output["boxes"].detach().float().cpu().numpy()
+    scores = output["scores"].detach().float().cpu().numpy()
+    labels = output["labels"].detach().cpu().numpy()
+    masks = (output["masks"][:, 0] > MASK_THRESHOLD).cpu().numpy() if "masks" in output else None
+    out = []
+    for k in range(len(scores)):
+        x1, y1, x2, y2 = (float(v) for v in boxes[k])
+        r = {"image_id": int(image_id), "category_id": int(labels[k]), "score": float(scores[k]),
+             "bbox": [x1, y1, x2 - x1, y2 - y1]}
+        if masks is not None:
+            r["segmentation"] = encode_rle(masks[k])
+        out.append(r)
+    return out
+
+
+class DetectionEvaluator(CocoEvaluator):
+    """COCO evaluation fed with a validation batch and the model's raw detections."""
+
+    def process(self, inputs: dict[str, Any], outputs: list[dict[str, torch.Tensor]]) -> None:
+        for t, det in zip(inputs["target"], outputs, strict=True):
+            super().process(None, detections_to_coco(det, t["image_id"]))
+
+
+class InstanceTask(Task):
+    name = "instance"
+    models = INSTANCE_MODELS
+    best_metric = "segm_AP"
+
+    def check_dataset(self, version: DatasetVersion, split: str) -> None:
+        """Refuse a version whose training split has no instance at all; name thing classes without any."""
+        things = [c.name for c in self.taxonomy.classes if c.has_instances]
+        counts = version.manifest.get("counts", {}).get(split, {}).get("instances_per_class", {})
+        if not things:
+            raise SegLoopError(f"taxonomy '{self.taxonomy.name}' has no class with instances", path=version.path,
+                               fix="use a taxonomy whose thing classes have instances: true, or task=semantic")
+        empty = [n for n in things if not counts.get(n)]
+        if len(empty) == len(things):
+            raise SegLoopError(f"dataset {version.version} has no instances in split '{split}' (none of "
+                               f"{', '.join(things)})", path=version.path,
+                               fix="build the version from sources with instance annotations (Cityscapes "
+                                   "instanceIds or polygons, Label Studio polygons), or train task=semantic")
+        if empty:
+            print(f"note: no training instances of {', '.join(empty)} in {version.version}; those classes "
+                  f"cannot be learned")
+
+    def datasets(self, version: DatasetVersion, train_ids: list[int] | None, val_split: str,
+                 val_ids: list[int] | None) -> tuple[Dataset, Dataset]:
+        cfg = self.cfg
+        aug = {**cfg["augment"]}
+        train_set = InstanceDataset(version, cfg["data"]["train_split"], aug, train_ids, self.progress)
+        train_set.set_random_seed(cfg["train"]["seed"])
+        self.val_set = InstanceDataset(version, val_split, None, val_ids, self.progress)
+        return train_set, self.val_set
+
+    def collate(self, batch: list[Any]) -> Any:
+        return collate_instances(batch)
+
+    def batch_sampler(self, dataset: Dataset, sampler: Sampler, batch_size: int) -> Sampler | None:
+        return GroupedBatchSampler(sampler, aspect_groups(dataset.aspect_ratios()), batch_size)
+
+    def start_epoch(self, train_set: Dataset, seed: int) -> None:
+        train_set.set_random_seed(seed)
+
+    @classmethod
+    def num_outputs(cls, num_classes: int) -> int:
+        return num_classes + 1  # background + every class; labels are COCO category ids
+
+    def channels_last(self, model: nn.Module, requested: bool) -> bool:
+        return requested and self.device.type == "cuda"
+
+    def _images(self, batch: dict[str, Any]) -> list[torch.Tensor]:
+        return [im.to(self.device, non_blocking=True).float().div_(255) for im in batch["image"]]
+
+    def train_step(self, model: nn.Module, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
+        targets = [{k: (v.to(self.device, non_blocking=True) if isinstance(v, torch.Tensor) else v)
+                    for k, v in t.items()} for t in batch["target"]]
+        with autocast_for(self.device, self.amp):
+            losses = model(self._images(batch), targets)
+        return {k.removeprefix("loss_"): v.float() for k, v in losses.items()}
+
+    def evaluator(self, version: DatasetVersion, split: str) -> DetectionEvaluator:
+        return DetectionEvaluator(version.coco(split), image_ids={int(r["id"]) for r in self.val_set.records})
+
+    @torch.no_grad()
+    def inference(self, model: nn.Module, batch: dict[str, Any]) -> list[dict[str, torch.Tensor]]:
+        with autocast_for(self.device, self.amp):
+            return model(self._images(batch))
+
+    def record(self, metrics: dict[str, Any]) -> dict[str, Any]:
+        rec = {f"val_{k}": v for k, v in metrics.items() if isinstance(v, float)}
+        rec["val_ap"] = metrics.get("segm_per_class", {})
+        return rec
+
+    def summary(self, record: dict[str, Any]) -> str:
+        return (f"val mask AP {record['val_segm_AP']:.4f}  AP50 {record['val_segm_AP50']:.4f}  "
+                f"box AP {record['val_bbox_AP']:.4f}")
+
+    def panels(self, batch: dict[str, Any], outputs: list[dict[str, torch.Tensor]], limit: int) -> list[np.ndarray]:
+        """image | ground-truth instances | predicted instances (score >= 0.5), each instance in its class colour."""
+        out = []
+        for i, det in enumerate(outputs[:limit]):
+            img, masks, labels = self.val_set.raw(int(batch["index"][i]))
+            keep = det["scores"] >= 0.5
+            pmasks = (det["masks"][keep, 0] > MASK_THRESHOLD).cpu().numpy()
+            plabels = det["labels"][keep].cpu().numpy()
+            out.append(np.concatenate([img, self._paint(img, masks, labels), self._paint(img, pmasks, plabels)], 1))
+        return out
+
+    def _paint(self, img: np.ndarray, masks: np.ndarray, labels: np.ndarray) -> np.ndarray:
+        canvas = (img * 0.4).astype(np.uint8)
+        colors = np.array([c.color for c in self.taxonomy.classes], np.uint8)
+        for m, lb in zip(masks, labels, strict=True):
+            canvas[m.astype(bool)] = colors[int(lb) - 1]
+        return canvas

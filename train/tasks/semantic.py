@@ -1,0 +1,114 @@
+"""Semantic segmentation: per-pixel classes, models mapping images to (N, C, H, W) logits, scored by mIoU."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import Dataset
+
+from core.metrics import ConfusionMatrix
+from ingest.version import DatasetVersion
+from train.data import SplitDataset, build_augment, collate, normalize, resize_image
+from train.infer import autocast_for, predict_logits, use_channels_last
+from train.losses import build_loss
+from train.models import SEMANTIC_MODELS
+from train.tasks.base import Task
+
+
+class ConfusionEvaluator:
+    """Validation scores of a split from one confusion matrix (reset / process / evaluate)."""
+
+    def __init__(self, class_names: list[str], ignore_index: int) -> None:
+        self.names = class_names
+        self.cm = ConfusionMatrix(len(class_names), ignore_index, class_names)
+
+    def reset(self) -> None:
+        self.cm.reset()
+
+    def process(self, inputs: dict[str, Any], outputs: list[torch.Tensor]) -> None:
+        for pred, label in zip(outputs, inputs["label"], strict=True):
+            self.cm.update(pred, label.to(pred.device))
+
+    def evaluate(self) -> dict[str, Any]:
+        s = self.cm.scores()
+        return {"mIoU": s.miou, "pixel_acc": s.pixel_acc, "mDice": s.mdice,
+                "iou": {n: (None if np.isnan(v) else float(v)) for n, v in zip(self.names, s.iou, strict=True)}}
+
+
+class SemanticTask(Task):
+    name = "semantic"
+    models = SEMANTIC_MODELS
+    best_metric = "mIoU"
+
+    def datasets(self, version: DatasetVersion, train_ids: list[int] | None, val_split: str,
+                 val_ids: list[int] | None) -> tuple[Dataset, Dataset]:
+        cfg = self.cfg
+        hw = tuple(cfg["data"]["image_size"])
+        aug = build_augment(cfg["augment"], hw, self.taxonomy.ignore_index)
+        aug.set_random_seed(cfg["train"]["seed"])
+        train_set = SplitDataset(version, cfg["data"]["train_split"], hw, aug, image_ids=train_ids,
+                                 progress=self.progress)
+        self.val_set = SplitDataset(version, val_split, hw, None, full_labels=True, image_ids=val_ids,
+                                    progress=self.progress)
+        return train_set, self.val_set
+
+    def collate(self, batch: list[Any]) -> Any:
+        return collate(batch)
+
+    def start_epoch(self, train_set: Dataset, seed: int) -> None:
+        train_set.augment.set_random_seed(seed)
+
+    @classmethod
+    def num_outputs(cls, num_classes: int) -> int:
+        return num_classes
+
+    def channels_last(self, model: nn.Module, requested: bool) -> bool:
+        self.use_cl = use_channels_last(model, self.device, requested)
+        return self.use_cl
+
+    def setup_loss(self, train_set: Dataset) -> None:
+        pixels = train_set.pixels_per_class(self.taxonomy.num_classes)
+        self.loss_fn = build_loss(self.cfg["loss"], self.taxonomy.num_classes, self.taxonomy.ignore_index,
+                                  pixels).to(self.device)
+
+    def train_step(self, model: nn.Module, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
+        x = normalize(batch["image"].to(self.device, non_blocking=True))
+        # the NHWC->NCHW permute leaves channels_last strides: make the layout explicit either way
+        x = x.contiguous(memory_format=torch.channels_last if self.use_cl else torch.contiguous_format)
+        y = batch["label"].to(self.device, non_blocking=True)
+        with autocast_for(self.device, self.amp):
+            loss = self.loss_fn(model(x), y)
+        return {self.cfg["loss"]["name"]: loss}
+
+    def evaluator(self, version: DatasetVersion, split: str) -> ConfusionEvaluator:
+        return ConfusionEvaluator(self.taxonomy.names, self.taxonomy.ignore_index)
+
+    @torch.no_grad()
+    def inference(self, model: nn.Module, batch: dict[str, Any]) -> list[torch.Tensor]:
+        """Argmax maps at each label's own resolution (labels of different sizes are predicted one by one)."""
+        labels = batch["label"]
+        if isinstance(labels, torch.Tensor):
+            return list(predict_logits(model, batch["image"], tuple(labels.shape[-2:]), self.device, self.amp,
+                                       self.use_cl).argmax(1))
+        return [predict_logits(model, batch["image"][i:i + 1], tuple(lb.shape), self.device, self.amp,
+                               self.use_cl).argmax(1)[0] for i, lb in enumerate(labels)]
+
+    def record(self, metrics: dict[str, Any]) -> dict[str, Any]:
+        return {"val_mIoU": metrics["mIoU"], "val_pixel_acc": metrics["pixel_acc"], "val_mDice": metrics["mDice"],
+                "val_iou": metrics["iou"]}
+
+    def summary(self, record: dict[str, Any]) -> str:
+        return f"val mIoU {record['val_mIoU']:.4f}  pixel acc {record['val_pixel_acc']:.4f}"
+
+    def panels(self, batch: dict[str, Any], outputs: list[torch.Tensor], limit: int) -> list[np.ndarray]:
+        out = []
+        for i, pred in enumerate(outputs[:limit]):
+            index = int(batch["index"][i])
+            label = self.val_set.labels[index]
+            img = resize_image(self.val_set.images[index], label.shape)
+            out.append(np.concatenate([img, self.taxonomy.colorize(label),
+                                       self.taxonomy.colorize(pred.cpu().numpy().astype(np.uint8))], 1))
+        return out
