@@ -27,7 +27,7 @@ from typing import Any
 import yaml
 
 from core.errors import ConfigError, SegLoopError
-from core.fsio import read_text
+from core.fsio import read_text, resolve_path
 from core.names import name_problem
 
 BASE_KEY = "base"
@@ -61,7 +61,10 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
 
 def load_with_bases(path: str | Path, _seen: tuple[Path, ...] = ()) -> dict[str, Any]:
     """Load ``path`` and, recursively, the files named by its ``base:`` key (the file's own keys win)."""
-    path = Path(path).resolve()
+    try:
+        path = resolve_path(path)
+    except SegLoopError as exc:
+        raise ConfigError(exc.message, path=exc.path, fix=exc.fix) from None
     if path in _seen:
         raise ConfigError("config inherits from itself through 'base'", path=path)
     data = read_yaml(path)

@@ -8,6 +8,7 @@ where a reader would take it for a complete one.
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import os
@@ -285,6 +286,18 @@ def read_label(path: str | Path) -> np.ndarray:
     return arr
 
 
+def resolve_path(path: str | Path) -> Path:
+    """``path`` made absolute with its symbolic links followed; a symlink loop is the user's error naming it (Python
+    raises a bare RuntimeError for it)."""
+    try:
+        return Path(path).resolve()
+    except RuntimeError:
+        exc = OSError(errno.ELOOP, os.strerror(errno.ELOOP), str(path))
+        raise_os_error(exc, path)
+    except OSError as exc:
+        raise_os_error(exc, path)
+
+
 def read_text(path: str | Path, what: str = "file", fix: str | None = None) -> str:
     """A UTF-8 text file's content; a missing, unreadable or non-UTF-8 file raises an error naming it and the fix
     (a symlink loop, a denied permission and a folder given as a file each say so, instead of "not found")."""
@@ -297,7 +310,7 @@ def read_text(path: str | Path, what: str = "file", fix: str | None = None) -> s
     except UnicodeDecodeError as exc:
         raise SegLoopError(f"{what} is not UTF-8 text ({exc.reason}: byte 0x{exc.object[exc.start]:02x} at offset "
                            f"{exc.start})", path=path,
-                           fix="save the file with UTF-8 encoding (e.g. iconv -f latin1 -t utf-8)") from None
+                           fix=fix or "save the file with UTF-8 encoding (e.g. iconv -f latin1 -t utf-8)") from None
     except OSError as exc:
         raise_os_error(exc, path)
 

@@ -20,6 +20,7 @@ from PIL import ImageColor
 
 from core.config import project_path, read_yaml
 from core.errors import SegLoopError
+from core.fsio import resolve_path
 
 IGNORE = "ignore"
 TAXONOMY_DIR = Path(__file__).resolve().parent.parent / "configs" / "taxonomy"
@@ -259,8 +260,10 @@ def load_taxonomy(path: str | Path) -> Taxonomy:
     """Load a taxonomy YAML (a bare name such as ``cityscapes`` means ``configs/taxonomy/<name>.yaml``; a relative
     path is tried from the current directory, then from the project root)."""
     p = project_path(path)
-    if not p.suffix and not p.exists():
+    if not p.suffix and not p.exists() and not p.is_symlink():
         p = TAXONOMY_DIR / f"{p}.yaml"
+    if p.is_symlink():
+        resolve_path(p)  # a symlink loop is reported as one, not as a missing file
     if not p.is_file():
         available = ", ".join(sorted(f.stem for f in TAXONOMY_DIR.glob("*.yaml")))
         raise SegLoopError("taxonomy file not found", path=p, fix=f"use a file path or one of: {available}")
