@@ -122,10 +122,17 @@ def _fill_centres(pts: np.ndarray, width: int, height: int) -> np.ndarray:
     c1 = np.clip(np.ceil(nxt[span] - 0.5), 0, width).astype(np.int64)
     r = rows[span]
     ok = c1 > c0
-    diff = np.zeros((height, width + 1), np.int32)
-    np.add.at(diff, (r[ok], c0[ok]), 1)
-    np.add.at(diff, (r[ok], c1[ok]), -1)
-    return np.cumsum(diff, axis=1)[:, :width] > 0
+    r, c0, c1 = r[ok], c0[ok], c1[ok]
+    if not len(r):
+        return mask
+    # difference array over the polygon's bounding box only: +1 where a span starts, -1 where it ends
+    top, left = int(r.min()), int(c0.min())
+    h, w = int(r.max()) + 1 - top, int(c1.max()) + 1 - left
+    starts = np.bincount((r - top) * w + (c0 - left), minlength=h * w)
+    ends = np.bincount((r - top) * w + (c1 - left), minlength=h * w)
+    flat = (starts - ends).astype(np.int32)
+    mask[top:top + h, left:left + w - 1] = np.cumsum(flat.reshape(h, w), axis=1, dtype=np.int32)[:, :-1] > 0
+    return mask
 
 
 def parse_polygons(path: str | Path) -> dict[str, Any]:
