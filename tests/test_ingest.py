@@ -172,3 +172,82 @@ def test_png_mode_equals_polygon_mode(demo_city, tmp_path, demo_version):
     for a, b in zip(ds.images("val"), demo_version.images("val"), strict=True):
         np.testing.assert_array_equal(ds.load_semantic(a), demo_version.load_semantic(b))
     assert len(ds.coco("train")["annotations"]) == len(demo_version.coco("train")["annotations"])
+
+
+# ------------------------------------------------------------------------------------- folds and crash leftovers
+
+
+def test_folds_keep_identical_images_together(city_copy, tmp_path):
+    """An image copied into another city (same bytes, another group) must land in the same fold as its original."""
+    cities = sorted(p.name for p in (city_copy / "leftImg8bit" / "train").iterdir())
+    src_img = sorted((city_copy / "leftImg8bit" / "train" / cities[0]).glob("*.png"))[0]
+    stem = src_img.name[: -len("_leftImg8bit.png")]
+    new_stem = stem.replace(cities[0], cities[-1], 1)
+    shutil.copy(src_img, city_copy / "leftImg8bit" / "train" / cities[-1] / f"{new_stem}_leftImg8bit.png")
+    poly = city_copy / "gtFine" / "train" / cities[0] / f"{stem}_gtFine_polygons.json"
+    shutil.copy(poly, city_copy / "gtFine" / "train" / cities[-1] / f"{new_stem}_gtFine_polygons.json")
+    k = len(cities) - 1  # as many folds as merged groups (unmerged, the two cities land in different folds)
+    ds = DatasetVersion(build(demo_data_config(city_copy, tmp_path / "v", f"folds={k}"), progress=False).path)
+    sha = {im["id"]: im["sha256"] for im in ds.images("train")}
+    dup = next(h for h in sha.values() if list(sha.values()).count(h) == 2)
+    for f in range(k):
+        fold = ds.fold(f)
+        train_shas, val_shas = {sha[i] for i in fold["train"]}, {sha[i] for i in fold["val"]}
+        assert not train_shas & val_shas, f"fold {f}: an image is on both sides"
+    assert any(dup in {sha[i] for i in ds.fold(f)["val"]} for f in range(k))
+
+
+def _dead_pid() -> int:
+    import subprocess
+    import sys
+
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    return proc.pid
+
+
+def _leftover(root, name: str, age_hours: float = 0.0):
+    import os
+    import time
+
+    d = root / name
+    (d / "semantic").mkdir(parents=True)
+    (d / "semantic" / "x.png").write_bytes(b"partial")
+    if age_hours:
+        t = time.time() - age_hours * 3600
+        for p in (d / "semantic", d):
+            os.utime(p, (t, t))
+    return d
+
+
+def test_gc_removes_only_abandoned_build_folders(tmp_path, capsys):
+    import os
+
+    from core.errors import run_cli
+    from ingest.__main__ import main
+
+    root = tmp_path / "versions"
+    dead = _leftover(root, f".demo@0123456789ab.{_dead_pid()}-abc123.tmp")
+    live = _leftover(root, f".demo@0123456789ab.{os.getppid()}-def456.tmp")  # a build that still runs
+    old = _leftover(root, ".demo@0123456789ab.k2j3h4g5.tmp", age_hours=48)  # no pid recorded, untouched for 2 days
+    recent = _leftover(root, ".demo@0123456789ab.zz9yy8xx.tmp")  # no pid recorded, but active
+    assert run_cli(main, ["gc", "--root", str(root), "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert str(dead) in out and str(old) in out and str(live) not in out and str(recent) not in out
+    assert dead.exists() and old.exists()
+    assert run_cli(main, ["gc", "--root", str(root)]) == 0
+    assert "removed" in capsys.readouterr().out
+    assert sorted(p.name for p in root.iterdir()) == sorted([live.name, recent.name])
+    assert run_cli(main, ["gc", "--root", str(root), "--max-idle-hours", "0"]) == 2  # a count must be above 0
+
+
+def test_next_build_removes_the_folder_of_a_killed_build(demo_city, tmp_path, capsys):
+    import os
+
+    root = tmp_path / "versions"
+    dead = _leftover(root, f".demo@0123456789ab.{_dead_pid()}-abc123.tmp")
+    live = _leftover(root, f".demo@0123456789ab.{os.getppid()}-def456.tmp")
+    res = build(demo_data_config(demo_city, root), progress=False)
+    assert "interrupted build" in capsys.readouterr().out
+    assert not dead.exists() and live.exists()
+    assert sorted(p.name for p in root.iterdir()) == sorted([live.name, res.path.name])

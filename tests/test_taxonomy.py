@@ -69,3 +69,30 @@ def test_palette_colorize():
     tax = load_taxonomy("cityscapes")
     img = tax.colorize(np.array([[0, 255]], np.uint8))
     assert img[0, 0].tolist() == [128, 64, 128] and img[0, 1].tolist() == [0, 0, 0]
+
+
+def test_colours_as_hex_or_rgb_and_names_refused_with_their_hex(tmp_path):
+    good = tmp_path / "good.yaml"
+    good.write_text("name: g\nclasses:\n  - {name: a, color: '#DC143C'}\n  - {name: b, color: [1, 2, 3]}\n")
+    tax = load_taxonomy(good)
+    assert [c.color for c in tax.classes] == [(220, 20, 60), (1, 2, 3)]
+    named = tmp_path / "named.yaml"
+    named.write_text("name: n\nclasses:\n  - {name: a, color: crimson}\n")
+    with pytest.raises(SegLoopError, match="(?s)class #0 \\(a\\): colour 'crimson'.*'#dc143c' or \\[220, 20, 60\\]"):
+        load_taxonomy(named)
+
+
+@pytest.mark.parametrize("body,words", [
+    ("ignore_index: 0\nclasses:\n  - {name: a, color: [0, 0, 0]}\n", "also the index of class 'a'"),
+    ("ignore_index: 300\nclasses:\n  - {name: a, color: [0, 0, 0]}\n", "ignore_index must be an integer in 0..255"),
+    ("classes: []\n", "1..255 classes"),
+    ("classes:\n  - {name: a, color: [0, 0, 0]}\n  - {name: a, color: [1, 1, 1]}\n", "class names must be unique"),
+    ("classes:\n  - {name: null, color: [0, 0, 0]}\n", "name must be a non-empty string"),
+    ("classes:\n  - {name: a, color: [0, 0]}\n", "[r, g, b]"),
+])
+def test_taxonomy_checks(tmp_path, body, words):
+    f = tmp_path / "t.yaml"
+    f.write_text("name: t\n" + body)
+    with pytest.raises(SegLoopError) as e:
+        load_taxonomy(f)
+    assert words in str(e.value) and str(f) in str(e.value) and "fix:" in str(e.value)

@@ -36,3 +36,26 @@ def test_worst_and_n_larger_than_split(evaluated_run, tmp_path):
 def test_run_without_predictions_says_which_command(evaluated_run):
     with pytest.raises(SegLoopError, match="python -m evaluate run .* --split val"):
         make_triptychs(evaluated_run, split="val")
+
+
+def test_gallery_replaced_only_by_a_complete_one(evaluated_run, tmp_path, monkeypatch):
+    import evaluate.gallery
+
+    dest, first, _ = make_triptychs(evaluated_run, n=2, out=tmp_path / "g")
+    before = sorted(p.name for p in dest.iterdir())
+    with pytest.raises(SegLoopError, match="at least 1"):
+        make_triptychs(evaluated_run, n=0, out=dest)
+    calls = {"n": 0}
+    real = evaluate.gallery.triptych
+
+    def fails_on_the_second(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise SegLoopError("cannot draw")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(evaluate.gallery, "triptych", fails_on_the_second)
+    with pytest.raises(SegLoopError, match="cannot draw"):
+        make_triptychs(evaluated_run, n=3, out=dest)
+    assert sorted(p.name for p in dest.iterdir()) == before  # the previous gallery, whole
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["g"]  # no temporary folder left beside it
