@@ -52,6 +52,7 @@ STAT_NAMES = ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100",
 TRIAGE_IOU = 0.5  # per-image TP / FP / FN use the first threshold, area "all", 100 detections
 
 _RLE_COUNTS = re.compile(rb"[0-o]*[0-O]")  # LEB128-style characters of a compressed RLE; the last one ends a number
+_RLE_COUNTS_STR = re.compile(r"[0-o]*[0-O]")
 _BUCKET_ELEMENTS = 1 << 22  # cap on groups x areas x thresholds x ground truths per matching step (memory)
 
 
@@ -225,24 +226,28 @@ class _Detections:
     score: np.ndarray
     index: np.ndarray  # position in the caller's results list
     rles: list[dict[str, Any] | None]
-    bbox: list[Any]
+    bbox: np.ndarray  # (N, 4) xywh, NaN where a result has no bbox
+    has_bbox: np.ndarray
 
 
 def _parse_results(gt: CocoGroundTruth, results: Sequence[Mapping[str, Any]], where: str | None) -> _Detections:
     """Check a COCO results list against the ground truth (raising SegLoopError on anything COCOeval would
-    silently drop or crash on) and turn it into arrays."""
+    silently drop or crash on) and turn it into arrays. The loop takes a fast path for well-formed results (plain
+    dicts, str counts of the image's size) and leaves the diagnosis to the slow path."""
     fix = "write results for the images and categories of this split (COCO results: image_id, category_id, score, " \
           "segmentation as compressed RLE and/or bbox [x, y, w, h])"
     if not isinstance(results, Sequence) or isinstance(results, str | bytes | Mapping):
         raise SegLoopError("instance results are not a list of COCO results", path=where, fix=fix)
     img_pos = {int(i): k for k, i in enumerate(gt.image_ids)}
     cat_pos = {int(c): k for k, c in enumerate(gt.category_ids)}
+    sizes = {i: (list(s) if s is not None else None) for i, s in gt.image_sizes.items()}
     n = len(results)
     image = np.empty(n, np.int64)
     category = np.empty(n, np.int64)
     score = np.empty(n, np.float64)
-    rles: list[dict[str, Any] | None] = []
-    boxes: list[Any] = []
+    rles: list[dict[str, Any] | None] = [None] * n
+    boxes: list[Any] = [None] * n
+    fullmatch = _RLE_COUNTS_STR.fullmatch
     for k, r in enumerate(results):
         if not isinstance(r, Mapping):
             raise SegLoopError(f"result {k} is not an object", path=where, fix=fix)
@@ -253,30 +258,55 @@ def _parse_results(gt: CocoGroundTruth, results: Sequence[Mapping[str, Any]], wh
         if cid not in cat_pos:
             raise SegLoopError(f"result {k}: unknown category_id {cid!r} (the split's ids are "
                                f"{[int(c) for c in gt.category_ids]})", path=where, fix=fix)
-        if not _is_number(s) or not math.isfinite(s):
-            raise SegLoopError(f"result {k}: score {s!r} is not a finite number", path=where, fix=fix)
+        if type(s) is not float and not _is_number(s):
+            raise SegLoopError(f"result {k}: score {s!r} is not a number", path=where, fix=fix)
         image[k], category[k], score[k] = img_pos[iid], cat_pos[cid], s
         seg = r.get("segmentation")
         if seg is not None:
-            if not isinstance(seg, Mapping):
-                raise SegLoopError(f"result {k}: segmentation is not an RLE object (polygons are not results)",
-                                   path=where, fix=fix)
-            if isinstance(seg.get("counts"), list):
-                try:
-                    seg = mask_utils.frPyObjects(dict(seg), *seg["size"])
-                except (TypeError, ValueError, KeyError, IndexError):
-                    raise SegLoopError(f"result {k}: malformed uncompressed RLE", path=where, fix=fix) from None
-            seg = _check_rle(seg, gt.image_sizes.get(iid), where, f"result {k} (image {iid})", fix)
-        rles.append(seg)
+            if not (type(seg) is dict and type(c := seg.get("counts")) is str and seg.get("size") == sizes[iid]
+                    and (not c or fullmatch(c))):
+                seg = _result_rle(seg, gt.image_sizes.get(iid), where, f"result {k} (image {iid})", fix)
+            rles[k] = seg
         b = r.get("bbox")
-        if b is not None and not (isinstance(b, Sequence | np.ndarray) and len(b) == 4
-                                  and all(_is_number(v) and math.isfinite(v) for v in b)):
-            raise SegLoopError(f"result {k}: bbox {str(b)[:60]} is not four finite numbers [x, y, w, h]",
-                               path=where, fix=fix)
         if b is None and seg is None:
             raise SegLoopError(f"result {k} has neither a segmentation nor a bbox", path=where, fix=fix)
-        boxes.append(b)
-    return _Detections(image, category, score, np.arange(n), rles, boxes)
+        boxes[k] = b
+    bad = ~np.isfinite(score)
+    if bad.any():
+        k = int(np.argmax(bad))
+        raise SegLoopError(f"result {k}: score {score[k]!r} is not a finite number", path=where, fix=fix)
+    has_box = np.array([b is not None for b in boxes], bool)
+    bbox = np.full((n, 4), np.nan)
+    if has_box.any():
+        given = [boxes[k] for k in np.nonzero(has_box)[0]]
+        try:
+            arr = np.asarray(given)
+            ok = arr.dtype.kind in "iuf" and arr.ndim == 2 and arr.shape[1] == 4 and bool(np.isfinite(arr).all())
+            arr = arr.astype(np.float64)
+        except (TypeError, ValueError):
+            ok = False
+        if not ok:
+            for k in np.nonzero(has_box)[0]:
+                b = boxes[k]
+                if not (isinstance(b, Sequence | np.ndarray) and len(b) == 4
+                        and all(_is_number(v) and math.isfinite(v) for v in b)):
+                    raise SegLoopError(f"result {k}: bbox {str(b)[:60]} is not four finite numbers [x, y, w, h]",
+                                       path=where, fix=fix)
+            arr = np.asarray(given, dtype=np.float64)
+        bbox[has_box] = arr
+    return _Detections(image, category, score, np.arange(n), rles, bbox, has_box)
+
+
+def _result_rle(seg: Any, size: tuple[int, int] | None, where: str | None, what: str, fix: str) -> dict[str, Any]:
+    if not isinstance(seg, Mapping):
+        raise SegLoopError(f"{what}: segmentation is not an RLE object (polygons are not results)", path=where,
+                           fix=fix)
+    if isinstance(seg.get("counts"), list):
+        try:
+            seg = mask_utils.frPyObjects(dict(seg), *seg["size"])
+        except (TypeError, ValueError, KeyError, IndexError):
+            raise SegLoopError(f"{what}: malformed uncompressed RLE", path=where, fix=fix) from None
+    return _check_rle(seg, size, where, what, fix)
 
 
 # ---------------------------------------------------------------------------------------------- matching
@@ -425,13 +455,9 @@ def _evaluate(gt: CocoGroundTruth, dets: _Detections, iou_type: str, where: str)
         dt_area = mask_areas(dets.rles)
         dt_box = None
     else:
-        dt_box = np.zeros((n_det, 4))
-        dt_area = np.zeros(n_det)
-        given = [k for k, b in enumerate(dets.bbox) if b is not None]
-        if given:
-            dt_box[given] = np.asarray([dets.bbox[k] for k in given], np.float64)
-            dt_area[given] = dt_box[given, 2] * dt_box[given, 3]
-        derived = [k for k, b in enumerate(dets.bbox) if b is None]
+        dt_box = dets.bbox.copy()
+        dt_area = dt_box[:, 2] * dt_box[:, 3]
+        derived = np.nonzero(~dets.has_bbox)[0].tolist()
         if derived:
             rl = [dets.rles[k] for k in derived]
             dt_box[derived] = mask_utils.toBbox(rl)
@@ -470,35 +496,29 @@ def _evaluate(gt: CocoGroundTruth, dets: _Detections, iou_type: str, where: str)
     gt_taken = np.zeros((len(gt.ann_id), A, T), bool)
     n_d, n_g = d_hi - d_lo, g_hi - g_lo
     pad_d, pad_g = _bucket_sizes(n_d), _bucket_sizes(n_g)
-    gt_rles = gt.rles() if iou_type == "segm" else None
+    if iou_type == "segm":
+        flat, det_local, gt_local, offset, width = _image_mask_ious(gt, dets, keep, np.unique(keys % n_img))
     for pd, pg in sorted(set(zip(pad_d.tolist(), pad_g.tolist(), strict=True))):
         members, = np.nonzero((pad_d == pd) & (pad_g == pg))
         step = max(1, _BUCKET_ELEMENTS // (A * T * pg))
         for c0 in range(0, len(members), step):
             sel = members[c0:c0 + step]
             B = len(sel)
-            ious = np.full((B, pd, pg), -1.0)
-            ign = np.ones((B, A, pg), bool)
-            crowd = np.zeros((B, pg), bool)
-            d_idx = np.full((B, pd), -1, np.int64)
-            g_idx = np.full((B, pg), -1, np.int64)
-            for b, s in enumerate(sel):
-                nd, ng = n_d[s], n_g[s]
-                d_idx[b, :nd] = keep[d_lo[s]:d_hi[s]]
-                g_idx[b, :ng] = gt_order[g_lo[s]:g_hi[s]]
-            dv, gv = d_idx >= 0, g_idx >= 0
-            gi = np.where(gv, g_idx, 0)
-            ign[:] = np.where(gv[:, None, :], gt_ign[gi].transpose(0, 2, 1), True)
-            crowd[:] = gv & gt.ann_crowd[gi]
+            jd, jg = np.arange(pd), np.arange(pg)
+            dv, gv = jd < n_d[sel, None], jg < n_g[sel, None]
+            d_idx = np.where(dv, keep[np.minimum(d_lo[sel, None] + jd, len(keep) - 1)], -1)
+            g_idx = np.where(gv, gt_order[np.minimum(g_lo[sel, None] + jg, len(gt_order) - 1)], -1)
+            di, gi = np.maximum(d_idx, 0), np.maximum(g_idx, 0)
+            ign = np.where(gv[:, None, :], gt_ign[gi].transpose(0, 2, 1), True)
+            crowd = gv & gt.ann_crowd[gi]
+            pair = dv[:, :, None] & gv[:, None, :]
             if iou_type == "segm":
-                for b, s in enumerate(sel):
-                    nd, ng = n_d[s], n_g[s]
-                    ious[b, :nd, :ng] = np.asarray(mask_utils.iou(
-                        [dets.rles[i] for i in d_idx[b, :nd]], [gt_rles[i] for i in g_idx[b, :ng]],
-                        crowd[b, :ng].astype(np.uint8).tolist())).reshape(nd, ng)
+                img = keys[sel] % n_img
+                at = offset[img][:, None, None] + det_local[di][:, :, None] * width[img][:, None, None] \
+                    + gt_local[gi][:, None, :]
+                ious = np.where(pair, flat[np.where(pair, at, 0)], -1.0)
             else:
-                box = _box_iou(dt_box[np.where(dv, d_idx, 0)], gt.ann_bbox[gi], crowd)
-                ious[:] = np.where(dv[:, :, None] & gv[:, None, :], box, -1.0)
+                ious = np.where(pair, _box_iou(dt_box[di], gt.ann_bbox[gi], crowd), -1.0)
             m, taken = match_groups(ious, ign, crowd)
             mg = np.where(m >= 0, g_idx[np.arange(B)[:, None, None, None], np.maximum(m, 0)], -1)
             match_gt[d_idx[dv]] = mg.transpose(0, 3, 1, 2)[dv]
@@ -560,6 +580,37 @@ def _evaluate(gt: CocoGroundTruth, dets: _Detections, iou_type: str, where: str)
     per_image, status = _triage(gt, dets, matched, ignored, gt_taken, gt_ign, rank)
     return CocoEvalResult(iou_type, stats, precision, recall, [int(c) for c in gt.category_ids],
                           list(gt.category_names), per_class, per_image, status)
+
+
+def _image_mask_ious(gt: CocoGroundTruth, dets: _Detections, keep: np.ndarray,
+                     images: np.ndarray) -> tuple[np.ndarray, ...]:
+    """Mask IoUs of every kept detection with every ground truth of its image, one pycocotools call per image
+    (not per image and class: the call's fixed cost dominates on small groups; pairs of different classes cost
+    little, pycocotools skips pairs whose boxes do not overlap). Returns the matrices flattened one after the other
+    and, to index them, each detection's and ground truth's position in its image and each image's offset and
+    width (number of ground truths)."""
+    n_img = len(gt.image_ids)
+    gt_rles = gt.rles()
+    kd = keep[np.argsort(dets.image[keep], kind="stable")]
+    gd = np.argsort(gt.ann_image, kind="stable")
+    d_bounds = np.searchsorted(dets.image[kd], np.arange(n_img + 1))
+    g_bounds = np.searchsorted(gt.ann_image[gd], np.arange(n_img + 1))
+    det_local = np.zeros(len(dets.score), np.int64)
+    gt_local = np.zeros(len(gt.ann_id), np.int64)
+    offset = np.zeros(n_img, np.int64)
+    width = np.zeros(n_img, np.int64)
+    chunks, pos = [], 0
+    for i in images.tolist():
+        ds, gs = kd[d_bounds[i]:d_bounds[i + 1]], gd[g_bounds[i]:g_bounds[i + 1]]
+        det_local[ds] = np.arange(len(ds))
+        gt_local[gs] = np.arange(len(gs))
+        m = np.asarray(mask_utils.iou([dets.rles[j] for j in ds], [gt_rles[j] for j in gs],
+                                      gt.ann_crowd[gs].astype(np.uint8).tolist()), np.float64)
+        offset[i], width[i] = pos, len(gs)
+        chunks.append(m.reshape(-1))
+        pos += len(ds) * len(gs)
+    flat = np.concatenate(chunks) if chunks else np.zeros(0)
+    return flat, det_local, gt_local, offset, width
 
 
 def _summarize(precision: np.ndarray, recall: np.ndarray) -> np.ndarray:

@@ -221,6 +221,8 @@ def test_bad_results_raise_segloop_errors():
         "malformed RLE counts": {**good, "segmentation": {"size": good["segmentation"]["size"], "counts": "~~ \n"}},
         "its image is": {**good, "segmentation": {**good["segmentation"], "size": [3, 3]}},
         "not a finite number": {**good, "score": float("nan")},
+        "is not four finite numbers": {**good, "bbox": [0, 0, "1", 2]},
+        "score 'high' is not a number": {**good, "score": "high"},
         "neither a segmentation nor a bbox": {"image_id": good["image_id"], "category_id": 2, "score": 0.5},
     }
     for message, bad in cases.items():
