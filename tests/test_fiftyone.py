@@ -204,3 +204,37 @@ def test_cli_load_then_relabel_in_subprocesses(fiftyone_db, evaluated_run, tmp_p
     listed = (run / "relabel" / "test-worst_miou-k1.txt").read_text().split()
     assert "python -m annotate import" in out and len(listed) == 1
     assert listed == open_dataset(run, "test").load_saved_view("worst_miou").limit(1).values("filepath")
+
+
+def test_abandoned_loading_datasets_are_dropped_by_the_next_load(loaded, evaluated_run, tmp_path):
+    """A killed load leaves '<name>.loading'; the next load drops it unless its loader still runs."""
+    import os
+    import socket
+
+    import fiftyone as fo
+
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    host = socket.gethostname()
+    killed = fo.Dataset("killed-test.loading")
+    killed.info = {"loader_pid": proc.pid, "loader_host": host}
+    killed.save()
+    fo.Dataset("older-test.loading")  # from before loads recorded their pid
+    elsewhere = fo.Dataset("elsewhere-test.loading")  # another run's load, still running
+    elsewhere.info = {"loader_pid": os.getppid(), "loader_host": host}
+    elsewhere.save()
+    run = tmp_path / "running"
+    shutil.copytree(evaluated_run, run)
+    load_run(run, "test", progress=False)
+    names = fo.list_datasets()
+    assert "killed-test.loading" not in names and "older-test.loading" not in names
+    assert "elsewhere-test.loading" in names and "running-test" in names
+    assert "loader_pid" not in fo.load_dataset("running-test").info
+    fo.delete_dataset("elsewhere-test.loading")
+    again = fo.Dataset("running-test.loading")
+    again.info = {"loader_pid": os.getppid(), "loader_host": host}
+    again.save()
+    with pytest.raises(SegLoopError, match=f"another load of 'running-test' is running \\(process {os.getppid()}\\)"):
+        load_run(run, "test", progress=False)
+    assert "running-test.loading" in fo.list_datasets()  # a live load is never dropped
+    fo.delete_dataset("running-test.loading")
