@@ -79,3 +79,60 @@ def test_key_with_alternative_types():
     cfg = load_train_config(None, ["loss.class_weights=[1, 2.5]"])
     assert cfg["loss"]["class_weights"] == [1, 2.5]
     assert load_train_config(None, ["loss.class_weights=null"])["loss"]["class_weights"] is None
+
+
+# ------------------------------------------------------------------------------------------------- value rules
+
+
+def test_rule_tables_name_existing_keys_and_agree_with_the_registries():
+    from core.config import _all_prefixes, flatten, load_with_bases
+    from ingest.version import DATA_DEFAULT
+    from ingest.version import RULES as DATA_RULES
+    from train.config import LOSS_NAMES, OPTIM_NAMES, RULES, SCHEDULE_NAMES
+    from train.losses import LOSSES
+    from train.schedule import SCHEDULES
+
+    for default, rules in ((TRAIN_DEFAULT, RULES), (DATA_DEFAULT, DATA_RULES)):
+        schema = load_with_bases(default)
+        keys = set(flatten(schema)) | _all_prefixes(schema)
+        for pattern in rules:
+            assert pattern.rstrip(".*") in keys, f"{pattern} is not a key of {default}"
+    assert set(LOSS_NAMES) == set(LOSSES) and tuple(SCHEDULE_NAMES) == tuple(SCHEDULES)
+    assert set(OPTIM_NAMES) == {"adamw", "sgd"}
+
+
+def test_rule_checks():
+    from core.config import Rule, check_rules
+
+    rules = {"a.n": Rule(min=1), "a.size": Rule(length=2, min=1), "a.r.*": Rule(min=0, max=1),
+             "a.name": Rule(choices=("adamw", "sgd")), "a.out": Rule(name=True)}
+    check_rules({"a": {"n": 3, "size": [1, 2], "r": {"x": 0.5}, "name": "sgd", "out": "run-1"}}, rules, "f.yaml")
+    for bad, words in [({"n": 0}, ">= 1, got 0"), ({"n": float("nan")}, ">= 1"), ({"size": [1]}, "list of 2"),
+                       ({"size": [1, "2"]}, "must hold numbers"), ({"r": {"y": 2}}, "'a.r.y' must be >= 0 and <= 1"),
+                       ({"name": "adam"}, "did you mean 'adamw'"), ({"out": "../x"}, "must not contain '/'"),
+                       ({"out": ".x"}, "must not start with '.'"), ({"out": ""}, "must not be empty")]:
+        with pytest.raises(ConfigError) as e:
+            check_rules({"a": bad}, rules, "f.yaml")
+        assert words in str(e.value) and "f.yaml" in str(e.value) and "fix:" in str(e.value)
+    check_rules({"a": {"n": None}}, rules, "f.yaml")  # null (a nullable key) is not judged
+
+
+def test_device_must_exist():
+    import torch
+
+    from train.config import device_problem
+
+    assert device_problem("auto") is None and device_problem("cpu") is None
+    assert "auto, cpu, cuda" in device_problem("gpu")
+    missing = f"cuda:{torch.cuda.device_count()}" if torch.cuda.is_available() else "cuda"
+    assert device_problem(missing) is not None
+    with pytest.raises(ConfigError, match="train.device"):
+        load_train_config(None, [f"train.device={missing}"])
+
+
+def test_bad_value_in_a_file_names_the_file(tmp_path):
+    f = tmp_path / "exp.yaml"
+    f.write_text(f"base: {TRAIN_DEFAULT}\noptim:\n  lr: 0\n")
+    with pytest.raises(ConfigError) as e:
+        load_train_config(f)
+    assert str(f) in str(e.value) and "'optim.lr' must be > 0" in str(e.value)
