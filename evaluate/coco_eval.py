@@ -663,8 +663,8 @@ def outputs_to_results(image_id: int, output: Mapping[str, Any] | Sequence[Mappi
 
     ``output`` is either already a list of COCO results, or a torchvision-style dict: ``scores`` (N,), ``labels``
     (N,) as COCO category ids (train index + 1; torchvision keeps 0 for the background), optional ``boxes`` (N, 4)
-    x0 y0 x1 y1 and optional ``masks`` (N, H, W) or (N, 1, H, W), probabilities (thresholded at
-    ``mask_threshold``, as torchvision's paste) or booleans.
+    x0 y0 x1 y1 and optional ``masks`` (N, H, W) or (N, 1, H, W), probabilities (> ``mask_threshold`` is the
+    object) or booleans. numpy arrays or torch tensors (on any device).
     """
     if isinstance(output, Sequence) and not isinstance(output, str | bytes):
         return [{**r, "image_id": image_id} if "image_id" not in r else dict(r) for r in output]
@@ -681,7 +681,7 @@ def outputs_to_results(image_id: int, output: Mapping[str, Any] | Sequence[Mappi
     if output.get("masks") is not None and n:
         m = _numpy(output["masks"])
         m = m.reshape(n, m.shape[-2], m.shape[-1])
-        m = m if m.dtype == bool else m >= mask_threshold
+        m = m if m.dtype == bool else m > mask_threshold  # as torchvision's COCO reference scripts
         rles = mask_utils.encode(np.asfortranarray(m.transpose(1, 2, 0).astype(np.uint8)))
         for r, rle in zip(out, rles, strict=True):
             r["segmentation"] = {"size": [int(v) for v in rle["size"]], "counts": rle["counts"].decode("ascii")}

@@ -284,3 +284,18 @@ def test_triage_matching_and_coco_ap_share_one_rule():
         assert (m.tp, m.fp, m.fn) == (ours[img["id"]]["tp"], ours[img["id"]]["fp"], ours[img["id"]]["fn"])
         compared += 1
     assert compared >= 20
+
+
+def test_torch_outputs_are_read_without_the_evaluator_importing_torch():
+    torch = pytest.importorskip("torch")
+    masks = torch.zeros(2, 1, 8, 10)
+    masks[0, 0, 1:4, 2:6] = 0.8
+    masks[1, 0, 5:8, 0:3] = 0.4  # below the threshold: an empty mask
+    out = {"boxes": torch.tensor([[2.0, 1.0, 6.0, 4.0], [0.0, 5.0, 3.0, 8.0]]), "labels": torch.tensor([3, 2]),
+           "scores": torch.tensor([0.9, 0.3])}
+    res = outputs_to_results(5, {**out, "masks": masks})
+    assert [r["category_id"] for r in res] == [3, 2] and res[0]["bbox"] == [2.0, 1.0, 4.0, 3.0]
+    assert mask_utils.area(res[0]["segmentation"]) == 12 and mask_utils.area(res[1]["segmentation"]) == 0
+    assert isinstance(res[0]["segmentation"]["counts"], str) and res[0]["score"] == pytest.approx(0.9)
+    assert outputs_to_results(5, {"labels": torch.zeros(0), "scores": torch.zeros(0),
+                                  "masks": torch.zeros(0, 1, 8, 10)}) == []
