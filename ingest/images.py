@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from core.errors import SegLoopError
+from core.fsio import read_text
 
 IMAGE_EXTS = (".png", ".jpg", ".jpeg")
 
@@ -13,7 +14,7 @@ def list_images(images: str | Path) -> list[Path]:
     """Images of a folder (recursive), or the paths listed one per line in a .txt file."""
     p = Path(images)
     if p.is_file() and p.suffix == ".txt":
-        files = [Path(line.strip()) for line in p.read_text().splitlines() if line.strip()]
+        files = [Path(line.strip()) for line in read_text(p, "image list").splitlines() if line.strip()]
         missing = [f for f in files if not f.is_file()]
         if missing:
             raise SegLoopError(f"{len(missing)} listed images do not exist, e.g. {missing[0]}", path=p,
