@@ -40,7 +40,7 @@ OS_ERRORS: dict[int, tuple[str, str]] = {
     errno.EPERM: ("operation not permitted", f"give your user access to it (ls -l, chmod, chown) {_WRITE_ELSEWHERE}"),
     errno.EROFS: ("the file system is read-only", f"remount it read-write {_WRITE_ELSEWHERE}"),
     errno.ENOSPC: ("no space left on the device", "free disk space (df -h shows which disk is full) or write to "
-                                                  "another disk; nothing half-written was kept"),
+                                                  "another disk, then run the command again"),
     errno.EDQUOT: ("disk quota exceeded", "free space in your quota or write to another disk"),
     errno.ELOOP: ("too many levels of symbolic links (a symlink loop)",
                   "repair the symbolic link (ls -l shows where each link points) or use the real path"),
@@ -52,7 +52,6 @@ OS_ERRORS: dict[int, tuple[str, str]] = {
     errno.EEXIST: ("already exists", "remove it or choose another name"),
     errno.EIO: ("input/output error", "check the disk (dmesg) and retry"),
     errno.EMFILE: ("too many open files", "raise the limit (ulimit -n) and retry"),
-    errno.ENOMEM: ("out of memory", "close other programs or use smaller batches / fewer workers"),
 }
 
 
