@@ -61,11 +61,10 @@ def test_resume_continues_exactly(demo_version, tmp_path):
     assert [json.loads(x)["epoch"] for x in lines] == [1, 2]
 
 
-def test_checkpoint_from_another_model_or_taxonomy(tiny_run, demo_city, tmp_path):
+def test_checkpoint_from_another_model_or_taxonomy(tiny_run, demo_version, demo_city, tmp_path):
     ckpt = tiny_run.run_dir / "checkpoints" / "best.pt"
-    cfg = load_train_config(None, tiny_overrides(tiny_run.run_dir.parent, tmp_path, f"model.weights={ckpt}",
-                                                 "model.width=12"))
-    cfg["data"]["version"] = json.loads((tiny_run.run_dir / "run.json").read_text())["dataset_path"]
+    cfg = load_train_config(None, tiny_overrides(demo_version.path, tmp_path, f"model.weights={ckpt}",
+                                                 "model.args={width: 12, depth: 2}"))
     with pytest.raises(SegLoopError, match="checkpoint is for model"):
         train(cfg, progress=False)
     from ingest.version import build
@@ -103,3 +102,59 @@ def test_batch_larger_than_split(demo_version, tmp_path):
     cfg = load_train_config(None, tiny_overrides(demo_version.path, tmp_path, "train.batch_size=500"))
     with pytest.raises(SegLoopError, match="larger than the train split"):
         train(cfg, progress=False)
+
+
+def test_failed_run_leaves_no_folder_and_the_name_stays_free(demo_version, tmp_path):
+    bad = load_train_config(None, tiny_overrides(demo_version.path, tmp_path, "output.name=x",
+                                                 "model.args={width: 16, depth: 2, widht: 3}"))
+    with pytest.raises(SegLoopError, match="did you mean 'width'"):
+        train(bad, progress=False)
+    assert not (tmp_path / "x").exists()
+
+    class Boom(Exception):
+        pass
+
+    trainer = Trainer(load_train_config(None, tiny_overrides(demo_version.path, tmp_path, "output.name=x")),
+                      progress=False)
+
+    def explode(batch):
+        raise Boom
+
+    trainer._train_step = explode
+    with pytest.raises(Boom):
+        trainer.fit()
+    assert not (tmp_path / "x").exists(), "a run that failed before its first checkpoint leaves nothing behind"
+    (tmp_path / "x").mkdir()  # an empty folder left by an older version is reused, not skipped to x-2
+    assert Trainer(load_train_config(None, tiny_overrides(demo_version.path, tmp_path, "output.name=x")),
+                   progress=False).run_dir == tmp_path / "x"
+
+
+def test_malicious_checkpoint_is_refused_without_running_code(demo_version, tmp_path):
+    marker = tmp_path / "pwned"
+
+    class Payload:
+        def __reduce__(self):
+            import os
+
+            return (os.system, (f"touch {marker}",))
+
+    evil = tmp_path / "evil.pt"
+    torch.save({"model": {}, "model_spec": {"name": "resunet"}, "x": Payload()}, evil)
+    with pytest.raises(SegLoopError, match="refused to load") as e:
+        load_checkpoint(evil)
+    assert str(evil) in str(e.value) and "fix:" in str(e.value)
+    cfg = load_train_config(None, tiny_overrides(demo_version.path, tmp_path, f"model.weights={evil}"))
+    with pytest.raises(SegLoopError, match="refused to load"):
+        train(cfg, progress=False)
+    assert not marker.exists(), "the pickle's code must never run"
+
+
+def test_resume_drops_metrics_lines_written_after_the_checkpoint(demo_version, tmp_path):
+    half = Trainer(load_train_config(None, tiny_overrides(demo_version.path, tmp_path, "output.name=k")),
+                   progress=False).fit(stop_after_epochs=1)
+    metrics = half.run_dir / "metrics.jsonl"
+    line = json.loads(metrics.read_text().splitlines()[0])
+    # as if killed after writing epoch 2's line but before its checkpoint
+    metrics.write_text(metrics.read_text() + json.dumps({**line, "epoch": 2, "step": line["step"] * 2}) + "\n")
+    train(load_train_config(half.run_dir / "config.yaml", [f"resume={half.run_dir}"]), progress=False)
+    assert [json.loads(x)["epoch"] for x in metrics.read_text().splitlines()] == [1, 2]

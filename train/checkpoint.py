@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import pickle
 import random
+import re
 from pathlib import Path
 from typing import Any
 
@@ -74,9 +75,13 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
         with torch.serialization.safe_globals(_LEGACY_NUMPY):
             ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
+        found = re.search(r"GLOBAL ([\w.]+)", str(exc))
+        if found is None:
+            raise SegLoopError("cannot read checkpoint (not a checkpoint, or truncated)", path=path,
+                               fix="use another checkpoint from runs/<run>/checkpoints/") from None
         raise SegLoopError(
-            f"refused to load: the file holds Python objects besides tensors and plain data, and unpickling them "
-            f"could run code ({str(exc).splitlines()[0][:160]})", path=path,
+            f"refused to load: the file asks to run {found.group(1)} while loading; a SegLoop checkpoint holds "
+            f"tensors and plain data only, and unpickling anything else could run code", path=path,
             fix="use a checkpoint written by python -m train.run; never load .pt files from an untrusted source"
         ) from None
     except Exception as exc:
