@@ -113,6 +113,11 @@ def _json_default(obj: Any) -> Any:
     raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
 
 
+class DestinationExists(SegLoopError):
+    """``atomic_dir`` finished but another writer created the destination first (e.g. a concurrent build of the
+    same dataset version); the caller decides whether that one will do."""
+
+
 @contextlib.contextmanager
 def atomic_dir(dest: str | Path, replace: bool = False) -> Iterator[Path]:
     """Yield a temporary directory beside ``dest``; it becomes ``dest`` (renamed) only if the block succeeds.
@@ -130,7 +135,8 @@ def atomic_dir(dest: str | Path, replace: bool = False) -> Iterator[Path]:
         yield tmp
         if dest.exists():
             if not replace:
-                raise SegLoopError("destination already exists", path=dest, fix="remove it or choose another name")
+                raise DestinationExists("destination already exists", path=dest,
+                                        fix="remove it or choose another name")
             old = dest.parent / f".{dest.name}.old"
             if old.exists():
                 shutil.rmtree(old)

@@ -22,6 +22,7 @@ from tqdm import tqdm
 from core.config import Rule, check_keys, check_rules, check_types, resolve_config
 from core.errors import SegLoopError
 from core.fsio import (
+    DestinationExists,
     Leftover,
     atomic_dir,
     read_image,
@@ -173,8 +174,13 @@ def build(cfg: dict[str, Any], progress: bool = True) -> BuildResult:
     if crossing:
         print(f"note: the sources' own splits put these groups in several splits: {', '.join(crossing)} "
               f"(use split.mode: ratio to keep groups together)")
-    with atomic_dir(dest) as tmp:
-        _write_version(tmp, dest, version, digest, records, hashes, splits, sources, taxonomy, cfg, progress)
+    try:
+        with atomic_dir(dest) as tmp:
+            _write_version(tmp, dest, version, digest, records, hashes, splits, sources, taxonomy, cfg, progress)
+    except DestinationExists:
+        if (dest / "manifest.json").is_file():  # a concurrent build of the same inputs finished first: same bytes
+            return BuildResult(dest, version, False)
+        raise
     return BuildResult(dest, version, True)
 
 

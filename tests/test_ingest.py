@@ -251,3 +251,19 @@ def test_next_build_removes_the_folder_of_a_killed_build(demo_city, tmp_path, ca
     assert "interrupted build" in capsys.readouterr().out
     assert not dead.exists() and live.exists()
     assert sorted(p.name for p in root.iterdir()) == sorted([live.name, res.path.name])
+
+
+def test_concurrent_build_of_the_same_version_is_up_to_date(demo_city, tmp_path, monkeypatch):
+    """Two builds of the same inputs at once: the one that finishes second finds the first's version and keeps it."""
+    import ingest.version
+
+    real = ingest.version._write_version
+
+    def other_build_finishes_first(tmp, dest, *args):
+        real(tmp, dest, *args)
+        shutil.copytree(tmp, dest)
+
+    monkeypatch.setattr(ingest.version, "_write_version", other_build_finishes_first)
+    res = build(demo_data_config(demo_city, tmp_path / "v"), progress=False)
+    assert not res.created and (res.path / "manifest.json").is_file()
+    assert sorted(p.name for p in (tmp_path / "v").iterdir()) == [res.path.name]  # no temporary folder left
