@@ -442,126 +442,164 @@ def evaluate_instances(gt: CocoGroundTruth | Mapping[str, Any], results: Sequenc
 
 
 def _evaluate(gt: CocoGroundTruth, dets: _Detections, iou_type: str, where: str) -> CocoEvalResult:
-    n_img, n_cat = len(gt.image_ids), len(gt.category_ids)
-    A, T, M = len(AREA_RANGES), len(IOU_THRESHOLDS), len(MAX_DETS)
-    fix = "write a segmentation (compressed RLE) for every result"
-    # --- detection geometry for this IoU type
-    n_det = len(dets.score)
+    dt_box, dt_area = _geometry(gt, dets, iou_type, where)
+    groups = _Groups.build(gt, dets)
+    lo = np.array([r[0] for r in AREA_RANGES], np.float64)
+    hi = np.array([r[1] for r in AREA_RANGES], np.float64)
+    gt_ign = gt.ann_crowd[:, None] | (gt.ann_area[:, None] < lo) | (gt.ann_area[:, None] > hi)  # (N_gt, A)
+    dt_out = (dt_area[:, None] < lo) | (dt_area[:, None] > hi)  # (N_det, A)
+    match_gt, gt_taken = _match_all(gt, dets, groups, gt_ign, iou_type, dt_box)
+    # matched: to a ground truth whose id is not 0 (COCOeval tests the matched id for truth); ignored: matched to
+    # an ignored ground truth, or unmatched and outside the area range
+    has = match_gt >= 0
+    mi = np.maximum(match_gt, 0)
+    matched = has & (gt.ann_id[mi] != 0)
+    ignored = (has & gt_ign[mi, np.arange(len(AREA_RANGES))[None, :, None]]) | (~matched & dt_out[:, :, None])
+    precision, recall = _accumulate(gt, dets, groups, matched, ignored, gt_ign)
+    per_class: dict[str, float | None] = {}
+    for k in gt.thing_categories():
+        p = precision[:, :, k, 0, -1]
+        p = p[p > -1]
+        per_class[gt.category_names[k]] = float(np.mean(p)) if p.size else None
+    per_image, status = _triage(gt, dets, matched, ignored, gt_taken, gt_ign, groups.rank)
+    return CocoEvalResult(iou_type, _summarize(precision, recall), precision, recall,
+                          [int(c) for c in gt.category_ids], list(gt.category_names), per_class, per_image, status)
+
+
+def _geometry(gt: CocoGroundTruth, dets: _Detections, iou_type: str,
+              where: str) -> tuple[np.ndarray | None, np.ndarray]:
+    """Each result's box (box evaluation only) and the area that puts it in an area range (module docstring)."""
     if iou_type == "segm":
         missing = [k for k, r in enumerate(dets.rles) if r is None]
         if missing:
             raise SegLoopError(f"result {missing[0]} has no segmentation: mask AP needs one per result",
-                               path=where, fix=fix)
-        dt_area = mask_areas(dets.rles)
-        dt_box = None
-    else:
-        dt_box = dets.bbox.copy()
-        dt_area = dt_box[:, 2] * dt_box[:, 3]
-        derived = np.nonzero(~dets.has_bbox)[0].tolist()
-        if derived:
-            rl = [dets.rles[k] for k in derived]
-            dt_box[derived] = mask_utils.toBbox(rl)
-            dt_area[derived] = mask_areas(rl)
-        if gt.ann_bbox is None:
-            raise SegLoopError("some ground-truth annotations have neither a bbox nor a segmentation", path=gt.path,
-                               fix="rebuild the dataset version (python -m ingest build ...)")
-    # --- groups (category, image): ground truth in file order, detections by descending score (stable), top 100
-    gt_key = gt.ann_category * n_img + gt.ann_image
-    gt_order = np.argsort(gt_key, kind="stable")
-    dt_key = dets.category * n_img + dets.image
-    dt_order = np.lexsort((-dets.score, dt_key))
-    dt_sorted_key = dt_key[dt_order]
-    starts = np.searchsorted(dt_sorted_key, dt_sorted_key, side="left")
-    rank_sorted = np.arange(n_det) - starts
-    rank = np.empty(n_det, np.int64)
-    rank[dt_order] = rank_sorted
-    keep = dt_order[rank_sorted < MAX_DETS[-1]]  # kept detections, grouped and in score order
-    keep_key = dt_key[keep]
-    gt_sorted_key = gt_key[gt_order]
-    keys, = np.nonzero(np.bincount(keep_key, minlength=n_cat * n_img)[:n_cat * n_img] > 0)
-    g_lo = np.searchsorted(gt_sorted_key, keys, "left")
-    g_hi = np.searchsorted(gt_sorted_key, keys, "right")
-    d_lo = np.searchsorted(keep_key, keys, "left")
-    d_hi = np.searchsorted(keep_key, keys, "right")
-    both = g_hi > g_lo
-    keys, g_lo, g_hi, d_lo, d_hi = keys[both], g_lo[both], g_hi[both], d_lo[both], d_hi[both]
-    # --- areas and ignore flags
-    lo = np.array([r[0] for r in AREA_RANGES], np.float64)
-    hi = np.array([r[1] for r in AREA_RANGES], np.float64)
-    gt_out = (gt.ann_area[:, None] < lo) | (gt.ann_area[:, None] > hi)  # (N_gt, A)
-    gt_ign = gt.ann_crowd[:, None] | gt_out
-    dt_out = (dt_area[:, None] < lo) | (dt_area[:, None] > hi)  # (N_det, A)
-    # --- matching, bucket by bucket
-    match_gt = np.full((n_det, A, T), -1, np.int64)  # ground-truth annotation index matched, per result
+                               path=where, fix="write a segmentation (compressed RLE) for every result")
+        return None, mask_areas(dets.rles)
+    if gt.ann_bbox is None:
+        raise SegLoopError("some ground-truth annotations have neither a bbox nor a segmentation", path=gt.path,
+                           fix="rebuild the dataset version (python -m ingest build ...)")
+    dt_box = dets.bbox.copy()
+    dt_area = dt_box[:, 2] * dt_box[:, 3]
+    derived = np.nonzero(~dets.has_bbox)[0].tolist()
+    if derived:
+        rl = [dets.rles[k] for k in derived]
+        dt_box[derived] = mask_utils.toBbox(rl)
+        dt_area[derived] = mask_areas(rl)
+    return dt_box, dt_area
+
+
+@dataclass
+class _Groups:
+    """The (category, image) groups that need matching, and each result's rank within its group."""
+
+    rank: np.ndarray  # per result: 0 = highest score of its (category, image), ties in input order
+    keep: np.ndarray  # results of rank < 100, grouped by (category, image) and in rank order
+    gt_order: np.ndarray  # ground truth grouped by (category, image), file order within a group
+    keys: np.ndarray  # groups with both results and ground truth: category * n_images + image
+    d_lo: np.ndarray  # their slices of keep
+    d_hi: np.ndarray
+    g_lo: np.ndarray  # and of gt_order
+    g_hi: np.ndarray
+
+    @classmethod
+    def build(cls, gt: CocoGroundTruth, dets: _Detections) -> _Groups:
+        n_img, n_cat, n_det = len(gt.image_ids), len(gt.category_ids), len(dets.score)
+        gt_key = gt.ann_category * n_img + gt.ann_image
+        gt_order = np.argsort(gt_key, kind="stable")
+        dt_key = dets.category * n_img + dets.image
+        dt_order = np.lexsort((-dets.score, dt_key))  # stable: equal scores keep the input order, as mergesort
+        sorted_key = dt_key[dt_order]
+        rank_sorted = np.arange(n_det) - np.searchsorted(sorted_key, sorted_key, side="left")
+        rank = np.empty(n_det, np.int64)
+        rank[dt_order] = rank_sorted
+        keep = dt_order[rank_sorted < MAX_DETS[-1]]
+        keep_key = dt_key[keep]
+        gt_sorted_key = gt_key[gt_order]
+        keys, = np.nonzero(np.bincount(keep_key, minlength=n_cat * n_img)[:n_cat * n_img] > 0)
+        g_lo = np.searchsorted(gt_sorted_key, keys, "left")
+        g_hi = np.searchsorted(gt_sorted_key, keys, "right")
+        d_lo = np.searchsorted(keep_key, keys, "left")
+        d_hi = np.searchsorted(keep_key, keys, "right")
+        both = g_hi > g_lo
+        return cls(rank, keep, gt_order, keys[both], d_lo[both], d_hi[both], g_lo[both], g_hi[both])
+
+
+def _match_all(gt: CocoGroundTruth, dets: _Detections, groups: _Groups, gt_ign: np.ndarray, iou_type: str,
+               dt_box: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+    """Greedy matching of every group, bucket by bucket (groups padded to the same power-of-two sizes).
+
+    Returns, per result, the ground-truth annotation it matched per area range and threshold (-1: none), shape
+    (N_det, A, T), and per ground truth whether it was taken, (N_gt, A, T)."""
+    A, T, n_img = len(AREA_RANGES), len(IOU_THRESHOLDS), len(gt.image_ids)
+    keep, gt_order = groups.keep, groups.gt_order
+    match_gt = np.full((len(dets.score), A, T), -1, np.int64)
     gt_taken = np.zeros((len(gt.ann_id), A, T), bool)
-    n_d, n_g = d_hi - d_lo, g_hi - g_lo
+    n_d, n_g = groups.d_hi - groups.d_lo, groups.g_hi - groups.g_lo
     pad_d, pad_g = _bucket_sizes(n_d), _bucket_sizes(n_g)
     if iou_type == "segm":
-        flat, det_local, gt_local, offset, width = _image_mask_ious(gt, dets, keep, np.unique(keys % n_img))
+        flat, det_local, gt_local, offset, width = _image_mask_ious(gt, dets, keep, np.unique(groups.keys % n_img))
     for pd, pg in sorted(set(zip(pad_d.tolist(), pad_g.tolist(), strict=True))):
         members, = np.nonzero((pad_d == pd) & (pad_g == pg))
         step = max(1, _BUCKET_ELEMENTS // (A * T * pg))
         for c0 in range(0, len(members), step):
             sel = members[c0:c0 + step]
-            B = len(sel)
             jd, jg = np.arange(pd), np.arange(pg)
             dv, gv = jd < n_d[sel, None], jg < n_g[sel, None]
-            d_idx = np.where(dv, keep[np.minimum(d_lo[sel, None] + jd, len(keep) - 1)], -1)
-            g_idx = np.where(gv, gt_order[np.minimum(g_lo[sel, None] + jg, len(gt_order) - 1)], -1)
+            d_idx = np.where(dv, keep[np.minimum(groups.d_lo[sel, None] + jd, len(keep) - 1)], -1)
+            g_idx = np.where(gv, gt_order[np.minimum(groups.g_lo[sel, None] + jg, len(gt_order) - 1)], -1)
             di, gi = np.maximum(d_idx, 0), np.maximum(g_idx, 0)
             ign = np.where(gv[:, None, :], gt_ign[gi].transpose(0, 2, 1), True)
             crowd = gv & gt.ann_crowd[gi]
             pair = dv[:, :, None] & gv[:, None, :]
             if iou_type == "segm":
-                img = keys[sel] % n_img
+                img = groups.keys[sel] % n_img
                 at = offset[img][:, None, None] + det_local[di][:, :, None] * width[img][:, None, None] \
                     + gt_local[gi][:, None, :]
                 ious = np.where(pair, flat[np.where(pair, at, 0)], -1.0)
             else:
                 ious = np.where(pair, _box_iou(dt_box[di], gt.ann_bbox[gi], crowd), -1.0)
             m, taken = match_groups(ious, ign, crowd)
-            mg = np.where(m >= 0, g_idx[np.arange(B)[:, None, None, None], np.maximum(m, 0)], -1)
+            mg = np.where(m >= 0, g_idx[np.arange(len(sel))[:, None, None, None], np.maximum(m, 0)], -1)
             match_gt[d_idx[dv]] = mg.transpose(0, 3, 1, 2)[dv]
-            gtv = g_idx[gv]
-            gt_taken[gtv] = taken.transpose(0, 3, 1, 2)[gv]
-    # --- per detection: matched (to a ground truth whose id is not 0, as COCOeval tests dtm) and ignored
-    has = match_gt >= 0
-    mi = np.maximum(match_gt, 0)
-    matched = has & (gt.ann_id[mi] != 0)
-    area_idx = np.arange(A)[None, :, None]
-    ignored = (has & gt_ign[mi, area_idx]) | (~matched & dt_out[:, :, None])
-    # --- accumulate per category
-    R, K = len(RECALL_THRESHOLDS), n_cat
+            gt_taken[g_idx[gv]] = taken.transpose(0, 3, 1, 2)[gv]
+    return match_gt, gt_taken
+
+
+def _accumulate(gt: CocoGroundTruth, dets: _Detections, groups: _Groups, matched: np.ndarray, ignored: np.ndarray,
+                gt_ign: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """COCOeval.accumulate's precision (T, R, K, A, M) and recall (T, K, A, M), one category at a time.
+
+    A result cut by maxDets or ignored contributes neither TP nor FP; keeping it in the cumulative sums as a zero
+    repeats the previous recall / precision point, which changes neither the envelope nor the first index reaching
+    a recall threshold, so one sort per category serves all three maxDets."""
+    T, R, K, A, M = len(IOU_THRESHOLDS), len(RECALL_THRESHOLDS), len(gt.category_ids), len(AREA_RANGES), len(MAX_DETS)
     precision = -np.ones((T, R, K, A, M))
     recall = -np.ones((T, K, A, M))
     npig = np.zeros((K, A), np.int64)
     for a in range(A):
         npig[:, a] = np.bincount(gt.ann_category[~gt_ign[:, a]], minlength=K)[:K]
+    keep, rank = groups.keep, groups.rank
+    # all images' results of a category by descending score, ties in (image, rank) order: COCOeval's concatenation
+    # over sorted image ids followed by its mergesort
     order = keep[np.lexsort((rank[keep], dets.image[keep], -dets.score[keep], dets.category[keep]))]
-    cat_of = dets.category[order]
-    bounds = np.searchsorted(cat_of, np.arange(K + 1))
+    bounds = np.searchsorted(dets.category[order], np.arange(K + 1))
     maxdets = np.array(MAX_DETS)
     for k in range(K):
         if not (npig[k] > 0).any():
-            continue
+            continue  # no ground truth in any range: -1, left out of the means
         sel = order[bounds[k]:bounds[k + 1]]
         nd = len(sel)
         if nd == 0:
-            for a in range(A):
-                if npig[k, a] > 0:
-                    precision[:, :, k, a, :] = 0.0
-                    recall[:, k, a, :] = 0.0
+            has_gt = npig[k] > 0
+            precision[:, :, k, has_gt, :] = 0.0
+            recall[:, k, has_gt, :] = 0.0
             continue
         ok = ~ignored[sel]  # (N, A, T)
-        tp_e = matched[sel] & ok
-        fp_e = ~matched[sel] & ok
-        within = rank[sel][:, None] < maxdets[None, :]  # (N, M)
-        tps = tp_e[:, None] & within[:, :, None, None]  # (N, M, A, T)
-        fps = fp_e[:, None] & within[:, :, None, None]
-        tp_sum = np.cumsum(tps, axis=0).astype(float)
-        fp_sum = np.cumsum(fps, axis=0).astype(float)
+        within = (rank[sel][:, None] < maxdets[None, :])[:, :, None, None]  # (N, M, 1, 1)
+        tp_sum = np.cumsum((matched[sel] & ok)[:, None] & within, axis=0).astype(float)  # (N, M, A, T)
+        fp_sum = np.cumsum((~matched[sel] & ok)[:, None] & within, axis=0).astype(float)
         pr = tp_sum / (fp_sum + tp_sum + np.spacing(1))
-        env = np.maximum.accumulate(pr[::-1], axis=0)[::-1]
+        env = np.maximum.accumulate(pr[::-1], axis=0)[::-1]  # precision made non-increasing from the right
         for a in range(A):
             if npig[k, a] == 0:
                 continue
@@ -571,15 +609,7 @@ def _evaluate(gt: CocoGroundTruth, dets: _Detections, iou_type: str, where: str)
                 for t in range(T):
                     pi = np.searchsorted(rc[:, mm, t], RECALL_THRESHOLDS, side="left")
                     precision[t, :, k, a, mm] = np.where(pi < nd, env[np.minimum(pi, nd - 1), mm, a, t], 0.0)
-    stats = _summarize(precision, recall)
-    per_class: dict[str, float | None] = {}
-    for k in gt.thing_categories():
-        p = precision[:, :, k, 0, -1]
-        p = p[p > -1]
-        per_class[gt.category_names[k]] = float(np.mean(p)) if p.size else None
-    per_image, status = _triage(gt, dets, matched, ignored, gt_taken, gt_ign, rank)
-    return CocoEvalResult(iou_type, stats, precision, recall, [int(c) for c in gt.category_ids],
-                          list(gt.category_names), per_class, per_image, status)
+    return precision, recall
 
 
 def _image_mask_ious(gt: CocoGroundTruth, dets: _Detections, keep: np.ndarray,

@@ -299,3 +299,16 @@ def test_torch_outputs_are_read_without_the_evaluator_importing_torch():
     assert isinstance(res[0]["segmentation"]["counts"], str) and res[0]["score"] == pytest.approx(0.9)
     assert outputs_to_results(5, {"labels": torch.zeros(0), "scores": torch.zeros(0),
                                   "masks": torch.zeros(0, 1, 8, 10)}) == []
+
+
+@pytest.mark.parametrize("iou_type", ["segm", "bbox"])
+def test_equal_to_pycocotools_with_polygon_ground_truth_and_an_annotation_id_0(iou_type):
+    """Polygons are rasterised as COCO.annToRLE does; a match with annotation id 0 counts as no match in COCOeval
+    (it tests the matched id for truth), and so it does here."""
+    gt, results = synthetic(11, n_images=20)
+    for a in gt["annotations"]:
+        a["id"] -= 1
+    for a in gt["annotations"][:10]:
+        x, y, w, h = a["bbox"]
+        a["segmentation"] = [[x, y, x + w, y, x + w, y + h, x, y + h]]
+    assert_equal_to_cocoeval(gt, results, iou_type)
