@@ -166,6 +166,25 @@ class CocoGroundTruth:
                           for s, i in zip(self.ann_segm, self.ann_image, strict=True)]
         return self._rles
 
+    def subset(self, image_ids: Iterable[int]) -> CocoGroundTruth:
+        """The same ground truth restricted to some images (COCOeval's ``params.imgIds``): what a validation pass
+        over part of a split, or over one process's shard, is scored against."""
+        wanted = {int(i) for i in image_ids}
+        unknown = wanted - set(self.image_sizes)
+        if unknown:
+            raise SegLoopError(f"image ids {sorted(unknown)[:10]} are not images of the split", path=self.path,
+                               fix="evaluate the images of the split the ground truth was written for")
+        keep_img = np.isin(self.image_ids, np.fromiter(wanted, np.int64, len(wanted)))
+        new_pos = np.cumsum(keep_img) - 1
+        keep = keep_img[self.ann_image]
+        idx = np.nonzero(keep)[0]
+        return CocoGroundTruth(
+            self.image_ids[keep_img], {i: s for i, s in self.image_sizes.items() if i in wanted}, self.category_ids,
+            self.category_names, self.isthing, new_pos[self.ann_image[keep]], self.ann_category[keep],
+            self.ann_id[keep], self.ann_area[keep], self.ann_crowd[keep],
+            None if self.ann_bbox is None else self.ann_bbox[keep], [self.ann_segm[k] for k in idx], self.path,
+            None if self._rles is None else [self._rles[k] for k in idx])
+
     def thing_categories(self) -> list[int]:
         """Positions of the categories that have instances (per-class AP is reported for these)."""
         return [k for k in range(len(self.category_ids)) if self.isthing[k]]
@@ -722,7 +741,8 @@ class CocoInstanceEvaluator:
     """detectron2-style evaluator (reset / process / evaluate) for instance models: COCO mask and box AP.
 
     ``process(inputs, outputs)`` takes a batch: ``inputs`` are dicts with the ground truth's ``image_id``;
-    ``outputs`` the model's outputs for them (see :func:`outputs_to_results`). ``evaluate()`` returns
+    ``outputs`` the model's outputs for them (see :func:`outputs_to_results`). Only the images processed are scored.
+    The state (``results()`` and the images seen) is plain data, for a distributed run to gather. ``evaluate()`` returns
     ``{"AP": mask AP (the metric that picks the best checkpoint), "segm": {...}, "bbox": {...}, "per_image": [...],
     "num_images": int, "num_results": int}`` where each IoU type holds AP, AP50, AP75, APs, APm, APl, AR1, AR10,
     AR100, ARs, ARm, ARl (fractions, as COCOeval.stats; None where undefined), ``stats`` and ``per_class`` AP.
@@ -751,16 +771,34 @@ class CocoInstanceEvaluator:
         """Add one batch of predictions (converted to COCO results right away: masks are small as RLE)."""
         for inp, out in zip(inputs, outputs, strict=True):
             iid = int(inp["image_id"])
+            if iid not in self.gt.image_sizes:
+                raise SegLoopError(f"image_id {iid} is not an image of the split", path=self.gt.path,
+                                   fix="evaluate a model on the split whose ground truth the evaluator was given")
             self._seen.add(iid)
             self._results.extend(outputs_to_results(iid, out, self.mask_threshold))
+
+    def add_results(self, results: Iterable[Mapping[str, Any]], image_ids: Iterable[int]) -> None:
+        """Add COCO results gathered elsewhere (another process of a distributed run, or a results file) and the
+        images they were predicted on (an image with no result still counts: its objects were missed)."""
+        self._results.extend(dict(r) for r in results)
+        self._seen.update(int(i) for i in image_ids)
+
+    @property
+    def image_ids(self) -> list[int]:
+        """The images processed so far, sorted (what another process sends along with ``results()``)."""
+        return sorted(self._seen)
 
     def results(self) -> list[dict[str, Any]]:
         """The COCO results gathered so far (what ``eval/<split>/instances.json`` holds)."""
         return list(self._results)
 
     def evaluate(self) -> dict[str, Any]:
-        types = [t for t in self.iou_types if t == "bbox" or all("segmentation" in r for r in self._results)]
-        evals = evaluate_instances(self.gt, self._results, types)
+        # a box-only model has no mask AP; a model that gave masks for some results only is an error (raised)
+        boxes_only = bool(self._results) and not any("segmentation" in r for r in self._results)
+        types = [t for t in self.iou_types if not (t == "segm" and boxes_only)]
+        # only the images seen are scored (as detectron2 sets COCOeval's imgIds): a partial pass is not penalised
+        # for the images it never looked at
+        evals = evaluate_instances(self.gt.subset(self._seen), self._results, types)
         out: dict[str, Any] = {t: e.to_dict() for t, e in evals.items()}
         first = evals.get("segm") or evals.get("bbox")
         out["AP"] = out["segm"]["AP"] if "segm" in out else out.get("bbox", {}).get("AP")

@@ -263,7 +263,36 @@ def test_evaluator_protocol_with_torchvision_style_outputs():
     both = evaluate_instances(gt, ev.results())
     assert both["segm"].stats[0] == pytest.approx(1.0)
     ev.reset()
-    assert ev.results() == [] and ev.evaluate()["segm"]["AP"] == 0.0
+    assert ev.results() == [] and ev.evaluate()["segm"]["AP"] is None  # no image seen: nothing to score
+    half = [img["id"] for img in gt["images"][::2]]
+    ev.add_results([r for r in expected if r["image_id"] in half], half)
+    assert ev.image_ids == sorted(half) and ev.evaluate()["AP"] == pytest.approx(1.0)  # only the images seen
+    with pytest.raises(SegLoopError, match="not an image of the split"):
+        ev.process([{"image_id": 123456}], [[]])
+
+
+@pytest.mark.parametrize("iou_type", ["segm", "bbox"])
+def test_subset_of_images_equals_cocoeval_with_img_ids(iou_type):
+    gt, results = synthetic(12, n_images=24)
+    ids = sorted(img["id"] for img in gt["images"])[::3]
+    ours = evaluate_coco(CocoGroundTruth.from_dict(gt).subset(ids), [r for r in results if r["image_id"] in ids],
+                         iou_type)
+    res = copy.deepcopy(results)
+    if iou_type == "segm":
+        for r in res:
+            r.pop("bbox")
+    with contextlib.redirect_stdout(io.StringIO()):
+        coco = COCO()
+        coco.dataset = copy.deepcopy(gt)
+        coco.createIndex()
+        ref = COCOeval(coco, coco.loadRes(res), iou_type)
+        ref.params.imgIds = ids
+        ref.evaluate()
+        ref.accumulate()
+        ref.summarize()
+    np.testing.assert_allclose(ours.stats, ref.stats, rtol=0, atol=1e-6)
+    np.testing.assert_allclose(ours.precision, ref.eval["precision"], rtol=0, atol=1e-6)
+    assert [r["image_id"] for r in ours.per_image] == ids
 
 
 def test_triage_matching_and_coco_ap_share_one_rule():
