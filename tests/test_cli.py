@@ -49,3 +49,13 @@ def test_ingest_cli_round_trip(tmp_path, demo_city):
 def test_evaluate_cli_missing_run(tmp_path):
     proc = _run("evaluate", "run", str(tmp_path / "ghost"), cwd=tmp_path)
     assert proc.returncode == 2 and "not found" in proc.stderr
+
+
+@pytest.mark.parametrize("module,args,option", [
+    ("fiftyone_views", ["triptychs", "runs/none", "--n", "0"], "--n"),
+    ("ingest", ["demo", "--n", "-1"], "--n"),
+])
+def test_counts_below_one_are_refused_by_python_m(tmp_path, module, args, option):
+    proc = _run(module, *args, cwd=tmp_path)
+    assert proc.returncode == 2 and f"argument {option}: must be at least 1" in proc.stderr and "fix:" in proc.stderr
+    assert "Traceback" not in proc.stderr and list(tmp_path.iterdir()) == []
