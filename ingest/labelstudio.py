@@ -15,9 +15,11 @@ snapshot (the local server's ``media/``, or the copies it downloaded from a remo
 against whichever file is read.
 
 Per task, one annotation is used (by default the latest that was not cancelled; tasks with none are skipped). Its
-regions are painted in the order Label Studio's editor paints them: every brush first, then every polygon, each
-group in result order, later regions on top (the editor draws all brush layers below all shape layers, so a
-polygon is on top of a brush whichever was drawn first). Polygons (points in percent of the image) are filled by
+regions are painted in the order Label Studio's editor (1.23) paints a saved annotation: every brush first, then
+every polygon, and within each kind in reverse result order, so the FIRST region of a kind in the result is on top.
+The editor draws all brush layers below all shape layers (a polygon covers a brush whichever was drawn first) and
+lists the regions of each kind last-to-first when none is selected; ``tests/test_labelstudio_ui.py`` checks both
+against screenshots of the real editor. Polygons (points in percent of the image) are filled by
 the continuous pixel-centre rule (``ingest.polygons``), brushes decoded with SegLoop's RLE decoder. Pixels no
 region covers get the ``background`` class, or the ignore value by default. Every region of an instance class is
 one instance (its visible pixels). Checks: the image exists and still has the hash recorded at import, the export's
@@ -44,8 +46,14 @@ from ingest.taxonomy import Taxonomy
 CHOICES = ("latest", "first")
 SNAPSHOT_RE = re.compile(r"^(?P<time>\d{8}T\d{6})(?:\.(?P<frac>\d{1,6}))?Z(?:-(?P<n>\d+))?\.json$")
 UPLOAD_PREFIX = "/data/upload/"
-# the order the editor paints region types in: brushes (one canvas layer each) below shapes
+# the order the editor paints region kinds in: brushes (one canvas layer each) below shapes (polygons)
 PAINT_ORDER = {"brushlabels": 0, "polygonlabels": 1}
+
+
+def paint_order(kinds: list[str]) -> list[int]:
+    """Indices of a result's regions in the order the editor paints them, bottom first: brushes, then polygons,
+    each kind from its last region to its first (the first region of a kind ends on top)."""
+    return sorted(range(len(kinds)), key=lambda i: (PAINT_ORDER[kinds[i]], -i))
 
 
 def snapshot_name(when: datetime, n: int = 0) -> str:
@@ -201,7 +209,7 @@ class LabelStudioSource:
                                fix="restore the original image, or re-import and re-label it")
         width, height = image_size(rec.image)
         semantic = np.full((height, width), self.background, np.uint8)
-        regions: list[tuple[int, int, np.ndarray]] = []
+        regions: list[tuple[str, int, np.ndarray]] = []
         for res in ann.get("result") or []:
             kind = str(res.get("type", "")).lower()
             if kind not in PAINT_ORDER:
@@ -221,8 +229,8 @@ class LabelStudioSource:
                 if value.get("format", "rle") != "rle" or "rle" not in value:
                     raise SegLoopError(f"brush region {res.get('id')} has no RLE", path=where)
                 mask = decode_mask(value["rle"], width, height, origin=where)
-            regions.append((PAINT_ORDER[kind], cls, mask))
-        regions.sort(key=lambda r: r[0])  # stable: brushes, then polygons, each in result order
+            regions.append((kind, cls, mask))
+        regions = [regions[i] for i in paint_order([r[0] for r in regions])]
         for _, cls, mask in regions:
             semantic[mask] = cls
         instances = []

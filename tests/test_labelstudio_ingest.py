@@ -28,6 +28,8 @@ def _frames(demo_city, n=6):
 
 
 def _polygon_task(i, img, poly_file, root):
+    """The scene as Label Studio polygons; the first polygon of a result is on top in the editor, so the
+    Cityscapes objects (drawn later on top) are listed last first, as a labeler reproducing the scene would."""
     ann = json.loads(poly_file.read_text())
     w, h = ann["imgWidth"], ann["imgHeight"]
     result = []
@@ -38,7 +40,7 @@ def _polygon_task(i, img, poly_file, root):
                        "original_width": w, "original_height": h, "image_rotation": 0,
                        "value": {"points": [[x * 100 / w, y * 100 / h] for x, y in obj["polygon"]],
                                  "polygonlabels": [obj["label"]], "closed": True}})
-    return _task(i, img, root, result)
+    return _task(i, img, root, result[::-1])
 
 
 def _task(i, img, root, result, cancelled=False):
@@ -261,7 +263,7 @@ def test_data_file_is_read_and_missing_images_say_where_they_were_looked_for(sna
 
 # ------------------------------------------------------------------------------------------------ paint order
 def test_overlaps_follow_the_editors_paint_order(snapshot, tmp_path):
-    """Brushes are painted below polygons whatever the result order; within a kind, later results on top."""
+    """Brushes are painted below polygons whatever the result order; within a kind the first region is on top."""
     snap, root, tasks = snapshot
     t = tasks[0]
     h, w = 128, 256
@@ -278,10 +280,10 @@ def test_overlaps_follow_the_editors_paint_order(snapshot, tmp_path):
                 "value": {"points": [[x0, y0], [x1, y0], [x1, y1], [x0, y1]], "polygonlabels": [name]}}
 
     t["annotations"][0]["result"] = [
-        polygon("car", 0, 0, 50, 50),                       # a polygon first ...
-        brush("road", slice(0, 128), slice(0, 256)),        # ... then a brush over everything: stays below it
-        brush("sky", slice(0, 40), slice(128, 256)),        # a later brush is above an earlier brush
-        polygon("person", 25, 25, 75, 75),                  # a later polygon is above an earlier polygon
+        polygon("person", 25, 25, 75, 75),                  # the first polygon is above a later polygon
+        brush("sky", slice(0, 40), slice(128, 256)),        # the first brush is above a later brush ...
+        polygon("car", 0, 0, 50, 50),
+        brush("road", slice(0, 128), slice(0, 256)),        # ... and every brush is below every polygon
     ]
     snap.write_text(json.dumps({"tasks": tasks}))
     ds = DatasetVersion(build(_cfg(snap, root, tmp_path / "v"), progress=False).path)
@@ -290,7 +292,15 @@ def test_overlaps_follow_the_editors_paint_order(snapshot, tmp_path):
     idx = TAX.index_of
     assert sem[10, 10] == idx("car") and sem[60, 100] == idx("person") and sem[100, 250] == idx("road")
     assert sem[10, 250] == idx("sky") and sem[40, 80] == idx("person")  # person polygon over car polygon
-    assert sem[20, 150] == idx("sky") and sem[36, 170] == idx("person")  # a polygon over a later brush
+    assert sem[20, 150] == idx("sky") and sem[36, 170] == idx("person")  # a polygon over an earlier brush
     anns = [a for s in ("train", "val", "test") for a in ds.coco(s)["annotations"] if a["image_id"] == im["id"]]
     cars = [a for a in anns if a["category_id"] == idx("car") + 1]
     assert len(cars) == 1 and cars[0]["area"] == 128 * 64 - 64 * 32  # the car's visible part: person covers a corner
+
+
+def test_paint_order_rule():
+    from ingest.labelstudio import paint_order
+
+    kinds = ["polygonlabels", "brushlabels", "polygonlabels", "brushlabels", "brushlabels"]
+    # bottom first: brushes last-to-first, then polygons last-to-first
+    assert paint_order(kinds) == [4, 3, 1, 2, 0]
