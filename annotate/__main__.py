@@ -4,9 +4,11 @@
   project create --name N --taxonomy configs/taxonomy/X.yaml [--tools polygon,brush]
   import --project N --images DIR|LIST.txt  one task per new image (content hash recorded)
   predict --project N --run RUN             pre-annotations from a run's prediction files
-  export --project N                        snapshot -> data/labelstudio/<N>/<timestamp>.json (ingest reads it)
+  export --project N                        snapshot -> data/labelstudio/<N>/<UTC export time>Z.json (ingest
+                                            reads the latest); uploaded images are recorded or downloaded
   next --project N --run RUN --pool DIR --k 50 --strategy entropy|margin|random
-                                            import the most uncertain, diverse pool images, pre-annotated
+                                            import the most uncertain, diverse pool images, pre-annotated;
+                                            the picks are recorded in data/labelstudio/<N>/next/
 
 Against another server, set LABEL_STUDIO_URL and LABEL_STUDIO_API_KEY (legacy token or personal access token).
 """
@@ -17,6 +19,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from core.cli import port_number, positive_int
 from core.errors import SegLoopError, run_cli
 
 
@@ -40,7 +43,7 @@ def main(argv: list[str] | None = None) -> int:
     sub = p.add_subparsers(dest="cmd", required=True)
     s = sub.add_parser("server", help="start, stop or show the local Label Studio")
     s.add_argument("action", choices=["start", "stop", "status"])
-    s.add_argument("--port", type=int, default=8080)
+    s.add_argument("--port", type=port_number, default=8080)
     pc = sub.add_parser("project", help="create a project from a taxonomy (idempotent)")
     pc.add_argument("action", choices=["create"])
     pc.add_argument("--name", required=True)
@@ -58,11 +61,12 @@ def main(argv: list[str] | None = None) -> int:
     nx = sub.add_parser("next", help="choose, import and pre-annotate the next batch to label", parents=[project])
     nx.add_argument("--run", required=True)
     nx.add_argument("--pool", required=True, help="folder (or .txt list) of unlabelled images")
-    nx.add_argument("--k", type=int, default=50)
+    nx.add_argument("--k", type=positive_int, default=50, help="how many images to pick (>= 1)")
     nx.add_argument("--strategy", default="entropy", choices=["entropy", "margin", "random"])
     nx.add_argument("--seed", type=int, default=0)
     nx.add_argument("--group", default=r"^(.*?)_", help="regex on the file name: its group 1 is the sequence")
-    nx.add_argument("--max-share", type=float, default=0.34, help="largest share of the batch one sequence may take")
+    nx.add_argument("--max-share", type=_share, default=0.34,
+                    help="largest share of the batch one sequence may take, in (0, 1]")
     args = p.parse_args(argv)
 
     if args.cmd == "server":
@@ -95,8 +99,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{counts['added']} new tasks, {counts['skipped']} images already in the project")
     elif args.cmd == "predict":
         run_dir = _run_dir(args.run)
-        tax_ref = args.taxonomy or _run_taxonomy(run_dir)
-        counts = proj.push_predictions(client, _project(client, args.project), run_dir, load_taxonomy(tax_ref))
+        taxonomy = load_taxonomy(args.taxonomy or _run_taxonomy(run_dir))
+        _check_taxonomy_is_the_runs(taxonomy, run_dir)
+        counts = proj.push_predictions(client, _project(client, args.project), run_dir, taxonomy)
         print(f"pre-annotated {counts['predicted']} tasks with {run_dir.name}; "
               f"{counts['without_prediction']} tasks have no prediction (python -m evaluate predict ...)")
     elif args.cmd == "next":
@@ -105,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
         run_dir = _run_dir(args.run)
         r = next_batch(client, _project(client, args.project), run_dir, args.pool,
                        load_taxonomy(_run_taxonomy(run_dir)), args.k, args.strategy, args.seed, args.group,
-                       args.max_share, proj.snapshot_root() / args.project)
+                       args.max_share, proj.records_dir(args.project))
         if not r["picked"]:
             print("nothing to pick: every pool image is already in the project")
             return 0
@@ -125,12 +130,44 @@ def _run_dir(run: str) -> Path:
     return run_dir
 
 
-def _run_taxonomy(run_dir: Path) -> str:
-    import json
+def _share(text: str) -> float:
+    """argparse ``type=`` for ``--max-share``: a fraction of the batch in (0, 1]."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not 0 < value <= 1:
+        raise argparse.ArgumentTypeError(f"must be in (0, 1], got {value} (fix: e.g. 0.34, a third of the batch)")
+    return value
 
-    info = json.loads((run_dir / "run.json").read_text())
-    manifest = Path(info["dataset_path"]) / "manifest.json"
-    return json.loads(manifest.read_text())["taxonomy"]["path"]
+
+def _manifest(run_dir: Path) -> dict:
+    from core.fsio import read_json
+
+    info = read_json(run_dir / "run.json", "run record")
+    try:
+        return read_json(Path(info["dataset_path"]) / "manifest.json", "dataset manifest")
+    except (KeyError, TypeError):
+        raise SegLoopError("run.json names no dataset_path", path=run_dir / "run.json",
+                           fix="use a run folder written by python -m train.run") from None
+
+
+def _run_taxonomy(run_dir: Path) -> str:
+    try:
+        return _manifest(run_dir)["taxonomy"]["path"]
+    except (KeyError, TypeError):
+        raise SegLoopError("the run's dataset manifest names no taxonomy", path=run_dir,
+                           fix="use a run trained on a dataset version built by python -m ingest build") from None
+
+
+def _check_taxonomy_is_the_runs(taxonomy, run_dir: Path) -> None:
+    """``--taxonomy`` may only restate the run's classes: prediction files hold the run's class indices."""
+    classes = (_manifest(run_dir).get("taxonomy") or {}).get("classes")
+    names = [c["name"] if isinstance(c, dict) else str(c) for c in classes or []]
+    if names and names != list(taxonomy.names):
+        raise SegLoopError(f"taxonomy '{taxonomy.name}' has classes {', '.join(taxonomy.names)}, but run "
+                           f"{run_dir.name} was trained on {', '.join(names)}", path=taxonomy.path,
+                           fix="leave out --taxonomy (the run's own is used)")
 
 
 if __name__ == "__main__":

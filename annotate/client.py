@@ -57,7 +57,8 @@ class LabelStudio:
         return f"Token {self.token}"
 
     def _raw(self, method: str, path: str, body: Any = None, auth: bool = True,
-             params: dict[str, Any] | None = None, raw_body: tuple[bytes, str] | None = None) -> Any:
+             params: dict[str, Any] | None = None, raw_body: tuple[bytes, str] | None = None,
+             binary: bool = False) -> Any:
         url = self.url + path + (("?" + urllib.parse.urlencode(params, doseq=True)) if params else "")
         data, ctype = (raw_body if raw_body is not None else
                        (json.dumps(body).encode() if body is not None else None, "application/json"))
@@ -70,6 +71,8 @@ class LabelStudio:
             try:
                 with _no_proxy_opener().open(req, timeout=self.timeout) as resp:
                     raw = resp.read()
+                    if binary:
+                        return raw
                     return json.loads(raw) if raw else None
             except urllib.error.HTTPError as exc:
                 detail = exc.read().decode(errors="replace")[:500]
@@ -103,6 +106,11 @@ class LabelStudio:
 
     def delete(self, path: str) -> Any:
         return self._raw("DELETE", path)
+
+    def download(self, path: str) -> bytes:
+        """The bytes of a file the server holds (an uploaded image: ``/data/upload/<project id>/<file>``), fetched
+        with the same authentication as the API."""
+        return self._raw("GET", path, binary=True)
 
     def upload(self, path: str, filename: str, content: bytes, **params: Any) -> Any:
         """POST one file as multipart/form-data (Label Studio's file import)."""

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
-import time
+import tempfile
+from datetime import UTC, datetime
 from pathlib import Path
+from urllib.parse import unquote, urlparse
 
 import cv2
 import numpy as np
@@ -14,8 +17,9 @@ from annotate.client import LabelStudio
 from annotate.labeling_config import config_differences, config_labels, labeling_config
 from annotate.server import document_root
 from core.errors import SegLoopError
-from core.fsio import read_json, read_label, sha256_file, write_json_atomic
+from core.fsio import atomic_path, raise_os_error, read_json, read_label, sha256_file
 from ingest.images import list_images
+from ingest.labelstudio import UPLOAD_PREFIX, snapshot_name
 from ingest.ls_brush import encode_mask
 from ingest.taxonomy import Taxonomy
 
@@ -24,6 +28,11 @@ def snapshot_root() -> Path:
     """Where snapshots and batch records go: data/labelstudio/ (SEGLOOP_SNAPSHOT_ROOT moves it)."""
     default = Path(__file__).resolve().parent.parent / "data" / "labelstudio"
     return Path(os.environ.get("SEGLOOP_SNAPSHOT_ROOT", default))
+
+
+def records_dir(project_title: str) -> Path:
+    """Where ``annotate next`` records its picks: ``data/labelstudio/<project>/next/``, apart from the snapshots."""
+    return snapshot_root() / project_title / "next"
 
 
 def ensure_project(client: LabelStudio, name: str, taxonomy: Taxonomy, tools: list[str]) -> tuple[dict, bool]:
@@ -174,9 +183,32 @@ def prediction_result(pred: np.ndarray, uncertainty: np.ndarray | None, taxonomy
     return result, float(conf.mean())
 
 
+def check_run_classes(project: dict, taxonomy: Taxonomy, run_dir: Path) -> None:
+    """Refuse a run whose classes differ from the labels of each of the project's tools (names both)."""
+    labels = config_labels(project["label_config"])
+    classes = list(taxonomy.names)
+    for tool, pairs in labels.items():
+        names = [name for name, _ in pairs]
+        if set(names) != set(classes):
+            missing = [c for c in classes if c not in names]
+            extra = [n for n in names if n not in classes]
+            raise SegLoopError(
+                f"run {run_dir.name} predicts the classes of taxonomy '{taxonomy.name}' ({', '.join(classes)}) but "
+                f"project '{project['title']}' labels ({tool}) are {', '.join(names) or 'none'}"
+                + (f"; not in the project: {', '.join(missing)}" if missing else "")
+                + (f"; not in the run: {', '.join(extra)}" if extra else ""),
+                path=run_dir,
+                fix="push a run trained on the project's taxonomy, or create a project from the run's taxonomy "
+                    f"(python -m annotate project create --name NAME --taxonomy {taxonomy.path})")
+
+
 def push_predictions(client: LabelStudio, project: dict, run_dir: Path, taxonomy: Taxonomy,
                      task_ids: set[int] | None = None) -> dict:
-    """Pre-annotate the project's tasks from a run's prediction files (matched by image hash)."""
+    """Pre-annotate the project's tasks from a run's prediction files (matched by image hash).
+
+    The run's classes must be the project's labels: prediction files hold class indices, and pushing them under a
+    project with other labels would put regions under wrong or unknown names (Label Studio shows them anyway)."""
+    check_run_classes(project, taxonomy, run_dir)
     tools = [t for t in ("polygon", "brush") if t in config_labels(project["label_config"])]
     index = _prediction_index(run_dir)
     if not index:
@@ -200,20 +232,91 @@ def push_predictions(client: LabelStudio, project: dict, run_dir: Path, taxonomy
     return {"predicted": done, "without_prediction": missing}
 
 
-def export_snapshot(client: LabelStudio, project: dict, out_root: Path | None = None) -> Path:
-    """Write ``data/labelstudio/<project>/<UTC timestamp>.json`` (atomically: earlier snapshots stay intact)."""
+def export_snapshot(client: LabelStudio, project: dict, out_root: Path | None = None,
+                    download: bool | None = None) -> Path:
+    """Write ``data/labelstudio/<project>/<UTC export time>.json`` atomically (earlier snapshots stay intact).
+
+    The name carries the export time to the microsecond (and a ``-<n>`` suffix should two exports share one), so
+    snapshots order by export time whatever their number. Uploaded images (``/data/upload/...``) must be readable
+    by ingest: for the local server the snapshot records its media folder; from a remote server (or with
+    ``download=True``) each is downloaded through the authenticated API into ``<project>/media/`` beside the
+    snapshots, checked against the hash recorded at import, and the snapshot records that folder."""
     tasks = client.get(f"/api/projects/{project['id']}/export", exportType="JSON", download_all_tasks="true")
     if not isinstance(tasks, list):
         raise SegLoopError(f"unexpected export from project {project['title']}: {str(tasks)[:200]}")
-    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
-    path = (out_root or snapshot_root()) / project["title"] / f"{stamp}.json"
-    n = 1
-    while path.exists():
-        path = path.with_name(f"{stamp}-{n}.json")
-        n += 1
-    write_json_atomic(path, {"project": project["title"], "project_id": project["id"], "label_studio": client.url,
-                             "exported_at": stamp, "tasks": tasks}, indent=None)
-    return path
+    folder = (out_root or snapshot_root()) / project["title"]
+    media_root: str | None = None
+    if any(_upload_ref(t) for t in tasks):
+        if download if download is not None else not is_local(client):
+            fetched = download_uploads(client, tasks, folder / "media")
+            media_root = "media" if fetched is not None else None
+        else:
+            from annotate.server import server_dir
+
+            media_root = str((server_dir() / "media").resolve())
+    when = datetime.now(UTC)
+    body = {"project": project["title"], "project_id": project["id"], "label_studio": client.url,
+            "exported_at": when.isoformat(), "media_root": media_root, "tasks": tasks}
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, name = tempfile.mkstemp(prefix=".export.", suffix=".tmp", dir=folder)
+    except OSError as exc:
+        raise_os_error(exc, folder)
+    tmp = Path(name)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(json.dumps(body) + "\n")
+        return _link_unique(tmp, folder, when)
+    except OSError as exc:
+        raise_os_error(exc, folder, tmp)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _link_unique(tmp: Path, folder: Path, when: datetime) -> Path:
+    """Give the finished file ``tmp`` the first free snapshot name for ``when``. ``os.link`` fails on an existing
+    name, so two exports in the same microsecond (even from two processes) both land, under different names."""
+    for n in range(1000):
+        path = folder / snapshot_name(when, n)
+        try:
+            os.link(tmp, path)
+            return path
+        except FileExistsError:
+            continue
+        except OSError as exc:
+            raise_os_error(exc, path)
+    raise SegLoopError("1000 snapshots share one export time", path=folder, fix="remove the surplus snapshots")
+
+
+def _upload_ref(task: dict) -> str | None:
+    """``/data/upload/<project id>/<file>`` of a task whose image was uploaded to Label Studio, else None."""
+    ref = (task.get("data") or {}).get("image")
+    path = unquote(urlparse(str(ref)).path) if ref else ""
+    return path[path.index(UPLOAD_PREFIX):] if UPLOAD_PREFIX in path else None
+
+
+def download_uploads(client: LabelStudio, tasks: list[dict], media: Path) -> int | None:
+    """Download every uploaded image of ``tasks`` into ``media/upload/...`` (Label Studio's own layout); files
+    already there with the recorded hash are kept. Returns how many were fetched (None when none is uploaded)."""
+    refs = [(t, ref) for t in tasks if (ref := _upload_ref(t))]
+    if not refs:
+        return None
+    fetched = 0
+    for task, ref in refs:
+        dest = media / ref[len("/data/"):]
+        expected = (task.get("data") or {}).get("sha256")
+        if dest.is_file() and (not expected or sha256_file(dest) == expected):
+            continue
+        content = client.download(ref)
+        got = hashlib.sha256(content).hexdigest()
+        if expected and got != expected:
+            raise SegLoopError(f"image {ref} of task {task.get('id')} downloaded from {client.url} has SHA-256 "
+                               f"{got[:12]}..., the task recorded {expected[:12]}... at import",
+                               path=dest, fix="the file on the server changed: re-import and re-label it")
+        with atomic_path(dest) as tmp:
+            tmp.write_bytes(content)
+        fetched += 1
+    return fetched
 
 
 def labelled_count(snapshot: Path) -> int:

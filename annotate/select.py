@@ -80,11 +80,21 @@ def next_batch(client, project: dict, run_dir: Path, pool: str | Path, taxonomy,
                strategy: str = "entropy", seed: int = 0, group: str = r"^(.*?)_", max_share: float = 0.34,
                record_dir: Path | None = None) -> dict[str, Any]:
     """Pick the next ``k`` pool images not yet in the project, import them pre-annotated by the run, and record
-    the picks and their scores in ``<record_dir>/next-<UTC time>.json``; returns counts and the record's path."""
-    import time
+    the picks and their scores in ``<record_dir>/next-<UTC time>.json``; returns counts and the record's path.
 
-    from annotate.project import import_images, push_predictions
+    ``record_dir`` defaults to ``data/labelstudio/<project>/next/``: records are kept out of the project's
+    snapshot folder, where ingest looks for exports (and ignores any file not named like one)."""
+    from datetime import UTC, datetime
+
+    from annotate.project import check_run_classes, import_images, push_predictions, records_dir
     from core.fsio import write_json_atomic
+
+    if k < 1:
+        raise SegLoopError(f"k must be at least 1, got {k}", fix="pass --k 1 or more (how many images to pick)")
+    if not 0 < max_share <= 1:
+        raise SegLoopError(f"max_share must be in (0, 1], got {max_share}",
+                           fix="pass --max-share as a fraction of the batch, e.g. 0.34")
+    check_run_classes(project, taxonomy, run_dir)  # before anything is imported
 
     have = {t["data"].get("sha256") for t in client.tasks(project["id"])}
     candidates = [c for c in pool_scores(run_dir, pool, strategy, seed) if c["sha256"] not in have]
@@ -96,7 +106,12 @@ def next_batch(client, project: dict, run_dir: Path, pool: str | Path, taxonomy,
     shas = {c["sha256"] for c in picked}
     ids = {t["id"] for t in client.tasks(project["id"]) if t["data"].get("sha256") in shas}
     pushed = push_predictions(client, project, run_dir, taxonomy, ids)
-    record = (record_dir or Path(".")) / f"next-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}.json"
+    folder = record_dir or records_dir(project["title"])
+    stamp = f"{datetime.now(UTC):%Y%m%dT%H%M%S.%f}Z"
+    record, n = folder / f"next-{stamp}.json", 0
+    while record.exists():
+        n += 1
+        record = folder / f"next-{stamp}-{n}.json"
     write_json_atomic(record, {"project": project["title"], "run": run_dir.name, "strategy": strategy, "k": k,
                                "pool": str(pool), "candidates": len(candidates), "max_share": max_share,
                                "picked": picked})

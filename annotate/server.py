@@ -5,7 +5,10 @@ Label Studio runs from its own virtual environment (``make labelstudio`` makes `
 rooted at SegLoop's ``data/`` folder, an admin user and API token created without prompts, and no outbound
 traffic: analytics, Sentry and version checks off, and HTTP(S)_PROXY pointed at a dead loopback port, because its
 UI otherwise fetches tips from the internet on every page. The token lives in a mode-0600 file and is never
-printed whole, put on a command line or logged.
+printed whole, put on a command line or logged. The data folder is mode 0700 and the server runs with umask 077,
+so its SQLite database (which holds the token too), uploads and logs are readable by this user only.
+``server stop`` signals the recorded process only while its command line is still this server's (Label Studio's
+binary, ``start``, this data folder): a pid left in ``server.json`` may belong to another program by now.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ from pathlib import Path
 
 from core.errors import SegLoopError
 from core.fsio import write_json_atomic
-from core.services import pid_alive, port_free, terminate
+from core.services import port_free, runs_command, terminate
 
 ROOT = Path(__file__).resolve().parent.parent
 LS_VENV = Path(os.environ.get("SEGLOOP_LABEL_STUDIO_VENV", ROOT / ".venv-labelstudio"))
@@ -29,6 +32,9 @@ DEFAULT_DIR = ROOT / "data" / "labelstudio" / "server"
 DEFAULT_PORT = 8080
 ADMIN = "admin@segloop.local"
 DEAD_PROXY = "http://127.0.0.1:9"  # discard port: nothing listens, connections fail at once
+DATABASE = "label_studio.sqlite3"
+PRIVATE_FILES = (DATABASE, f"{DATABASE}-wal", f"{DATABASE}-shm", f"{DATABASE}-journal", "token", "admin_password",
+                 "server.log", "server.json")
 
 
 def server_dir() -> Path:
@@ -77,11 +83,22 @@ def _healthy(url: str) -> bool:
         return False
 
 
+def make_private(data_dir: Path) -> None:
+    """Data folder 0700, database, token, password and log 0600: a folder made by an older SegLoop, copied, or
+    created by ``label-studio init`` under the user's umask is tightened here, before every start."""
+    data_dir.chmod(0o700)
+    for name in PRIVATE_FILES:
+        f = data_dir / name
+        if f.is_file() and not f.is_symlink():
+            f.chmod(0o600)
+
+
 def init_data_dir(data_dir: Path) -> None:
     """Create the database, the admin user and a legacy API token (stored 0600) without prompts."""
-    data_dir.mkdir(parents=True, exist_ok=True)
+    data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    make_private(data_dir)
     token_file = data_dir / "token"
-    if token_file.is_file() and (data_dir / "label_studio.sqlite3").is_file():
+    if token_file.is_file() and (data_dir / DATABASE).is_file():
         return
     token = secrets.token_hex(20)
     password = secrets.token_urlsafe(16)
@@ -89,7 +106,7 @@ def init_data_dir(data_dir: Path) -> None:
     env["LABEL_STUDIO_USERNAME"], env["LABEL_STUDIO_PASSWORD"], env["LABEL_STUDIO_USER_TOKEN"] = ADMIN, password, token
     proc = subprocess.run([str(_ls_bin()), "init", "segloop", "--no-browser", "--enable-legacy-api-token",
                            "--data-dir", str(data_dir)], env=env, capture_output=True, text=True, timeout=600,
-                          cwd=data_dir)
+                          cwd=data_dir, umask=0o077)
     if proc.returncode != 0:
         raise SegLoopError(f"label-studio init failed: {proc.stderr[-1500:]}", path=data_dir,
                            fix="remove the folder and try again")
@@ -99,6 +116,18 @@ def init_data_dir(data_dir: Path) -> None:
     fd = os.open(data_dir / "admin_password", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as fh:
         fh.write(password)
+    make_private(data_dir)
+
+
+def server_command(port: int, data_dir: Path) -> list[str]:
+    """The command line SegLoop starts Label Studio with; ``stop`` recognises the server by it."""
+    return [str(_ls_bin()), "start", "segloop", "--no-browser", "--internal-host", "127.0.0.1", "--port", str(port),
+            "--data-dir", str(data_dir)]
+
+
+def is_our_server(pid: int, data_dir: Path) -> bool:
+    """Whether ``pid`` still runs the Label Studio SegLoop started on ``data_dir`` (binary, ``start``, folder)."""
+    return runs_command(pid, str(_ls_bin()), "start", "--data-dir", str(Path(data_dir).resolve()))
 
 
 def start(port: int = DEFAULT_PORT, data_dir: Path | None = None, timeout: float = 180) -> dict:
@@ -110,12 +139,14 @@ def start(port: int = DEFAULT_PORT, data_dir: Path | None = None, timeout: float
         # Label Studio would silently move to the next port; refuse instead, so the URL we print is true
         raise SegLoopError(f"port {port} on 127.0.0.1 is busy", fix="stop what uses it or pass --port")
     init_data_dir(data_dir)
-    log = open(data_dir / "server.log", "ab")  # noqa: SIM115 - handed to the server process
+    make_private(data_dir)
+    fd = os.open(data_dir / "server.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    log = os.fdopen(fd, "ab")
     env = server_env(data_dir, document_root())
     env["LABEL_STUDIO_USERNAME"] = ADMIN
-    proc = subprocess.Popen([str(_ls_bin()), "start", "segloop", "--no-browser", "--internal-host", "127.0.0.1",
-                             "--port", str(port), "--data-dir", str(data_dir)], env=env, stdout=log,
-                            stderr=subprocess.STDOUT, cwd=data_dir, start_new_session=True)
+    proc = subprocess.Popen(server_command(port, data_dir), env=env, stdout=log, stderr=subprocess.STDOUT,
+                            cwd=data_dir, start_new_session=True, umask=0o077)
+    log.close()  # the server holds its own descriptor
     url = f"http://127.0.0.1:{port}"
     deadline = time.time() + timeout
     while time.time() < deadline:
@@ -135,25 +166,40 @@ def start(port: int = DEFAULT_PORT, data_dir: Path | None = None, timeout: float
     return {**state, "running": True}
 
 
-def status(data_dir: Path | None = None) -> dict:
-    data_dir = data_dir or server_dir()
+def _record(data_dir: Path) -> dict | None:
     f = data_dir / "server.json"
     if not f.is_file():
+        return None
+    try:
+        state = json.loads(f.read_text())
+        int(state["pid"]), str(state["url"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None  # an unreadable record names no process: treated as not running
+    return state
+
+
+def status(data_dir: Path | None = None) -> dict:
+    data_dir = (data_dir or server_dir()).resolve()
+    state = _record(data_dir)
+    if state is None:
         return {"running": False, "data_dir": str(data_dir)}
-    state = json.loads(f.read_text())
-    alive = pid_alive(state["pid"]) and _healthy(state["url"])
-    return {**state, "running": alive}
+    ours = is_our_server(int(state["pid"]), data_dir)
+    return {**state, "ours": ours, "running": ours and _healthy(state["url"])}
 
 
 def stop(data_dir: Path | None = None, timeout: float = 30) -> bool:
-    data_dir = data_dir or server_dir()
-    state = status(data_dir)
-    f = data_dir / "server.json"
-    if "pid" not in state:
+    """Stop the server SegLoop started on ``data_dir``; False (and the stale record removed) when the recorded
+    process is gone or is no longer that server, which is then left alone."""
+    data_dir = (data_dir or server_dir()).resolve()
+    state = _record(data_dir)
+    if state is None:
         return False
-    terminate(state["pid"], timeout, group=True)  # the whole process group: Label Studio starts workers
-    f.unlink(missing_ok=True)
-    return True
+    pid = int(state["pid"])
+    ours = is_our_server(pid, data_dir)
+    if ours:
+        terminate(pid, timeout, group=True)  # the whole process group: Label Studio starts workers
+    (data_dir / "server.json").unlink(missing_ok=True)
+    return ours
 
 
 def local_server() -> tuple[str, str] | None:

@@ -96,8 +96,8 @@ def test_round_trip_annotations_export_ingest(client, images, label_studio, tmp_
         for im in ds.images(split):
             expected = truth[ds.image_path(im).name].copy()
             h, w = expected.shape
-            # the polygon's corners fall on pixel centres: PIL fills both edges, as for Cityscapes polygons
-            expected[h // 2:3 * h // 4 + 1, w // 4:w // 2 + 1] = TAX.index_of("car")
+            # the polygon's corners fall on pixel corners: it covers exactly the pixels whose centres are inside
+            expected[h // 2:3 * h // 4, w // 4:w // 2] = TAX.index_of("car")
             np.testing.assert_array_equal(ds.load_semantic(im), expected, err_msg=im["key"])
 
 
@@ -147,7 +147,9 @@ def test_next_batch_is_uncertain_diverse_and_pre_annotated(client, label_studio,
     ensure_project(client, "next", TAX, ["brush"])
     assert main(["next", "--project", "next", "--run", str(tiny_run.run_dir), "--pool", str(pool), "--k", "4",
                  "--strategy", "entropy"]) == 0
-    record = json.loads(next((tmp_path / "next").glob("next-*.json")).read_text())
+    records = list((tmp_path / "next" / "next").glob("next-*.json"))
+    assert len(records) == 1 and not list((tmp_path / "next").glob("*.json")), "record among the snapshots"
+    record = json.loads(records[0].read_text())
     picked = record["picked"]
     assert len(picked) == 4 and [p["rank"] for p in picked] == [1, 2, 3, 4]
     cities = [p["group"] for p in picked]
@@ -194,3 +196,137 @@ def test_things_become_one_polygon_per_instance():
     assert sorted(round(c["score"], 3) for c in cars) == [0.0, 1.0]
     only_brush, _ = prediction_result(pred, unc, TAX, ["brush"])
     assert {r["type"] for r in only_brush} == {"brushlabels"} and len(only_brush) == 2
+
+
+# ------------------------------------------------------------------------------------------ security and processes
+def test_data_folder_and_database_are_private(label_studio):
+    data_dir = label_studio["data_dir"]
+    assert stat.S_IMODE(data_dir.stat().st_mode) == 0o700
+    for name in ("label_studio.sqlite3", "token", "admin_password", "server.log"):
+        assert stat.S_IMODE((data_dir / name).stat().st_mode) == 0o600, name
+
+
+def test_stop_signals_only_the_server_it_started(label_studio, tmp_path):
+    """A record whose pid now belongs to another program: stop leaves that program alone."""
+    import subprocess
+    import sys
+
+    from annotate import server
+
+    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"], start_new_session=True)
+    try:
+        folder = tmp_path / "server"
+        folder.mkdir()
+        (folder / "server.json").write_text(json.dumps({"pid": other.pid, "port": 9, "url": "http://127.0.0.1:9"}))
+        assert server.status(folder)["running"] is False
+        assert server.stop(folder) is False
+        assert other.poll() is None, "stop signalled a process that is not its Label Studio"
+        assert not (folder / "server.json").exists()  # the stale record is gone
+        # the real server is recognised by its command line
+        state = json.loads((label_studio["data_dir"] / "server.json").read_text())
+        assert server.is_our_server(state["pid"], label_studio["data_dir"])
+        assert not server.is_our_server(state["pid"], folder)
+        assert server.status(label_studio["data_dir"])["running"]
+    finally:
+        other.kill()
+        other.wait()
+
+
+# ------------------------------------------------------------------------------------------------ bad input
+@pytest.mark.parametrize("argv,option", [
+    (["next", "--project", "p", "--run", "r", "--pool", "x", "--k", "0"], "--k"),
+    (["next", "--project", "p", "--run", "r", "--pool", "x", "--k", "-1"], "--k"),
+    (["next", "--project", "p", "--run", "r", "--pool", "x", "--max-share", "0"], "--max-share"),
+    (["server", "start", "--port", "0"], "--port"),
+    (["server", "start", "--port", "70000"], "--port"),
+])
+def test_counts_and_ranges_are_checked(argv, option):
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-m", "annotate", *argv], capture_output=True, text=True, cwd=ROOT,
+                          timeout=120)
+    assert proc.returncode == 2, proc.stderr
+    assert f"argument {option}" in proc.stderr and "fix:" in proc.stderr, proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_predict_refuses_a_run_with_other_classes(client, label_studio, tiny_run, monkeypatch, capsys):
+    from annotate.__main__ import main
+    from core.errors import run_cli
+
+    ensure_project(client, "camvid-labels", load_taxonomy("camvid"), ["brush"])
+    monkeypatch.setenv("LABEL_STUDIO_URL", label_studio["url"])
+    monkeypatch.setenv("LABEL_STUDIO_API_KEY", label_studio["token"])
+    project = client.project_by_title("camvid-labels")
+    with pytest.raises(SegLoopError, match="predicts the classes of taxonomy 'cityscapes'") as e:
+        push_predictions(client, project, tiny_run.run_dir, TAX)
+    assert "project 'camvid-labels'" in str(e.value) and "not in the project: wall" in str(e.value)
+    assert run_cli(main, ["predict", "--project", "camvid-labels", "--run", str(tiny_run.run_dir)]) == 2
+    err = capsys.readouterr().err
+    assert "camvid-labels" in err and "cityscapes" in err and "fix:" in err
+    assert not client.get("/api/predictions", project=project["id"])  # nothing was pushed
+
+
+# ----------------------------------------------------------------------------------------- exports, uploads
+def test_two_exports_in_one_second_both_land_in_order(client, images, tmp_path):
+    from ingest.labelstudio import list_snapshots, snapshot_time
+
+    project, _ = ensure_project(client, "street", TAX, ["polygon", "brush"])
+    paths = [export_snapshot(client, project, tmp_path) for _ in range(3)]
+    assert len(set(paths)) == 3
+    assert list_snapshots(tmp_path / "street") == paths  # export order
+    times = [snapshot_time(p) for p in paths]
+    assert times == sorted(times)
+
+
+def test_uploaded_images_ingest_from_the_local_media_folder_and_from_downloads(client, label_studio, demo_version,
+                                                                               tmp_path):
+    """Images uploaded to Label Studio (as the UI does, and import does for a remote server) are ingested: read
+    from the local server's media folder, or downloaded through the API as for a remote server, hash checked."""
+    folder = tmp_path / "camera"  # outside the served folder: the images are uploaded
+    folder.mkdir()
+    truth = {}
+    for im in demo_version.images("train")[6:9]:
+        shutil.copy(demo_version.image_path(im), folder / demo_version.image_path(im).name)
+        truth[demo_version.image_path(im).name] = demo_version.load_semantic(im)
+    project, _ = ensure_project(client, "uploaded", TAX, ["polygon", "brush"])
+    assert import_images(client, project, folder, upload=True)["added"] == 3
+    for task in client.tasks(project["id"]):
+        sem = truth[task["data"]["file"].rsplit("/", 1)[-1]]
+        h, w = sem.shape
+        client.post(f"/api/tasks/{task['id']}/annotations", {"result": [
+            {"from_name": "brush", "to_name": "image", "type": "brushlabels", "original_width": w,
+             "original_height": h, "image_rotation": 0,
+             "value": {"format": "rle", "rle": encode_mask(sem == c), "brushlabels": [TAX.names[c]]}}
+            for c in np.unique(sem) if c != 255]})
+    shutil.rmtree(folder)  # the originals are gone: only Label Studio has the images now
+
+    def build_from(snap, out):
+        cfg = load_data_config(ROOT / "configs/data/default.yaml", [
+            "name=uploaded", f"output={out}", "split.mode=ratio",
+            f"sources=[{{type: labelstudio, name: up, root: '{snap}', images_root: '{tmp_path / 'none'}', "
+            "group: '(.*)'}]"])
+        ds = DatasetVersion(build(cfg, progress=False).path)
+        ims = [im for s in ("train", "val", "test") for im in ds.images(s)]
+        for im in ims:
+            name = ds.image_path(im).name.split("-", 1)[1]  # Label Studio prefixes uploads with a random id
+            np.testing.assert_array_equal(ds.load_semantic(im), truth[name])
+        return ds, ims
+
+    local = export_snapshot(client, project, tmp_path / "local", download=False)
+    ds, ims = build_from(local, tmp_path / "v1")
+    media = label_studio["data_dir"] / "media"
+    assert len(ims) == 3 and all(str(media) in str(ds.image_path(im)) for im in ims)
+    remote = export_snapshot(client, project, tmp_path / "remote", download=True)
+    downloaded = sorted((remote.parent / "media" / "upload").rglob("*.png"))
+    assert len(downloaded) == 3
+    ds, ims = build_from(remote, tmp_path / "v2")
+    assert all(str(remote.parent / "media") in str(ds.image_path(im)) for im in ims)
+    # a download whose bytes differ from the hash recorded at import is refused, and nothing is kept
+    task = client.tasks(project["id"])[0]
+    client.patch(f"/api/tasks/{task['id']}", {"data": {**task["data"], "sha256": "0" * 64}})
+    with pytest.raises(SegLoopError, match="recorded 000000000000"):
+        export_snapshot(client, project, tmp_path / "bad", download=True)
+    assert not list((tmp_path / "bad").rglob("*.json")) and not list((tmp_path / "bad").rglob("*.png"))
+    client.patch(f"/api/tasks/{task['id']}", {"data": task["data"]})
