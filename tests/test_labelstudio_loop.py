@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.conftest import ROOT
+from tests.conftest import ROOT, tiny_overrides
 
 PROJECT = "loop-twice"
 
@@ -62,9 +62,8 @@ def test_two_rounds_in_a_row(label_studio, demo_city, tmp_path):
     _run([py, "-m", "ingest", "build", "--config", str(config)], env)
     (first,) = _versions(versions)
     assert len(_labelstudio_images(first)) == 6
-    _run([py, "-m", "train.run", f"data.version={first}", "data.image_size=[64,128]", "model.width=16",
-          "model.depth=2", "train.epochs=1", "train.batch_size=8", "schedule.warmup_steps=1",
-          f"output.runs_dir={runs}", "output.name=loop"], env)
+    _run([py, "-m", "train.run", *tiny_overrides(first, runs, "train.epochs=1", "train.log_every=10",
+                                                  "output.name=loop")], env)
     run = runs / "loop"
     _run([py, "-m", "evaluate", "predict", str(run), "--images", str(pool), "--name", "pool"], env)
     out = _run([py, "-m", "annotate", "next", "--project", PROJECT, "--run", str(run), "--pool", str(pool),
