@@ -127,7 +127,9 @@ def server_command(port: int, data_dir: Path) -> list[str]:
 
 def is_our_server(pid: int, data_dir: Path) -> bool:
     """Whether ``pid`` still runs the Label Studio SegLoop started on ``data_dir`` (binary, ``start``, folder)."""
-    return runs_command(pid, str(_ls_bin()), "start", "--data-dir", str(Path(data_dir).resolve()))
+    # the path itself, not _ls_bin(): asking about a server must work where Label Studio is not installed (any more)
+    return runs_command(pid, str(LS_VENV / "bin" / "label-studio"), "start", "--data-dir",
+                        str(Path(data_dir).resolve()))
 
 
 def start(port: int = DEFAULT_PORT, data_dir: Path | None = None, timeout: float = 180) -> dict:

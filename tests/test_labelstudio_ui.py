@@ -1,5 +1,6 @@
 """SegLoop's pre-annotations must render in Label Studio's labeling UI: headless Chromium takes a screenshot."""
 
+import json
 import shutil
 from pathlib import Path
 
@@ -139,7 +140,7 @@ def test_overlaps_in_the_editor_match_ingest(label_studio, tmp_path):
                     {"result": [_region(*first, A), _region(*second, B)]})
     shots = Path(__file__).resolve().parent.parent / ".cache" / "screenshots"
     shots.mkdir(parents=True, exist_ok=True)
-    seen = {}
+    seen, measured = {}, {}
     with sync_playwright() as pw:
         browser = launch(pw)
         page = browser.new_page(viewport={"width": 1400, "height": 900})
@@ -158,10 +159,16 @@ def test_overlaps_in_the_editor_match_ingest(label_studio, tmp_path):
                 return png[int(y) - 2:int(y) + 3, int(x) - 2:int(x) + 3].reshape(-1, 3).mean(0)
 
             colors = [np.asarray(TAX.classes[TAX.index_of(label)].color, float) for _, label in (first, second)]
-            winner, err, other = _on_top(at(25, 50), at(75, 50), at(50, 50), *colors)
+            samples = at(25, 50), at(75, 50), at(50, 50)
+            winner, err, other = _on_top(*samples, *colors)
             seen[case] = (first if winner == "first" else second)[1]
+            measured[case] = {"result": [first, second], "on_top": seen[case], "fit": round(err, 1),
+                              "other_order_fit": round(other, 1),
+                              "first_alone": samples[0].round(1).tolist(), "second_alone": samples[1].round(1).tolist(),
+                              "overlap": samples[2].round(1).tolist()}
             assert err < 0.5 * other, f"{case}: overlap colour fits neither order ({err:.1f} vs {other:.1f}), {shot}"
         browser.close()
+    (shots / "labelstudio_paint_order.json").write_text(json.dumps(measured, indent=1))
     assert seen == {case: top for case, (_, _, top) in PAINT_CASES.items()}, seen
     # ingest paints the same regions the same way
     snap = export_snapshot(client, project, tmp_path / "snapshots")
