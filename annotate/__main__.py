@@ -6,6 +6,8 @@
   predict --project N --run RUN             pre-annotations from a run's prediction files
   export --project N                        snapshot -> data/labelstudio/<N>/<UTC export time>Z.json (ingest
                                             reads the latest); uploaded images are recorded or downloaded
+  fetch-media --snapshot FILE               download the uploaded images of an export saved from Label Studio's UI
+                                            into media/ beside it (ingest looks there), hash checked
   next --project N --run RUN --pool DIR --k 50 --strategy entropy|margin|random
                                             import the most uncertain, diverse pool images, pre-annotated;
                                             the picks are recorded in data/labelstudio/<N>/next/
@@ -58,6 +60,8 @@ def main(argv: list[str] | None = None) -> int:
     pr.add_argument("--taxonomy", default=None, help="default: the run's taxonomy")
     ex = sub.add_parser("export", help="write a snapshot of the project's annotations", parents=[project])
     ex.add_argument("--out", default=None, help="snapshot root (default data/labelstudio)")
+    fm = sub.add_parser("fetch-media", help="download the uploaded images of a snapshot (e.g. one saved from the UI)")
+    fm.add_argument("--snapshot", required=True, help="a Label Studio JSON export")
     nx = sub.add_parser("next", help="choose, import and pre-annotate the next batch to label", parents=[project])
     nx.add_argument("--run", required=True)
     nx.add_argument("--pool", required=True, help="folder (or .txt list) of unlabelled images")
@@ -89,6 +93,15 @@ def main(argv: list[str] | None = None) -> int:
     from ingest.taxonomy import load_taxonomy
 
     client = _client()
+    if args.cmd == "fetch-media":
+        from ingest.labelstudio import read_snapshot
+
+        snap = Path(args.snapshot)
+        tasks, _ = read_snapshot(snap)
+        n = proj.download_uploads(client, tasks, snap.parent / "media")
+        print(f"{n or 0} uploaded images downloaded into {snap.parent / 'media'}" if n is not None
+              else "no task of the snapshot has an uploaded image")
+        return 0
     if args.cmd == "project":
         tools = [t.strip() for t in args.tools.split(",") if t.strip()]
         project, created = proj.ensure_project(client, args.name, load_taxonomy(args.taxonomy), tools)

@@ -9,8 +9,9 @@ records, notes) are never taken for a snapshot.
 Images: local-file URLs (``/data/local-files/?d=<rel>``) resolve under ``images_root``; uploaded images
 (``/data/upload/<project id>/<file>``, Label Studio's form for files dragged into its UI or uploaded by
 ``annotate import`` to a remote server) resolve under a media folder: the one ``annotate export`` recorded in the
-snapshot (the local server's ``media/``, or the copies it downloaded from a remote server), else ``images_root``
-(point it at a server's ``media/`` folder for a bare export). A task that carries ``data.file`` (set by
+snapshot (the local server's ``media/``, or the copies it downloaded from a remote server), else ``media/`` beside
+the snapshot (where ``annotate fetch-media`` downloads a bare export's images), else ``images_root`` (point it at
+a server's ``media/`` folder). A task that carries ``data.file`` (set by
 ``annotate import``) falls back to that file, relative to ``images_root``. The hash recorded at import is checked
 against whichever file is read.
 
@@ -185,11 +186,12 @@ class LabelStudioSource:
         out = []
         for snap in self.snapshots():
             tasks, media = read_snapshot(snap)
+            media_roots = ([media] if media else []) + [snap.parent / "media"]
             for task in tasks:
                 ann = _pick(task, self.annotation)
                 if ann is None:
                     continue  # skipped or not yet labelled
-                img = task_image_path(task, self.image_key, self.images_root, snap, [media] if media else [])
+                img = task_image_path(task, self.image_key, self.images_root, snap, media_roots)
                 m = self.group_re.search(img.stem)
                 group = m.group(1) if m and m.groups() else img.stem
                 split = (task.get("data") or {}).get("split")

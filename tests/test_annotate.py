@@ -281,7 +281,7 @@ def test_two_exports_in_one_second_both_land_in_order(client, images, tmp_path):
 
 
 def test_uploaded_images_ingest_from_the_local_media_folder_and_from_downloads(client, label_studio, demo_version,
-                                                                               tmp_path):
+                                                                               tmp_path, monkeypatch):
     """Images uploaded to Label Studio (as the UI does, and import does for a remote server) are ingested: read
     from the local server's media folder, or downloaded through the API as for a remote server, hash checked."""
     folder = tmp_path / "camera"  # outside the served folder: the images are uploaded
@@ -323,6 +323,17 @@ def test_uploaded_images_ingest_from_the_local_media_folder_and_from_downloads(c
     assert len(downloaded) == 3
     ds, ims = build_from(remote, tmp_path / "v2")
     assert all(str(remote.parent / "media") in str(ds.image_path(im)) for im in ims)
+    # an export saved from Label Studio's UI (a bare list of tasks): fetch-media downloads its images beside it
+    from annotate.__main__ import main
+
+    bare = tmp_path / "ui" / "project-uploaded-at-2026-12-01.json"
+    bare.parent.mkdir()
+    bare.write_text(json.dumps(client.get(f"/api/projects/{project['id']}/export", exportType="JSON")))
+    monkeypatch.setenv("LABEL_STUDIO_URL", label_studio["url"])
+    monkeypatch.setenv("LABEL_STUDIO_API_KEY", label_studio["token"])
+    assert main(["fetch-media", "--snapshot", str(bare)]) == 0
+    ds, ims = build_from(bare, tmp_path / "v3")
+    assert all(str(bare.parent / "media") in str(ds.image_path(im)) for im in ims)
     # a download whose bytes differ from the hash recorded at import is refused, and nothing is kept
     task = client.tasks(project["id"])[0]
     client.patch(f"/api/tasks/{task['id']}", {"data": {**task["data"], "sha256": "0" * 64}})
