@@ -1,4 +1,4 @@
-"""COCO instance evaluation: SegLoop (evaluate.coco_eval) vs pycocotools' COCOeval on the same ground truth and
+"""COCO instance evaluation: SegLoop (metrics.coco) vs pycocotools' COCOeval on the same ground truth and
 results, mask and box AP.
 
 Inputs are generated: ``--n`` street-sized images (default 500 at 256x512) with 10-20 objects each (rectangles and
@@ -27,7 +27,7 @@ from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
-from evaluate.coco_eval import CocoGroundTruth, evaluate_instances
+from metrics.coco import CocoGroundTruth, evaluate_instances
 
 CLASSES = ["person", "rider", "car", "truck", "bus", "train", "motorcycle", "bicycle"]
 
@@ -85,14 +85,11 @@ def generate(n: int, seed: int = 0, size: tuple[int, int] = (256, 512)) -> tuple
 
 
 def pycocotools_eval(gt: dict, results: list[dict], iou_type: str) -> tuple[np.ndarray, dict[int, float | None]]:
-    """COCOeval end to end, detectron2's way (mask evaluation without the results' boxes)."""
+    """COCOeval end to end on the same results (loadRes places results with a box by its area, as SegLoop)."""
     with contextlib.redirect_stdout(io.StringIO()):
         coco = COCO()
         coco.dataset = gt
         coco.createIndex()
-        if iou_type == "segm":
-            for r in results:
-                r.pop("bbox", None)
         ev = COCOeval(coco, coco.loadRes(results), iou_type)
         ev.evaluate()
         ev.accumulate()

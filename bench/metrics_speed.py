@@ -23,8 +23,8 @@ import numpy as np
 from PIL import Image
 
 from core.metrics import confusion
-from evaluate.evaluator import SemSegEvaluator
 from ingest.taxonomy import load_taxonomy
+from metrics.semantic import SemSegEvaluator
 
 _LUT = np.full(256, 255, np.uint8)  # labelId -> trainId, set in main before the worker processes fork
 

@@ -5,7 +5,7 @@ Predicted instances come from ``eval/<split>/instances.json`` (COCO results: ``i
 components of each instance class in the semantic prediction, scored by 1 - their mean normalised entropy. That is
 what a user sees as "the model found this car", so false positives and misses are counted the same way for both.
 
-Matching follows COCO's rule at one IoU threshold, with the same code as COCO AP (``evaluate.coco_eval``):
+Matching follows COCO's rule at one IoU threshold, with the same code as COCO AP (``metrics.coco``):
 predictions in decreasing score order take the unmatched non-crowd ground truth of their class with the highest
 mask IoU >= the threshold; a prediction that falls mostly inside a crowd region (intersection over the prediction's
 area >= the threshold) is neither a TP nor an FP.
@@ -23,10 +23,10 @@ from pycocotools import mask as mask_utils
 
 from core.errors import SegLoopError
 from core.fsio import read_json
-from evaluate.coco_eval import greedy_match
 from ingest.coco import decode_rle, train_index
 from ingest.records import Instance
 from ingest.taxonomy import Taxonomy
+from metrics.coco import greedy_match
 
 MIN_COMPONENT_PIXELS = 16  # specks of a semantic prediction are not objects
 
@@ -99,7 +99,7 @@ def _rles(instances: list[Instance]) -> list[dict]:
 def match_instances(gt: list[Instance], pred: list[Instance], iou_threshold: float = 0.5) -> InstanceMatch:
     """Greedy COCO matching of one image's predictions to its ground truth, class by class.
 
-    The matching itself is ``evaluate.coco_eval.greedy_match``, the implementation behind COCO AP, so that triage
+    The matching itself is ``metrics.coco.greedy_match``, the implementation behind COCO AP, so that triage
     counts and AP never disagree on what a match is (ties between equal IoUs go to the later ground truth, as in
     COCOeval). Unlike COCOeval, every prediction is counted (no cut at 100 per class), and a missing score ranks
     first."""

@@ -16,9 +16,9 @@ import torch
 from tqdm import tqdm
 
 from core.fsio import atomic_dir, read_image, save_png, sha256_file, write_json_atomic
-from evaluate.runner import load_for_inference, normalised_entropy, resolve_run
+from core.runs import Run, find_checkpoint, resolve_run
+from evaluate.runner import load_for_inference, normalised_entropy
 from ingest.images import list_images
-from train.checkpoint import find_checkpoint
 from train.data import resize_image
 from train.infer import predict_logits
 
@@ -31,7 +31,9 @@ def predict_images(run: str | Path, images: str | Path, name: str | None = None,
     hw = tuple(cfg["data"]["image_size"])
     names = [c["name"] for c in ckpt["taxonomy"]["classes"]]
     files = list_images(images)
-    out = run_dir / "predict" / (name or Path(images).stem)
+    out = Run(run_dir).predict_dir(name or Path(images).stem)
+    if ckpt["model_spec"]["task"] == "instance":
+        return _predict_instances(model, ckpt, dev, files, out, run_dir.name, names, progress)
     index: dict[str, Any] = {}
     log_c = math.log(len(names))
     with atomic_dir(out, replace=True) as tmp:
@@ -51,4 +53,33 @@ def predict_images(run: str | Path, images: str | Path, name: str | None = None,
                           "uncertainty": f"uncertainty/{sha}.png", "mean_uncertainty": float(ent.mean()),
                           "mean_margin": float((top2[0] - top2[1]).mean())}
         write_json_atomic(tmp / "index.json", {"run": run_dir.name, "classes": names, "images": index})
+    return out
+
+
+def _predict_instances(model: torch.nn.Module, ckpt: dict[str, Any], dev: torch.device, files: list[Path], out: Path,
+                       run_name: str, names: list[str], progress: bool) -> Path:
+    """Instance runs: ``instances.json`` (COCO results keyed by the image's sha256 as ``image_id``), the painted
+    instances in ``pred/`` and ``index.json`` with each image's instance uncertainty (1 - mean confident score)."""
+    from evaluate.instance_eval import instance_uncertainty, paint_instances, predict_instances
+    from metrics.coco import outputs_to_results
+
+    amp = bool(ckpt["config"]["train"]["amp"])
+    ignore = int(ckpt["taxonomy"].get("ignore_index", 255))
+    index: dict[str, Any] = {}
+    results: list[dict[str, Any]] = []
+    with atomic_dir(out, replace=True) as tmp:
+        (tmp / "pred").mkdir()
+        for f in tqdm(files, desc=f"predicting {out.name}", disable=not progress):
+            img = read_image(f)
+            sha = sha256_file(f)
+            res = outputs_to_results(0, predict_instances(model, img, dev, amp))
+            for r in res:
+                r["image_id"] = sha
+            results += res
+            save_png(tmp / "pred" / f"{sha}.png", paint_instances(res, img.shape[:2], ignore))
+            index[sha] = {"image": str(f.resolve()), "prediction": f"pred/{sha}.png", "uncertainty": None,
+                          "mean_uncertainty": instance_uncertainty(res), "instances": len(res)}
+        write_json_atomic(tmp / "instances.json", results, indent=None)
+        write_json_atomic(tmp / "index.json", {"run": run_name, "task": "instance", "classes": names,
+                                               "images": index})
     return out

@@ -15,7 +15,7 @@ import numpy as np
 
 from core.errors import SegLoopError
 from core.fsio import read_json, read_label
-from evaluate.runner import resolve_run
+from core.runs import resolve_run
 from ingest.version import DatasetVersion, dataset_ref, resolve_version
 
 

@@ -21,9 +21,10 @@ from tqdm import tqdm
 
 from core.errors import SegLoopError
 from core.fsio import atomic_dir, save_png, write_json_atomic
-from evaluate.evaluator import SemSegEvaluator
+from core.runs import find_checkpoint, resolve_run
 from ingest.version import DatasetVersion, dataset_ref, resolve_version
-from train.checkpoint import find_checkpoint, load_model
+from metrics.semantic import SemSegEvaluator
+from train.checkpoint import load_model
 from train.data import resize_image
 from train.infer import pick_device, predict_logits, use_channels_last
 
@@ -35,13 +36,17 @@ def model_size(model: torch.nn.Module) -> dict[str, Any]:
     return {"parameters": params, "size_mb": round(nbytes / 2**20, 3)}
 
 
-def load_for_inference(ckpt_path: Path, device: str = "auto") -> tuple[torch.nn.Module, dict[str, Any],
-                                                                      torch.device, bool]:
+def load_for_inference(ckpt_path: Path, device: str = "auto", task: str | None = None
+                       ) -> tuple[torch.nn.Module, dict[str, Any], torch.device, bool]:
     """A checkpoint's model on the chosen device, in the memory layout it runs best in there; with the checkpoint,
-    the device and whether that layout is channels_last."""
-    model, ckpt = load_model(ckpt_path)
+    the device and whether that layout is channels_last. With ``task``, a checkpoint of another task is refused."""
+    model, ckpt = load_model(ckpt_path, task=task)
     dev = pick_device(device)
-    channels_last = use_channels_last(model, dev, bool(ckpt["config"]["train"]["channels_last"]))
+    requested = bool(ckpt["config"]["train"]["channels_last"])
+    if ckpt["model_spec"]["task"] == "semantic":
+        channels_last = use_channels_last(model, dev, requested)
+    else:  # detection models gain from NHWC on GPUs only
+        channels_last = requested and dev.type == "cuda"
     model = model.to(dev, memory_format=torch.channels_last if channels_last else torch.contiguous_format)
     return model, ckpt, dev, channels_last
 
@@ -49,23 +54,6 @@ def load_for_inference(ckpt_path: Path, device: str = "auto") -> tuple[torch.nn.
 def normalised_entropy(probs: torch.Tensor, log_c: float) -> torch.Tensor:
     """Per-pixel softmax entropy / ln C in [0, 1], from (C, H, W) class probabilities."""
     return (-(probs * probs.clamp_min(1e-12).log()).sum(0) / log_c).clamp(0, 1)
-
-
-def resolve_run(run: str | Path, runs_dir: str | Path = "runs") -> Path:
-    """A run folder from a path or a name under runs/; ``last`` is the most recently trained run."""
-    p = Path(run)
-    if p.is_dir():
-        return p
-    root = Path(runs_dir)
-    if str(run) == "last":
-        runs = [d for d in root.glob("*") if (d / "checkpoints" / "last.pt").is_file()]
-        if not runs:
-            raise SegLoopError("no trained runs", path=root, fix="train one: python -m train.run")
-        return max(runs, key=lambda d: (d / "checkpoints" / "last.pt").stat().st_mtime)
-    if (root / str(run)).is_dir():
-        return root / str(run)
-    known = ", ".join(sorted(d.name for d in root.glob("*") if d.is_dir())) if root.is_dir() else "none"
-    raise SegLoopError(f"run '{run}' not found", path=root, fix=f"runs: {known}")
 
 
 def evaluate_run(run: str | Path, split: str = "test", which: str = "best", device: str = "auto",
@@ -87,6 +75,8 @@ def evaluate_run(run: str | Path, split: str = "test", which: str = "best", devi
         raise SegLoopError(f"split '{split}' of {ds.version} is empty", path=ds.path, fix="choose another --split")
     hw = tuple(cfg["data"]["image_size"])
     amp = bool(cfg["train"]["amp"])
+    if ckpt["model_spec"]["task"] == "instance":
+        return _evaluate_instances(run_dir, ckpt_path, ckpt, model, ds, split, dev, amp, progress)
     evaluator = SemSegEvaluator(names, ds.taxonomy.ignore_index)
     out_dir = run_dir / "eval" / split
     times: list[float] = []
@@ -119,16 +109,11 @@ def evaluate_run(run: str | Path, split: str = "test", which: str = "best", devi
                                    "uncertainty": f"uncertainty/{name}" if uncertainty else None,
                                    "mean_uncertainty": float(ent.mean()) if uncertainty else None}
         result = evaluator.evaluate()
-        steady = times[1:] or times
-        result.update({
-            "run": str(run_dir), "split": split, "dataset_version": ds.version, "checkpoint": str(ckpt_path),
-            "epoch": ckpt["epoch"], "images": len(images), "tta": tta,
-            "timing": {"device": str(dev), "batch_size": 1, "input_size": list(hw),
-                       "ms_per_image_mean": 1000 * statistics.fmean(steady),
-                       "ms_per_image_median": 1000 * statistics.median(steady),
-                       "images_per_second": len(steady) / sum(steady)},
-            "model": {"name": ckpt["model_spec"]["name"], **model_size(model)},
-        })
+        thing_iou = [result["per_class"][c.name]["iou"] for c in ds.taxonomy.classes if c.has_instances]
+        thing_iou = [v for v in thing_iou if v is not None]
+        result["things_mIoU"] = float(np.mean(thing_iou)) if thing_iou else float("nan")
+        result.update(_header(run_dir, split, ds, ckpt_path, ckpt, len(images), times, dev, list(hw), model))
+        result["tta"] = tta
         write_json_atomic(tmp / "metrics.json", result)
         write_json_atomic(tmp / "index.json", {"run": run_dir.name, "classes": names, "images": index})
         with open(tmp / "per_class.csv", "w", newline="") as fh:
@@ -146,12 +131,56 @@ def evaluate_run(run: str | Path, split: str = "test", which: str = "best", devi
     return result
 
 
+def _header(run_dir: Path, split: str, ds: DatasetVersion, ckpt_path: Path, ckpt: dict[str, Any], images: int,
+            times: list[float], dev: torch.device, input_size: Any, model: torch.nn.Module) -> dict[str, Any]:
+    """What every evaluation records beside its scores: the run, data, checkpoint, timing and model size."""
+    steady = times[1:] or times
+    return {
+        "run": str(run_dir), "task": ckpt["model_spec"]["task"], "split": split, "dataset_version": ds.version,
+        "checkpoint": str(ckpt_path), "epoch": ckpt["epoch"], "images": images,
+        "timing": {"device": str(dev), "batch_size": 1, "input_size": input_size,
+                   "ms_per_image_mean": 1000 * statistics.fmean(steady),
+                   "ms_per_image_median": 1000 * statistics.median(steady),
+                   "images_per_second": len(steady) / sum(steady)},
+        "model": {"name": ckpt["model_spec"]["name"], "args": ckpt["model_spec"]["args"], **model_size(model)},
+    }
+
+
+def _evaluate_instances(run_dir: Path, ckpt_path: Path, ckpt: dict[str, Any], model: torch.nn.Module,
+                        ds: DatasetVersion, split: str, dev: torch.device, amp: bool, progress: bool
+                        ) -> dict[str, Any]:
+    from evaluate.instance_eval import evaluate_instance_split
+
+    out_dir = run_dir / "eval" / split
+    with atomic_dir(out_dir, replace=True) as tmp:
+        metrics, times = evaluate_instance_split(model, ds, split, tmp, dev, amp, progress, run_dir.name)
+        spec = ckpt["model_spec"]["args"]
+        size = {"min_size": spec.get("min_size"), "max_size": spec.get("max_size")}
+        result = {**_header(run_dir, split, ds, ckpt_path, ckpt, len(ds.images(split)), times, dev, size, model),
+                  **metrics}
+        write_json_atomic(tmp / "metrics.json", result)
+    result["out_dir"] = str(out_dir)
+    return result
+
+
 def _fmt(v: float | None) -> str:
     return "" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.6f}"
 
 
 def print_summary(result: dict[str, Any]) -> None:
     t, m = result["timing"], result["model"]
+    if result["task"] == "instance":
+        sg, bb = result["segm"], result.get("bbox", {})
+        print(f"{result['run']} on {result['split']} ({result['images']} images, {result['dataset_version']}):\n"
+              f"  mask AP {sg['AP']:.4f}  AP50 {sg['AP50']:.4f}  AP75 {sg['AP75']:.4f}   "
+              f"box AP {bb.get('AP') or 0:.4f}   thing-class mIoU {result['things_mIoU']:.4f}\n"
+              f"  {t['ms_per_image_mean']:.1f} ms/image on {t['device']}   {m['parameters'] / 1e6:.2f} M parameters, "
+              f"{m['size_mb']:.1f} MB")
+        print("  per-class mask AP (worst first):")
+        for n in result["worst_classes"]:
+            print(f"    {n:16} {sg['per_class'][n]:.4f}")
+        print(f"  written to {result['out_dir']}")
+        return
     print(f"{result['run']} on {result['split']} ({result['images']} images, {result['dataset_version']}):\n"
           f"  mIoU {result['mIoU']:.4f}   pixel acc {result['pixel_acc']:.4f}   mean Dice {result['mDice']:.4f}\n"
           f"  {t['ms_per_image_mean']:.1f} ms/image on {t['device']}   {m['parameters'] / 1e6:.2f} M parameters, "

@@ -6,8 +6,8 @@ import torch
 from PIL import Image
 
 from core.metrics import ConfusionMatrix, confusion, scores_from_matrix
-from evaluate.evaluator import SemSegEvaluator
 from ingest.taxonomy import load_taxonomy
+from metrics.semantic import SemSegEvaluator
 
 
 def test_hand_computed_example():

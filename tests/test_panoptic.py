@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from evaluate.panoptic import PanopticEvaluator, panoptic_segments, pq
+from metrics.panoptic import PanopticEvaluator, panoptic_segments, pq
 
 NAMES = ["road", "sky", "car", "person"]
 THING = [False, False, True, True]

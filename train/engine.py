@@ -137,6 +137,7 @@ class Trainer:
         self.taxonomy = self.dataset.taxonomy
         self.amp = bool(tc["amp"]) and self.device.type == "cuda"
         self.task: Task = TASKS.get(cfg["task"])(cfg, self.taxonomy, self.device, self.amp, progress)
+        self.task.models.check_args(cfg["model"]["name"], self.task.model_args(), ("num_classes",))
         self.task.check_dataset(self.dataset, cfg["data"]["train_split"])
         self.best_metric = tc["best_metric"] if tc["best_metric"] != "auto" else self.task.best_metric
 

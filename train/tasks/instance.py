@@ -10,9 +10,8 @@ from torch import nn
 from torch.utils.data import Dataset, Sampler
 
 from core.errors import SegLoopError
-from ingest.coco import encode_rle
 from ingest.version import DatasetVersion
-from metrics.coco import CocoEvaluator
+from metrics.coco import CocoInstanceEvaluator
 from train.infer import autocast_for
 from train.instance_data import GroupedBatchSampler, InstanceDataset, aspect_groups, collate_instances
 from train.models import INSTANCE_MODELS
@@ -21,30 +20,11 @@ from train.tasks.base import Task
 MASK_THRESHOLD = 0.5  # mask probability above which a pixel belongs to the instance (torchvision's convention)
 
 
-def detections_to_coco(output: dict[str, torch.Tensor], image_id: int) -> list[dict[str, Any]]:
-    """One image's detections (boxes xyxy, labels = category ids, scores, masks (N, 1, H, W) probabilities) as
-    COCO results with RLE masks."""
-    boxes = output["boxes"].detach().float().cpu().numpy()
-    scores = output["scores"].detach().float().cpu().numpy()
-    labels = output["labels"].detach().cpu().numpy()
-    masks = (output["masks"][:, 0] > MASK_THRESHOLD).cpu().numpy() if "masks" in output else None
-    out = []
-    for k in range(len(scores)):
-        x1, y1, x2, y2 = (float(v) for v in boxes[k])
-        r = {"image_id": int(image_id), "category_id": int(labels[k]), "score": float(scores[k]),
-             "bbox": [x1, y1, x2 - x1, y2 - y1]}
-        if masks is not None:
-            r["segmentation"] = encode_rle(masks[k])
-        out.append(r)
-    return out
-
-
-class DetectionEvaluator(CocoEvaluator):
-    """COCO evaluation fed with a validation batch and the model's raw detections."""
+class _BatchEvaluator(CocoInstanceEvaluator):
+    """Fed with a validation batch: its targets carry the image ids."""
 
     def process(self, inputs: dict[str, Any], outputs: list[dict[str, torch.Tensor]]) -> None:
-        for t, det in zip(inputs["target"], outputs, strict=True):
-            super().process(None, detections_to_coco(det, t["image_id"]))
+        super().process(inputs["target"], outputs)
 
 
 class InstanceTask(Task):
@@ -104,8 +84,14 @@ class InstanceTask(Task):
             losses = model(self._images(batch), targets)
         return {k.removeprefix("loss_"): v.float() for k, v in losses.items()}
 
-    def evaluator(self, version: DatasetVersion, split: str) -> DetectionEvaluator:
-        return DetectionEvaluator(version.coco(split), image_ids={int(r["id"]) for r in self.val_set.records})
+    def evaluator(self, version: DatasetVersion, split: str) -> CocoInstanceEvaluator:
+        """COCO AP over the validation images only (a fold validates on part of the train split)."""
+        coco = version.coco(split)
+        ids = {int(r["id"]) for r in self.val_set.records}
+        if len(ids) != len(coco["images"]):
+            coco = {**coco, "images": [im for im in coco["images"] if im["id"] in ids],
+                    "annotations": [a for a in coco["annotations"] if a["image_id"] in ids]}
+        return _BatchEvaluator(coco, mask_threshold=MASK_THRESHOLD)
 
     @torch.no_grad()
     def inference(self, model: nn.Module, batch: dict[str, Any]) -> list[dict[str, torch.Tensor]]:
@@ -113,8 +99,14 @@ class InstanceTask(Task):
             return model(self._images(batch))
 
     def record(self, metrics: dict[str, Any]) -> dict[str, Any]:
-        rec = {f"val_{k}": v for k, v in metrics.items() if isinstance(v, float)}
-        rec["val_ap"] = metrics.get("segm_per_class", {})
+        """``val_segm_AP``, ``val_segm_AP50``, ..., ``val_bbox_AP``, ... (0 where COCO leaves a figure undefined)
+        and per-class mask AP as ``val_ap``."""
+        rec: dict[str, Any] = {}
+        for t in ("segm", "bbox"):
+            for k, v in metrics.get(t, {}).items():
+                if k not in ("stats", "per_class"):
+                    rec[f"val_{t}_{k}"] = float(v) if v is not None else 0.0
+        rec["val_ap"] = metrics.get("segm", {}).get("per_class", {})
         return rec
 
     def summary(self, record: dict[str, Any]) -> str:

@@ -9,8 +9,8 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
-from core.metrics import ConfusionMatrix
 from ingest.version import DatasetVersion
+from metrics.semantic import SemSegEvaluator
 from train.data import SplitDataset, build_augment, collate, normalize, resize_image
 from train.infer import autocast_for, predict_logits, use_channels_last
 from train.losses import build_loss
@@ -18,24 +18,12 @@ from train.models import SEMANTIC_MODELS
 from train.tasks.base import Task
 
 
-class ConfusionEvaluator:
-    """Validation scores of a split from one confusion matrix (reset / process / evaluate)."""
+class BatchSemSegEvaluator(SemSegEvaluator):
+    """The semantic evaluator fed with a validation batch and its predicted maps."""
 
-    def __init__(self, class_names: list[str], ignore_index: int) -> None:
-        self.names = class_names
-        self.cm = ConfusionMatrix(len(class_names), ignore_index, class_names)
-
-    def reset(self) -> None:
-        self.cm.reset()
-
-    def process(self, inputs: dict[str, Any], outputs: list[torch.Tensor]) -> None:
+    def process(self, inputs: dict[str, Any], outputs: list[torch.Tensor]) -> None:  # type: ignore[override]
         for pred, label in zip(outputs, inputs["label"], strict=True):
-            self.cm.update(pred, label.to(pred.device))
-
-    def evaluate(self) -> dict[str, Any]:
-        s = self.cm.scores()
-        return {"mIoU": s.miou, "pixel_acc": s.pixel_acc, "mDice": s.mdice,
-                "iou": {n: (None if np.isnan(v) else float(v)) for n, v in zip(self.names, s.iou, strict=True)}}
+            super().process(pred, label.to(pred.device), {})
 
 
 class SemanticTask(Task):
@@ -83,8 +71,8 @@ class SemanticTask(Task):
             loss = self.loss_fn(model(x), y)
         return {self.cfg["loss"]["name"]: loss}
 
-    def evaluator(self, version: DatasetVersion, split: str) -> ConfusionEvaluator:
-        return ConfusionEvaluator(self.taxonomy.names, self.taxonomy.ignore_index)
+    def evaluator(self, version: DatasetVersion, split: str) -> BatchSemSegEvaluator:
+        return BatchSemSegEvaluator(self.taxonomy.names, self.taxonomy.ignore_index)
 
     @torch.no_grad()
     def inference(self, model: nn.Module, batch: dict[str, Any]) -> list[torch.Tensor]:
@@ -98,7 +86,7 @@ class SemanticTask(Task):
 
     def record(self, metrics: dict[str, Any]) -> dict[str, Any]:
         return {"val_mIoU": metrics["mIoU"], "val_pixel_acc": metrics["pixel_acc"], "val_mDice": metrics["mDice"],
-                "val_iou": metrics["iou"]}
+                "val_iou": {n: v["iou"] for n, v in metrics["per_class"].items()}}
 
     def summary(self, record: dict[str, Any]) -> str:
         return f"val mIoU {record['val_mIoU']:.4f}  pixel acc {record['val_pixel_acc']:.4f}"

@@ -1,0 +1,126 @@
+"""Instance runs through the task seam: Mask R-CNN trained for real on generated street scenes, validated and
+evaluated with COCO AP (equal to pycocotools' COCOeval on the files written), and refused where they do not fit."""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import io
+import json
+
+import numpy as np
+import pytest
+from pycocotools.coco import COCO
+from pycocotools.cocoeval import COCOeval
+
+from core.errors import SegLoopError
+from tests.conftest import tiny_overrides
+from train.config import load_train_config
+from train.engine import train
+
+INSTANCE = ["task=instance", "model.name=maskrcnn", "data.image_size=[128,256]",
+            "model.args={backbone: resnet18, min_size: 128, max_size: 256, anchor_sizes: [16, 32, 64, 128, 256]}",
+            "optim.lr=0.0005", "train.epochs=1", "train.batch_size=2", "augment.copy_paste=0.5", "train.grad_clip=10"]
+
+
+def instance_overrides(version, runs, *extra: str) -> list[str]:
+    base = [o for o in tiny_overrides(version, runs) if not o.startswith(("model.args", "data.image_size"))]
+    return [*base, *INSTANCE, *extra]
+
+
+@pytest.fixture(scope="session")
+def instance_run(demo_version, tmp_path_factory):
+    runs = tmp_path_factory.mktemp("instance_runs")
+    return train(load_train_config(None, instance_overrides(demo_version.path, runs, "output.name=mrcnn")),
+                 progress=False)
+
+
+def test_instance_run_folder(instance_run, demo_version):
+    run = instance_run.run_dir
+    info = json.loads((run / "run.json").read_text())
+    assert info["task"] == "instance" and info["best_metric"] == "segm_AP"
+    assert info["model"] == {"task": "instance", "name": "maskrcnn", "args": {
+        "backbone": "resnet18", "min_size": 128, "max_size": 256, "anchor_sizes": [16, 32, 64, 128, 256]}}
+    lines = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    assert len(lines) == 1
+    rec = lines[0]
+    assert {"classifier", "box_reg", "mask", "objectness", "rpn_box_reg"} == set(rec["train_losses"])
+    assert rec["train_loss"] == pytest.approx(sum(rec["train_losses"].values()), rel=1e-5)
+    assert 0 <= rec["val_segm_AP"] <= 1 and 0 <= rec["val_bbox_AP50"] <= 1
+    assert (run / "checkpoints" / "best.pt").is_file() and (run / "checkpoints" / "last.pt").is_file()
+
+
+def _cocoeval(gt: dict, results: list[dict], iou_type: str) -> np.ndarray:
+    with contextlib.redirect_stdout(io.StringIO()):
+        cg = COCO()
+        cg.dataset = copy.deepcopy(gt)
+        cg.createIndex()
+        ev = COCOeval(cg, cg.loadRes(copy.deepcopy(results)), iou_type)
+        ev.evaluate()
+        ev.accumulate()
+        ev.summarize()
+    return ev.stats
+
+
+def test_evaluate_instance_run_equals_pycocotools(instance_run, demo_version, tmp_path):
+    import shutil
+
+    from evaluate.runner import evaluate_run
+
+    run = tmp_path / "mrcnn"
+    shutil.copytree(instance_run.run_dir, run)
+    result = evaluate_run(run, "test", progress=False)
+    out = run / "eval" / "test"
+    for name in ("instances.json", "metrics.json", "per_image.csv", "per_class.csv", "index.json"):
+        assert (out / name).is_file(), name
+    results = json.loads((out / "instances.json").read_text())
+    assert results, "an untrained-ish model still proposes instances"
+    gt = demo_version.coco("test")
+    keys = ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm", "ARl")
+    for t in ("segm", "bbox"):
+        ref = _cocoeval(gt, [r for r in results if t == "bbox" or "segmentation" in r], t)
+        ours = result[t]["stats"]
+        np.testing.assert_allclose(ours, ref, atol=1e-6, err_msg=t)
+        assert [result[t][k] for k in keys] == [None if v == -1 else pytest.approx(v, abs=1e-6) for v in ref]
+    assert 0 <= result["things_mIoU"] <= 1 and result["task"] == "instance"
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["segm"]["AP"] == result["segm"]["AP"]
+    rows = (out / "per_image.csv").read_text().splitlines()
+    assert rows[0].startswith("image_id,key,file,prediction,tp,fp,fn,instance_errors")
+    assert len(rows) == 1 + len(gt["images"])
+
+
+def test_instance_checkpoint_refused_by_semantic_training(instance_run, demo_version, tmp_path):
+    ckpt = instance_run.run_dir / "checkpoints" / "best.pt"
+    cfg = load_train_config(None, tiny_overrides(demo_version.path, tmp_path, f"model.weights={ckpt}"))
+    with pytest.raises(SegLoopError, match="checkpoint is a instance model|checkpoint is an? instance model") as e:
+        train(cfg, progress=False)
+    assert "semantic" in str(e.value) and str(ckpt) in str(e.value)
+
+
+def test_semantic_checkpoint_refused_where_an_instance_model_is_needed(tiny_run):
+    from train.checkpoint import load_model
+
+    with pytest.raises(SegLoopError, match="semantic model .*needs a instance model|needs an? instance model"):
+        load_model(tiny_run.run_dir, task="instance")
+
+
+def test_version_without_instances_is_refused(tmp_path):
+    from ingest.version import build
+    from tests.test_maskfolder import _cfg, _make_folder
+
+    _make_folder(tmp_path / "f")
+    v = build(_cfg(tmp_path / "f", tmp_path / "v"), progress=False)
+    cfg = load_train_config(None, instance_overrides(v.path, tmp_path / "runs"))
+    with pytest.raises(SegLoopError) as e:
+        train(cfg, progress=False)
+    assert "no instances" in str(e.value) or "no class with instances" in str(e.value)
+    assert "fix:" in str(e.value) and not (tmp_path / "runs").exists()
+
+
+def test_unknown_backbone_is_refused_before_anything_is_written(demo_version, tmp_path):
+    cfg = load_train_config(None, instance_overrides(demo_version.path, tmp_path / "runs",
+                                                     "model.args={backbone: vgg16}"))
+    with pytest.raises(SegLoopError, match="resnet18") as e:
+        train(cfg, progress=False)
+    assert "mobilenet_v3_large" in str(e.value) and not (tmp_path / "runs").exists()
