@@ -6,13 +6,13 @@ STAMP := $(VENV)/.installed
 export NO_ALBUMENTATIONS_UPDATE := 1
 export PYTHONUNBUFFERED := 1
 
-.PHONY: help install labelstudio demo triage loop-demo test test-fast lint bench clean
+.PHONY: help install labelstudio browser demo triage loop-demo test test-fast lint bench clean
 
 help:
 	@echo "make demo       install into $(VENV), generate + ingest the demo city, train, evaluate on test"
 	@echo "make triage     after demo: FiftyOne dataset + views, triptychs, relabel list, report"
 	@echo "make loop-demo  Label Studio loop: label, export, ingest, train briefly, push the next batch"
-	@echo "make test       run the test suite (pytest; installs Label Studio into $(LS_VENV) first)"
+	@echo "make test       run the test suite (installs Label Studio into $(LS_VENV) and Debian's chromium first)"
 	@echo "make labelstudio  install Label Studio into its own virtual environment"
 	@echo "make test-fast  the tests not marked slow"
 	@echo "make lint       ruff"
@@ -34,6 +34,14 @@ $(LS_STAMP): requirements-labelstudio.txt
 	touch $(LS_STAMP)
 
 labelstudio: $(LS_STAMP)
+
+# The browser tests drive Debian's chromium through Playwright (nothing downloads a browser build): installed with
+# apt-get when missing (as root, or through sudo).
+browser:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  echo "installing Debian's chromium for the browser tests (apt-get)"; \
+	  SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+	  $$SUDO apt-get update -q >/dev/null && $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium >/dev/null; }
 
 demo: $(STAMP)
 	$(PY) -m ingest build --config configs/data/demo.yaml
@@ -67,7 +75,7 @@ loop-demo: $(STAMP) $(LS_STAMP)
 	@echo
 	@echo "open $$($(PY) -c 'from annotate.server import status; print(status()["url"])')/projects/ (admin@segloop.local; password in data/labelstudio/server/admin_password)"
 
-test: $(STAMP) $(LS_STAMP)
+test: $(STAMP) $(LS_STAMP) browser
 	@$(PY) -m pytest; rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests (exit 5)"; exit 0; fi; exit $$rc
 
