@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import functools
 import math
+import numbers
 from pathlib import Path
 from typing import Any, Literal
 
@@ -72,17 +73,25 @@ def rasterize_polygon(points: Any, width: int, height: int, rule: FillRule = "ce
 
 
 def polygon_points(points: Any, origin: str | Path | None = None) -> np.ndarray:
-    """``points`` as an (n, 2) float array, or the error every polygon reader gives for bad geometry."""
-    try:
-        pts = np.asarray(points, dtype=np.float64)
-    except (TypeError, ValueError):
-        pts = None
+    """``points`` as an (n, 2) float array, or the error every polygon reader gives for bad geometry. Coordinates
+    must be numbers: a string such as ``"12.5"`` means a damaged file, and is refused rather than parsed."""
+    pts = np.asarray(points, dtype=np.float64) if _numeric(points) else None
     if pts is None or pts.ndim != 2 or pts.shape[1] != 2 or len(pts) < 3:
         raise SegLoopError("polygon needs at least 3 [x, y] number pairs", path=origin,
                            fix="fix or delete the region (a polygon with fewer points has no area)")
     if not np.isfinite(pts).all():
         raise SegLoopError("polygon has a NaN or infinite coordinate", path=origin, fix="fix or delete the region")
     return pts
+
+
+def _numeric(points: Any) -> bool:
+    """A numeric array, or a list of lists whose items are all real numbers (not strings, not booleans)."""
+    if isinstance(points, np.ndarray):
+        return points.dtype.kind in "iuf"
+    if not isinstance(points, (list, tuple)):
+        return False
+    return all(isinstance(p, (list, tuple, np.ndarray))
+               and all(isinstance(v, numbers.Real) and not isinstance(v, bool) for v in p) for p in points)
 
 
 def _fill_centres(pts: np.ndarray, width: int, height: int) -> np.ndarray:

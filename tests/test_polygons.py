@@ -185,6 +185,9 @@ def test_centre_rule_area_is_the_polygons_area():
     ([[0, 0], [5, float("nan")], [5, 0]], "NaN"),
     ([["a", "b"], [5, 5], [5, 0]], "at least 3"),
     ([[0, 0, 1], [5, 5, 1], [5, 0, 1]], "at least 3"),
+    ([["0", "0"], ["5", "5"], ["5", "0"]], "at least 3"),  # numbers as strings: a damaged file, not parsed
+    ([[0, 0], [5, True], [5, 0]], "at least 3"),
+    ("0,0 5,5 5,0", "at least 3"),
 ])
 def test_bad_polygon_geometry(points, message):
     from ingest.polygons import rasterize_polygon
