@@ -145,9 +145,10 @@ def _pick(task: dict[str, Any], choice: str) -> dict[str, Any] | None:
     return anns[-1] if choice == "latest" else anns[0]
 
 
-def rasterize_percent_polygon(points: Any, width: int, height: int, origin: str) -> np.ndarray:
+def rasterize_percent_polygon(points: Any, width: int, height: int, origin: str,
+                              where: str = "polygon") -> np.ndarray:
     """A Label Studio polygon (percent of the image) filled by the continuous pixel-centre rule."""
-    pts = polygon_points(points, origin)
+    pts = polygon_points(points, origin, where)
     if (pts < 0).any() or (pts > 100).any():
         bad = pts[(pts < 0).any(1) | (pts > 100).any(1)][0].tolist()
         raise SegLoopError(f"polygon point {bad} is outside 0..100 % of the image", path=origin,
@@ -226,7 +227,8 @@ class LabelStudioSource:
                 raise SegLoopError(f"region {res.get('id')} has {len(labels)} labels, expected one", path=where)
             cls = self.taxonomy.map_source_label(self.value_map, labels[0], where)
             if kind == "polygonlabels":
-                mask = rasterize_percent_polygon(value.get("points") or [], width, height, where)
+                mask = rasterize_percent_polygon(value.get("points"), width, height, where,
+                                                 f"region {res.get('id')} ({labels[0]})")
             else:
                 if value.get("format", "rle") != "rle" or "rle" not in value:
                     raise SegLoopError(f"brush region {res.get('id')} has no RLE", path=where)

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import functools
 import math
-import numbers
 from pathlib import Path
 from typing import Any, Literal
 
@@ -30,6 +29,7 @@ from PIL import Image, ImageDraw
 
 from core.errors import SegLoopError
 from core.fsio import read_json
+from ingest.geometry import check_polygon
 from ingest.taxonomy import CityscapesLabel, cityscapes_labels
 
 
@@ -61,7 +61,7 @@ def rasterize_polygon(points: Any, width: int, height: int, rule: FillRule = "ce
                       origin: str | Path | None = None) -> np.ndarray:
     """Boolean ``(height, width)`` mask of one polygon given in pixel coordinates, filled by ``rule``.
 
-    The geometry is checked here, once for every caller: at least 3 finite ``[x, y]`` number pairs."""
+    The geometry is checked first (``polygon_points``): at least 3 finite ``[x, y]`` number pairs."""
     pts = polygon_points(points, origin)
     if rule == "cityscapes":
         img = Image.new("L", (width, height), 0)
@@ -72,26 +72,16 @@ def rasterize_polygon(points: Any, width: int, height: int, rule: FillRule = "ce
     return _fill_centres(pts, width, height)
 
 
-def polygon_points(points: Any, origin: str | Path | None = None) -> np.ndarray:
-    """``points`` as an (n, 2) float array, or the error every polygon reader gives for bad geometry. Coordinates
-    must be numbers: a string such as ``"12.5"`` means a damaged file, and is refused rather than parsed."""
-    pts = np.asarray(points, dtype=np.float64) if _numeric(points) else None
-    if pts is None or pts.ndim != 2 or pts.shape[1] != 2 or len(pts) < 3:
-        raise SegLoopError("polygon needs at least 3 [x, y] number pairs", path=origin,
-                           fix="fix or delete the region (a polygon with fewer points has no area)")
-    if not np.isfinite(pts).all():
-        raise SegLoopError("polygon has a NaN or infinite coordinate", path=origin, fix="fix or delete the region")
-    return pts
-
-
-def _numeric(points: Any) -> bool:
-    """A numeric array, or a list of lists whose items are all real numbers (not strings, not booleans)."""
-    if isinstance(points, np.ndarray):
-        return points.dtype.kind in "iuf"
-    if not isinstance(points, (list, tuple)):
-        return False
-    return all(isinstance(p, (list, tuple, np.ndarray))
-               and all(isinstance(v, numbers.Real) and not isinstance(v, bool) for v in p) for p in points)
+def polygon_points(points: Any, origin: str | Path | None = None, where: str = "polygon") -> np.ndarray:
+    """``points`` as an (n, 2) float array. Points read from a file go through ``ingest.geometry.check_polygon``
+    (the one geometry check every reader shares); an array built by SegLoop itself is checked for shape and
+    finiteness only."""
+    if not isinstance(points, np.ndarray):
+        return check_polygon(points, origin, where)
+    if points.ndim != 2 or points.shape[1] != 2 or len(points) < 3 or not np.isfinite(points).all():
+        raise SegLoopError(f"{where}: expected at least 3 finite [x, y] points, got an array of shape "
+                           f"{points.shape}", path=origin, fix="fix or delete the region")
+    return points.astype(np.float64, copy=False)
 
 
 def _fill_centres(pts: np.ndarray, width: int, height: int) -> np.ndarray:

@@ -150,10 +150,10 @@ def test_centre_rule_shared_edges_never_overlap_and_leave_no_gap():
         top = corners[0] + rng.uniform(0.2, 0.8) * (corners[1] - corners[0])
         bottom = corners[3] + rng.uniform(0.2, 0.8) * (corners[2] - corners[3])
         mid = (top + bottom) / 2 + rng.uniform(-5, 5, 2)
-        left = [corners[0], top, mid, bottom, corners[3]]
-        right = [top, corners[1], corners[2], bottom, mid]
+        left = np.array([corners[0], top, mid, bottom, corners[3]])
+        right = np.array([top, corners[1], corners[2], bottom, mid])
         a, b = rasterize_polygon(left, w, h), rasterize_polygon(right, w, h)
-        whole = rasterize_polygon([corners[0], top, corners[1], corners[2], bottom, corners[3]], w, h)
+        whole = rasterize_polygon(np.array([corners[0], top, corners[1], corners[2], bottom, corners[3]]), w, h)
         assert not (a & b).any(), "polygons sharing an edge overlap"
         np.testing.assert_array_equal(a | b, whole)  # ... and leave no gap between them
     # the case that used to overlap by a column: two rectangles side by side on pixel edges
@@ -181,13 +181,14 @@ def test_centre_rule_area_is_the_polygons_area():
 
 
 @pytest.mark.parametrize("points,message", [
-    ([[0, 0], [5, 5]], "at least 3"),
-    ([[0, 0], [5, float("nan")], [5, 0]], "NaN"),
-    ([["a", "b"], [5, 5], [5, 0]], "at least 3"),
-    ([[0, 0, 1], [5, 5, 1], [5, 0, 1]], "at least 3"),
-    ([["0", "0"], ["5", "5"], ["5", "0"]], "at least 3"),  # numbers as strings: a damaged file, not parsed
-    ([[0, 0], [5, True], [5, 0]], "at least 3"),
-    ("0,0 5,5 5,0", "at least 3"),
+    ([[0, 0], [5, 5]], "at least 3 points"),
+    ([[0, 0], [5, float("nan")], [5, 0]], "not a finite number"),
+    ([["a", "b"], [5, 5], [5, 0]], "not a number"),
+    ([[0, 0, 1], [5, 5, 1], [5, 0, 1]], "not an \\[x, y\\] pair"),
+    ([["0", "0"], ["5", "5"], ["5", "0"]], "not a number"),  # numbers as strings: a damaged file, not parsed
+    ([[0, 0], [5, True], [5, 0]], "not a number"),
+    ("0,0 5,5 5,0", "must be a list"),
+    (np.array([[0.0, 0.0], [1.0, np.inf], [2.0, 0.0]]), "finite"),
 ])
 def test_bad_polygon_geometry(points, message):
     from ingest.polygons import rasterize_polygon
