@@ -137,9 +137,11 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _run_dir(run: str) -> Path:
-    run_dir = Path(run) if Path(run).is_dir() else Path("runs") / run
-    if not (run_dir / "run.json").is_file():
-        raise SegLoopError("run folder not found", path=run_dir, fix="give a folder under runs/")
+    """A run folder (path, name under runs/, or ``last``) that has a run.json: the run folder contract of core.runs."""
+    from core.runs import Run, resolve_run
+
+    run_dir = resolve_run(run)
+    Run(run_dir).info()  # not a run folder: the error names it
     return run_dir
 
 
@@ -156,8 +158,9 @@ def _share(text: str) -> float:
 
 def _manifest(run_dir: Path) -> dict:
     from core.fsio import read_json
+    from core.runs import Run
 
-    info = read_json(run_dir / "run.json", "run record")
+    info = Run(run_dir).info()
     try:
         return read_json(Path(info["dataset_path"]) / "manifest.json", "dataset manifest")
     except (KeyError, TypeError):
