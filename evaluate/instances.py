@@ -55,8 +55,9 @@ def coco_instances(annotations: list[dict[str, Any]]) -> list[Instance]:
                      a.get("score")) for a in annotations]
 
 
-def load_instance_results(eval_dir: Path) -> dict[int, list[dict[str, Any]]] | None:
-    """COCO results of an instance model grouped by image id, or None when the run has none."""
+def load_instance_results(eval_dir: Path, min_score: float | None = None) -> dict[int, list[dict[str, Any]]] | None:
+    """COCO results of an instance model grouped by image id, or None when the run has none; with ``min_score``,
+    only the detections the evaluation counted as confident (its per-image TP / FP use the same cut)."""
     path = eval_dir / "instances.json"
     if not path.is_file():
         return None
@@ -66,7 +67,8 @@ def load_instance_results(eval_dir: Path) -> dict[int, list[dict[str, Any]]] | N
                            fix="re-run the evaluation that wrote it")
     by_image: dict[int, list[dict[str, Any]]] = {}
     for r in results:
-        by_image.setdefault(int(r["image_id"]), []).append(r)
+        if min_score is None or r.get("score", 1.0) >= min_score:
+            by_image.setdefault(int(r["image_id"]), []).append(r)
     return by_image
 
 

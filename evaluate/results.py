@@ -33,7 +33,8 @@ class EvalResults:
         with open(rows_file, newline="") as fh:
             self.rows: list[dict[str, Any]] = list(csv.DictReader(fh))
         self.metrics: dict[str, Any] = read_json(self.dir / "metrics.json", "evaluation metrics")
-        self.class_names: list[str] = list(self.metrics["per_class"])
+        # the taxonomy's classes (evaluations written before instance runs only had them as per_class keys)
+        self.class_names: list[str] = list(self.metrics.get("classes") or self.metrics["per_class"])
 
     @cached_property
     def version(self) -> DatasetVersion:

@@ -137,7 +137,7 @@ def _header(run_dir: Path, split: str, ds: DatasetVersion, ckpt_path: Path, ckpt
     steady = times[1:] or times
     return {
         "run": str(run_dir), "task": ckpt["model_spec"]["task"], "split": split, "dataset_version": ds.version,
-        "checkpoint": str(ckpt_path), "epoch": ckpt["epoch"], "images": images,
+        "checkpoint": str(ckpt_path), "epoch": ckpt["epoch"], "images": images, "classes": ds.taxonomy.names,
         "timing": {"device": str(dev), "batch_size": 1, "input_size": input_size,
                    "ms_per_image_mean": 1000 * statistics.fmean(steady),
                    "ms_per_image_median": 1000 * statistics.median(steady),

@@ -117,11 +117,27 @@ def hex_color(rgb: tuple[int, int, int] | list[int]) -> str:
     return "#{:02x}{:02x}{:02x}".format(*rgb)
 
 
-def sample_scores(pred: np.ndarray, label: np.ndarray, taxonomy: Taxonomy) -> dict[str, Any]:
-    """Per-image pixel accuracy, mIoU, mean Dice and per-class IoU (None where a class is in neither map)."""
-    s = scores_from_matrix(confusion(pred, label, taxonomy.num_classes, taxonomy.ignore_index))
+def sample_scores(pred: np.ndarray, label: np.ndarray, taxonomy: Taxonomy, things_only: bool = False
+                  ) -> dict[str, Any]:
+    """Per-image pixel accuracy, mIoU, mean Dice and per-class IoU (None where a class is in neither map).
+
+    ``things_only`` scores an instance model's painted map: its unpainted pixels (the ignore value) predict no
+    class, and only the thing classes enter the means (the same figures as ``evaluate run``'s thing-class IoU)."""
+    n = taxonomy.num_classes
+    if things_only:
+        pred = np.where(pred == taxonomy.ignore_index, n, pred)  # 'no instance': an extra, never-true class
+        mat = confusion(pred, label, n + 1, taxonomy.ignore_index)
+        keep = [c.index for c in taxonomy.classes if c.has_instances]
+        s = scores_from_matrix(mat)
+        iou, dice = s.iou[keep], s.dice[keep]
+        names = [taxonomy.names[i] for i in keep]
+        return {"miou": _num(np.nanmean(iou)) if np.isfinite(iou).any() else None,
+                "dice": _num(np.nanmean(dice)) if np.isfinite(dice).any() else None,
+                "pixel_acc": _num(s.pixel_acc),
+                "class_iou": {field_name(nm): _num(v) for nm, v in zip(names, iou, strict=True)}}
+    s = scores_from_matrix(confusion(pred, label, n, taxonomy.ignore_index))
     return {"miou": _num(s.miou), "dice": _num(s.mdice), "pixel_acc": _num(s.pixel_acc),
-            "class_iou": {field_name(n): _num(v) for n, v in zip(taxonomy.names, s.iou, strict=True)}}
+            "class_iou": {field_name(nm): _num(v) for nm, v in zip(taxonomy.names, s.iou, strict=True)}}
 
 
 def _num(v: float) -> float | None:
@@ -173,7 +189,7 @@ def _sample(fo, res: EvalResults, row: dict[str, Any], im: dict[str, Any], gt_an
     gt_inst = coco_instances(gt_anns)
     pred_inst, instance_source = _predicted_instances(int(im["id"]), pred, unc, tax, results)
     m: InstanceMatch = match_instances(gt_inst, pred_inst)
-    scores = sample_scores(pred, label, tax)
+    scores = sample_scores(pred, label, tax, things_only=res.metrics.get("task") == "instance")
     sample = fo.Sample(
         filepath=str(ds.image_path(im)), tags=[res.split], key=row["key"], sha256=im["sha256"],
         group=im.get("group"), source=im.get("source"),
@@ -206,7 +222,7 @@ def load_run(run: str | Path, split: str = "test", db_dir: str | Path | None = N
         pid = fo.load_dataset(tmp_name).info.get("loader_pid")
         raise SegLoopError(f"another load of '{name}' is running (process {pid})", path=res.run_dir,
                            fix="wait for it to finish, or stop it and load again")
-    results = load_instance_results(res.dir)
+    results = load_instance_results(res.dir, res.metrics.get("score_threshold"))
     gt_by_image: dict[int, list[dict]] = {}
     for a in ds.coco(split)["annotations"]:
         gt_by_image.setdefault(int(a["image_id"]), []).append(a)
@@ -234,7 +250,9 @@ def load_run(run: str | Path, split: str = "test", db_dir: str | Path | None = N
             _configure(fo, dataset, tax)
             dataset.info = {**dataset.info, "run": str(res.run_dir), "split": split, "dataset_version": ds.version,
                             "taxonomy": tax.name, "instances_from": instance_source,
-                            "split_mIoU": res.metrics["mIoU"], "worst_classes": res.metrics["worst_classes"],
+                            "split_mIoU": res.metrics.get("mIoU", res.metrics.get("things_mIoU")),
+                            "split_mask_AP": res.metrics.get("segm", {}).get("AP"),
+                            "worst_classes": res.metrics["worst_classes"],
                             "masks": str(masks_dir), "loaded": time.strftime("%Y-%m-%dT%H:%M:%S")}
             views = save_views(dataset, res, tag_k)
             dataset.save()

@@ -62,14 +62,19 @@ def _cocoeval(gt: dict, results: list[dict], iou_type: str) -> np.ndarray:
     return ev.stats
 
 
-def test_evaluate_instance_run_equals_pycocotools(instance_run, demo_version, tmp_path):
+@pytest.fixture(scope="session")
+def evaluated_instance_run(instance_run, tmp_path_factory):
     import shutil
 
     from evaluate.runner import evaluate_run
 
-    run = tmp_path / "mrcnn"
+    run = tmp_path_factory.mktemp("instance_eval") / "mrcnn"
     shutil.copytree(instance_run.run_dir, run)
-    result = evaluate_run(run, "test", progress=False)
+    return run, evaluate_run(run, "test", progress=False)
+
+
+def test_evaluate_instance_run_equals_pycocotools(evaluated_instance_run, demo_version):
+    run, result = evaluated_instance_run
     out = run / "eval" / "test"
     for name in ("instances.json", "metrics.json", "per_image.csv", "per_class.csv", "index.json"):
         assert (out / name).is_file(), name
@@ -124,3 +129,30 @@ def test_unknown_backbone_is_refused_before_anything_is_written(demo_version, tm
     with pytest.raises(SegLoopError, match="resnet18") as e:
         train(cfg, progress=False)
     assert "mobilenet_v3_large" in str(e.value) and not (tmp_path / "runs").exists()
+
+
+def test_fiftyone_shows_the_models_instances_and_ranks_by_its_errors(fiftyone_db, evaluated_instance_run):
+    import csv
+
+    import fiftyone as fo
+
+    from fiftyone_views.dataset import load_run
+
+    run, result = evaluated_instance_run
+    summary = load_run(run, "test", tag_k=2, progress=False)
+    assert summary["instances_from"] == "instances.json"
+    ds = fo.load_dataset(summary["dataset"])
+    rows = {r["key"]: r for r in csv.DictReader(open(run / "eval" / "test" / "per_image.csv"))}
+    threshold = result["score_threshold"]
+    results = json.loads((run / "eval" / "test" / "instances.json").read_text())
+    for sample in ds:
+        row = rows[sample["key"]]
+        assert (sample["tp"], sample["fp"], sample["fn"]) == (int(row["tp"]), int(row["fp"]), int(row["fn"]))
+        confident = [r for r in results if r["image_id"] == int(row["image_id"]) and r["score"] >= threshold]
+        shown = sample["pred_instances"].detections if sample["pred_instances"] else []
+        assert len(shown) == len(confident)
+        assert set(sample["class_iou"].to_dict()) - {"_cls"} <= {"person", "rider", "car", "truck", "bus", "train",
+                                                                 "motorcycle", "bicycle"}
+    worst = ds.load_saved_view("worst_instances")
+    errors = [s["instance_errors"] for s in worst]
+    assert errors == sorted(errors, reverse=True) and all(e > 0 for e in errors)
