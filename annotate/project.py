@@ -18,6 +18,7 @@ from annotate.labeling_config import config_differences, config_labels, labeling
 from annotate.server import document_root
 from core.errors import SegLoopError
 from core.fsio import atomic_path, raise_os_error, read_json, read_label, sha256_file
+from ingest.coco import decode_rle, train_index
 from ingest.images import list_images
 from ingest.labelstudio import UPLOAD_PREFIX, snapshot_name
 from ingest.ls_brush import encode_mask
@@ -183,6 +184,39 @@ def prediction_result(pred: np.ndarray, uncertainty: np.ndarray | None, taxonomy
     return result, float(conf.mean())
 
 
+def instance_result(results: list[dict], width: int, height: int, taxonomy: Taxonomy,
+                    tools: list[str]) -> tuple[list[dict], float]:
+    """Label Studio regions for an instance model's detections: one polygon per instance (its mask's largest
+    component; a brush when the project has no polygon tool), scored by the detection's own score."""
+    out: list[dict] = []
+    for k, r in enumerate(sorted(results, key=lambda r: -r["score"])):
+        mask = decode_rle(r["segmentation"])
+        name = taxonomy.classes[train_index(r["category_id"])].name
+        base = {"to_name": "image", "original_width": width, "original_height": height, "image_rotation": 0,
+                "score": float(r["score"])}
+        if "polygon" in tools:
+            parts = mask_polygons(mask, width, height)
+            if not parts:
+                continue
+            poly, _ = max(parts, key=lambda p: int(p[1].sum()))
+            out.append({**base, "from_name": "polygon", "type": "polygonlabels", "id": f"inst{k}",
+                        "value": {"points": poly, "polygonlabels": [name], "closed": True}})
+        else:
+            out.append({**base, "from_name": "brush", "type": "brushlabels", "id": f"inst{k}",
+                        "value": {"format": "rle", "rle": encode_mask(mask), "brushlabels": [name]}})
+    return out, float(np.mean([r["score"] for r in out])) if out else 0.0
+
+
+def _instance_results(folder: Path, cache: dict[Path, dict]) -> dict:
+    """An instance prediction folder's ``instances.json`` by image id (read once per folder)."""
+    if folder not in cache:
+        by_image: dict = {}
+        for r in read_json(folder / "instances.json", "instance predictions (COCO results)"):
+            by_image.setdefault(r["image_id"], []).append(r)
+        cache[folder] = by_image
+    return cache[folder]
+
+
 def check_run_classes(project: dict, taxonomy: Taxonomy, run_dir: Path) -> None:
     """Refuse a run whose classes differ from the labels of each of the project's tools (names both)."""
     labels = config_labels(project["label_config"])
@@ -215,6 +249,7 @@ def push_predictions(client: LabelStudio, project: dict, run_dir: Path, taxonomy
         raise SegLoopError(f"run {run_dir.name} has no prediction files", path=run_dir,
                            fix=f"python -m evaluate predict {run_dir} --images DIR (or evaluate run)")
     done = missing = 0
+    instances: dict[Path, dict] = {}
     for task in client.tasks(project["id"]):
         if task_ids is not None and task["id"] not in task_ids:
             continue
@@ -224,8 +259,14 @@ def push_predictions(client: LabelStudio, project: dict, run_dir: Path, taxonomy
             continue
         folder, entry = hit
         pred = read_label(folder / entry["prediction"])
-        unc = read_label(folder / entry["uncertainty"]) if entry.get("uncertainty") else None
-        result, score = prediction_result(pred, unc, taxonomy, tools)
+        if "image_id" in entry and (folder / "instances.json").is_file():  # an instance model's detections
+            threshold = entry.get("score_threshold", 0.5)
+            dets = [r for r in _instance_results(folder, instances).get(entry["image_id"], [])
+                    if r["score"] >= threshold]
+            result, score = instance_result(dets, pred.shape[1], pred.shape[0], taxonomy, tools)
+        else:
+            unc = read_label(folder / entry["uncertainty"]) if entry.get("uncertainty") else None
+            result, score = prediction_result(pred, unc, taxonomy, tools)
         client.post("/api/predictions", {"task": task["id"], "result": result, "score": score,
                                          "model_version": run_dir.name})
         done += 1

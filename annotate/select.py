@@ -40,6 +40,9 @@ def pool_scores(run_dir: Path, pool: str | Path, strategy: str, seed: int = 0) -
         if strategy == "entropy":
             score = entry["mean_uncertainty"]
         elif strategy == "margin":
+            if "mean_margin" not in entry:
+                raise SegLoopError(f"run {run_dir.name} is an instance model: its predictions have no class "
+                                   f"margin", fix="use --strategy entropy (1 - the mean score of its detections)")
             score = 1.0 - entry["mean_margin"]
         else:
             score = rng.random()

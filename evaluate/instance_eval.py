@@ -118,7 +118,8 @@ def evaluate_instance_split(model: torch.nn.Module, ds: DatasetVersion, split: s
         rows.append({"image_id": im["id"], "key": im["key"], "file": im["file_name"], "prediction": f"pred/{name}",
                      "mIoU": miou, "detections": sum(r["score"] >= SCORE_THRESHOLD for r in results)})
         index[im["sha256"]] = {"image": str(ds.image_path(im)), "prediction": f"pred/{name}", "uncertainty": None,
-                               "mean_uncertainty": instance_uncertainty(results)}
+                               "mean_uncertainty": instance_uncertainty(results), "image_id": im["id"],
+                               "score_threshold": SCORE_THRESHOLD}
     metrics = evaluator.evaluate()
     metrics.pop("per_image")
     confident = [r for r in evaluator.results() if r["score"] >= SCORE_THRESHOLD]

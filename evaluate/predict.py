@@ -60,7 +60,7 @@ def _predict_instances(model: torch.nn.Module, ckpt: dict[str, Any], dev: torch.
                        run_name: str, names: list[str], progress: bool) -> Path:
     """Instance runs: ``instances.json`` (COCO results keyed by the image's sha256 as ``image_id``), the painted
     instances in ``pred/`` and ``index.json`` with each image's instance uncertainty (1 - mean confident score)."""
-    from evaluate.instance_eval import instance_uncertainty, paint_instances, predict_instances
+    from evaluate.instance_eval import SCORE_THRESHOLD, instance_uncertainty, paint_instances, predict_instances
     from metrics.coco import outputs_to_results
 
     amp = bool(ckpt["config"]["train"]["amp"])
@@ -78,7 +78,8 @@ def _predict_instances(model: torch.nn.Module, ckpt: dict[str, Any], dev: torch.
             results += res
             save_png(tmp / "pred" / f"{sha}.png", paint_instances(res, img.shape[:2], ignore))
             index[sha] = {"image": str(f.resolve()), "prediction": f"pred/{sha}.png", "uncertainty": None,
-                          "mean_uncertainty": instance_uncertainty(res), "instances": len(res)}
+                          "mean_uncertainty": instance_uncertainty(res), "instances": len(res), "image_id": sha,
+                          "score_threshold": SCORE_THRESHOLD}
         write_json_atomic(tmp / "instances.json", results, indent=None)
         write_json_atomic(tmp / "index.json", {"run": run_name, "task": "instance", "classes": names,
                                                "images": index})

@@ -156,3 +156,68 @@ def test_fiftyone_shows_the_models_instances_and_ranks_by_its_errors(fiftyone_db
     worst = ds.load_saved_view("worst_instances")
     errors = [s["instance_errors"] for s in worst]
     assert errors == sorted(errors, reverse=True) and all(e > 0 for e in errors)
+
+
+def test_label_studio_gets_one_polygon_per_instance_and_next_ranks_by_instance_uncertainty(
+        instance_run, label_studio, demo_version, tmp_path, monkeypatch):
+    import shutil
+
+    from annotate.__main__ import main
+    from annotate.client import LabelStudio
+    from annotate.project import ensure_project
+    from evaluate.predict import predict_images
+    from ingest.taxonomy import load_taxonomy
+
+    pool = label_studio["files_root"] / "instance_pool"
+    pool.mkdir()
+    pool_images = demo_version.images("test") + demo_version.images("val")[:2]
+    for im in pool_images:
+        shutil.copy(demo_version.image_path(im), pool / demo_version.image_path(im).name)
+    out = predict_images(instance_run.run_dir, pool, name="pool", progress=False)
+    index = json.loads((out / "index.json").read_text())["images"]
+    results = json.loads((out / "instances.json").read_text())
+    # a briefly trained model is rarely confident: add two sure detections (ground-truth masks) to one image, as
+    # a better model would predict them, so that the push below has instances to outline
+    im = demo_version.images("test")[0]
+    anns = [a for a in demo_version.coco("test")["annotations"] if a["image_id"] == im["id"] and not a["iscrowd"]]
+    results += [{"image_id": im["sha256"], "category_id": a["category_id"], "score": s, "bbox": a["bbox"],
+                 "segmentation": a["segmentation"]} for a, s in zip(anns[:2], (0.97, 0.88), strict=True)]
+    (out / "instances.json").write_text(json.dumps(results))
+    assert len(index) == len(pool_images) and all(0 <= e["mean_uncertainty"] <= 1 for e in index.values())
+    monkeypatch.setenv("LABEL_STUDIO_URL", label_studio["url"])
+    monkeypatch.setenv("LABEL_STUDIO_API_KEY", label_studio["token"])
+    monkeypatch.setenv("SEGLOOP_SNAPSHOT_ROOT", str(tmp_path))
+    client = LabelStudio(label_studio["url"], label_studio["token"], backoff=0.05)
+    ensure_project(client, "instances", load_taxonomy("cityscapes"), ["polygon", "brush"])
+    assert main(["next", "--project", "instances", "--run", str(instance_run.run_dir), "--pool", str(pool),
+                 "--k", "3", "--strategy", "entropy"]) == 0
+    record = json.loads(next((tmp_path / "instances" / "next").glob("next-*.json")).read_text())
+    assert len(record["picked"]) == 3
+    assert record["picked"][0]["score"] == max(e["mean_uncertainty"] for e in index.values())
+    assert all(p["score"] == index[p["sha256"]]["mean_uncertainty"] for p in record["picked"])
+    # the whole pool, pushed as `annotate import` + `annotate predict` do
+    assert main(["import", "--project", "instances", "--images", str(pool)]) == 0
+    assert main(["predict", "--project", "instances", "--run", str(instance_run.run_dir)]) == 0
+    project = client.project_by_title("instances")
+    from annotate.project import mask_polygons
+    from ingest.coco import decode_rle
+
+    tasks = client.tasks(project["id"])
+    assert im["sha256"] in {t["data"]["sha256"] for t in tasks}, "the image with sure detections is pushed too"
+    names = load_taxonomy("cityscapes").names
+    for task in tasks:
+        sha = task["data"]["sha256"]
+        confident = [r for r in results if r["image_id"] == sha and r["score"] >= index[sha]["score_threshold"]]
+        outlined = [r for r in confident if mask_polygons(decode_rle(r["segmentation"]), 1, 1)]
+        pred = client.get("/api/predictions", task=task["id"])[-1]
+        assert pred["model_version"] == instance_run.run_dir.name
+        regions = pred["result"]
+        assert all(r["type"] == "polygonlabels" and len(r["value"]["polygonlabels"]) == 1 for r in regions)
+        assert sorted((r["score"], r["value"]["polygonlabels"][0]) for r in regions) == sorted(
+            (r["score"], names[r["category_id"] - 1]) for r in outlined)
+        if sha == im["sha256"]:
+            assert {0.97, 0.88} <= {r["score"] for r in regions}
+    with pytest.raises(SegLoopError, match="instance model"):
+        from annotate.select import pool_scores
+
+        pool_scores(instance_run.run_dir, pool, "margin")
