@@ -27,7 +27,7 @@ from train.infer import use_channels_last
 def plain_loop(trainer: Trainer, epochs: int) -> float:
     """The same objects SegLoop built, driven by the simplest possible loop; returns images/s."""
     torch.manual_seed(0)
-    model, loss_fn, opt = trainer.model, trainer.loss_fn, trainer.optimizer
+    model, loss_fn, opt = trainer.model, trainer.task.loss_fn, trainer.optimizer
     loader = DataLoader(trainer.train_set, batch_size=trainer.cfg["train"]["batch_size"], drop_last=True,
                         sampler=RandomSampler(trainer.train_set), collate_fn=collate)
     cl = use_channels_last(model, trainer.device, True)
@@ -61,7 +61,7 @@ def main() -> None:
         ours.append(res.images_per_second)
         print(f"round {r + 1}: plain {plain[-1]:.2f} img/s, SegLoop {ours[-1]:.2f} img/s")
     cfg = load_train_config(None, overrides)
-    print(f"trainer_overhead: {cfg['model']['name']} width {cfg['model']['width']}, batch "
+    print(f"trainer_overhead: {cfg['model']['name']} {t.spec['args'] or '(default args)'}, batch "
           f"{cfg['train']['batch_size']}, {cfg['data']['image_size']} input, {args.epochs} epochs x {args.rounds} "
           f"rounds on {t.device}")
     print(f"  plain loop {max(plain):.2f} img/s   SegLoop {max(ours):.2f} img/s   ratio {max(ours) / max(plain):.3f} "

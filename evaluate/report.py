@@ -83,6 +83,14 @@ def config_explanations() -> dict[str, str]:
     return out
 
 
+def _model_args_help(spec: dict[str, Any]) -> dict[str, str]:
+    """Meaning of each of a model's arguments, from its registry entry's docstring."""
+    from train.tasks import TASKS
+
+    models = TASKS.get(spec["task"]).models
+    return models.describe(spec["name"]) if spec["name"] in models else {}
+
+
 def _load_run(run: Path) -> dict[str, Any]:
     if not (run / "run.json").is_file():
         raise SegLoopError("not a run folder (no run.json)", path=run, fix="give folders under runs/")
@@ -97,7 +105,10 @@ def _load_run(run: Path) -> dict[str, Any]:
     from torch.utils.flop_counter import FlopCounterMode
 
     with torch.no_grad(), FlopCounterMode(display=False) as fc:
-        model(torch.zeros(1, 3, *hw))
+        if ckpt["model_spec"]["task"] == "instance":  # backbone, FPN, RPN and the heads' fixed part
+            model([torch.zeros(3, *hw)])
+        else:
+            model(torch.zeros(1, 3, *hw))
     params = sum(p.numel() for p in model.parameters())
     size_mb = (sum(p.numel() * p.element_size() for p in model.parameters())
                + sum(b.numel() * b.element_size() for b in model.buffers())) / 2**20
@@ -107,9 +118,14 @@ def _load_run(run: Path) -> dict[str, Any]:
 
 
 def _architecture_png(spec: dict[str, Any], hw: tuple[int, int], path: Path) -> None:
-    """Encoder-decoder block diagram: one box per level (channels, resolution), skip connections as arrows."""
-    depth, width = spec.get("depth", 4), spec.get("width", 16)
-    stride = spec.get("stem_stride", 1)
+    """Block diagram: encoder-decoder levels (channels, resolution) with skips for semantic models; the stages of
+    a two-stage detector for instance models."""
+    if spec["task"] == "instance":
+        _detector_png(spec, path)
+        return
+    args = spec["args"]
+    depth, width = args.get("depth", 4), args.get("width", 16)
+    stride = args.get("stem_stride", 1)
     fig, ax = plt.subplots(figsize=(10, 3.6))
     ax.axis("off")
     for i in range(depth + 1):
@@ -135,14 +151,37 @@ def _architecture_png(spec: dict[str, Any], hw: tuple[int, int], path: Path) -> 
     plt.close(fig)
 
 
+def _detector_png(spec: dict[str, Any], path: Path) -> None:
+    args = spec["args"]
+    stages = [(f"{args.get('backbone', 'resnet50')}\n({args.get('norm', 'group')} norm)", "#4c72b0"),
+              ("FPN\nmulti-scale features", "#4c72b0"), ("RPN\nanchors " + str(list(args.get(
+                  "anchor_sizes", [32, 64, 128, 256, 512]))), "#55a868"), ("RoIAlign 7x7\nbox head: class + box",
+                                                                          "#dd8452"),
+              ("RoIAlign 14x14\nmask head: 28x28 mask", "#c44e52")]
+    fig, ax = plt.subplots(figsize=(10, 1.8))
+    ax.axis("off")
+    for i, (text, color) in enumerate(stages):
+        ax.add_patch(plt.Rectangle((i * 1.3, 0), 1.1, 0.8, color=color, alpha=0.85))
+        ax.text(i * 1.3 + 0.55, 0.4, text, ha="center", va="center", color="white", fontsize=7)
+        if i:
+            ax.annotate("", xy=(i * 1.3, 0.4), xytext=(i * 1.3 - 0.2, 0.4), arrowprops={"arrowstyle": "->"})
+    ax.set_xlim(-0.1, len(stages) * 1.3)
+    ax.set_ylim(-0.1, 1.0)
+    ax.set_title(f"{spec['name']}: two-stage instance segmentation, images resized to shorter side "
+                 f"{args.get('min_size', 256)} (at most {args.get('max_size', 1024)})", fontsize=9)
+    fig.savefig(path, dpi=110, bbox_inches="tight")
+    plt.close(fig)
+
+
 def _curves_png(runs: list[dict[str, Any]], path: Path) -> None:
     fig, (a, b) = plt.subplots(1, 2, figsize=(10, 3.6))
     for r in runs:
         ep = [m["epoch"] for m in r["curve"]]
+        metric = r["info"].get("best_metric", "mIoU")
         a.plot(ep, [m["train_loss"] for m in r["curve"]], label=r["name"])
-        b.plot(ep, [m["val_mIoU"] for m in r["curve"]], label=r["name"])
+        b.plot(ep, [m.get(f"val_{metric}") for m in r["curve"]], label=f"{r['name']} ({metric})")
     a.set(xlabel="epoch", ylabel="train loss", title="training loss")
-    b.set(xlabel="epoch", ylabel="val mIoU", title="validation mIoU")
+    b.set(xlabel="epoch", ylabel="validation metric", title="validation mIoU / mask AP")
     for ax in (a, b):
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
@@ -241,31 +280,50 @@ def _markdown(runs: list[dict], ds: DatasetVersion, m: dict, expl: dict[str, str
               f"{r['gflops']:.2f} GFLOPs per image at the training size {r['hw'][0]}x{r['hw'][1]}.", ""]
     s += ["## Training", ""]
     for r in runs:
+        model_expl = {f"model.args.{k}": v for k, v in _model_args_help(r["spec"]).items()}
         s += [f"### {r['name']}", "", "Command:", "", "```", r["info"].get("command", ""), "```", "",
               _table(["key", "value", "meaning"],
-                     [[f"`{k}`", f"`{v}`", expl.get(k, "")] for k, v in flatten(r["config"]).items()]), ""]
+                     [[f"`{k}`", f"`{v}`", expl.get(k, model_expl.get(k, ""))]
+                      for k, v in flatten(r["config"]).items()]), ""]
     s += ["## Loss and metrics", "", DEFINITIONS, ""]
     s += ["## Curves", "", "![curves](curves.png)", ""]
     s += ["## Comparison (test split)", "",
-          _table(["run", "model", "parameters", "best val mIoU", "test mIoU", "pixel acc", "mean Dice",
-                  "ms / image", "train time"],
-                 [[r["name"], r["spec"]["name"], f"{r['params'] / 1e6:.2f} M",
-                   f"{r['info'].get('best_val_mIoU', float('nan')):.4f}", f"{r['test']['mIoU']:.4f}",
-                   f"{r['test']['pixel_acc']:.4f}", f"{r['test']['mDice']:.4f}",
+          "Semantic and instance runs share the thing-class mIoU (an instance model's masks painted into a class "
+          "map, higher scores on top); mask AP is COCO's (IoU .50:.95), equal to pycocotools' COCOeval.", "",
+          _table(["run", "task", "model", "parameters", "best val", "test mIoU", "thing-class mIoU", "mask AP",
+                  "mask AP50", "box AP", "ms / image", "train time"],
+                 [[r["name"], r["spec"]["task"], r["spec"]["name"], f"{r['params'] / 1e6:.2f} M",
+                   f"{r['info'].get('best_metric', 'mIoU')} "
+                   f"{r['info'].get('best_value', r['info'].get('best_val_mIoU', float('nan'))):.4f}",
+                   _num(r["test"].get("mIoU")), _num(r["test"].get("things_mIoU")),
+                   _num(r["test"].get("segm", {}).get("AP")), _num(r["test"].get("segm", {}).get("AP50")),
+                   _num(r["test"].get("bbox", {}).get("AP")),
                    f"{r['test']['timing']['ms_per_image_mean']:.1f} ({r['test']['timing']['device']})",
                    f"{r['info'].get('train_seconds', 0):.0f} s at {r['info'].get('train_images_per_second', 0)} img/s"]
                   for r in runs]), ""]
     s += ["## Worst classes", ""]
     for r in runs:
-        pc = r["test"]["per_class"]
+        t = r["test"]
+        if r["spec"]["task"] == "instance":
+            ap, box = t["segm"]["per_class"], t.get("bbox", {}).get("per_class", {})
+            s += [f"### {r['name']} (mask AP per class)", "",
+                  _table(["class", "mask AP", "box AP", "IoU (painted)"],
+                         [[n, _num(ap.get(n)), _num(box.get(n)), _num(t["thing_iou"].get(n))]
+                          for n in t["worst_classes"]]), ""]
+            continue
+        pc = t["per_class"]
         s += [f"### {r['name']}", "", _table(["class", "IoU", "Dice", "ground-truth pixels"],
                                              [[n, f"{pc[n]['iou']:.4f}", f"{pc[n]['dice']:.4f}", pc[n]["gt_pixels"]]
-                                              for n in r["test"]["worst_classes"]]), ""]
+                                              for n in t["worst_classes"]]), ""]
     s += ["## Gallery (test images, image | ground truth | prediction)", ""]
     s += [f"![{g}](gallery/{g})" for g in gallery] + ["", "All: [gallery/index.html](gallery/index.html)", ""]
     s += ["## Runtime environment", "", _table(["", ""], _environment()), ""]
     s += ["## References", ""] + [f"{i}. {b}" for i, b in enumerate(BIBLIOGRAPHY, 1)] + [""]
     return "\n".join(s)
+
+
+def _num(v: float | None) -> str:
+    return "-" if v is None or (isinstance(v, float) and np.isnan(v)) else f"{v:.4f}"
 
 
 def _inline(text: str) -> str:

@@ -114,6 +114,39 @@ def evaluated_run(tiny_run, tmp_path_factory) -> Path:
     return run_dir
 
 
+INSTANCE = ["task=instance", "model.name=maskrcnn", "data.image_size=[128,256]",
+            "model.args={backbone: resnet18, min_size: 128, max_size: 256, anchor_sizes: [16, 32, 64, 128, 256]}",
+            "optim.lr=0.0005", "train.epochs=1", "train.batch_size=2", "augment.copy_paste=0.5", "train.grad_clip=10"]
+
+
+def instance_overrides(version, runs, *extra: str) -> list[str]:
+    base = [o for o in tiny_overrides(version, runs) if not o.startswith(("model.args", "data.image_size"))]
+    return [*base, *INSTANCE, *extra]
+
+
+@pytest.fixture(scope="session")
+def instance_run(demo_version, tmp_path_factory):
+    """A Mask R-CNN (resnet18-FPN, from scratch) trained for one short epoch on the demo version."""
+    from train.config import load_train_config
+    from train.engine import train
+
+    runs = tmp_path_factory.mktemp("instance_runs")
+    return train(load_train_config(None, instance_overrides(demo_version.path, runs, "output.name=mrcnn")),
+                 progress=False)
+
+
+@pytest.fixture(scope="session")
+def evaluated_instance_run(instance_run, tmp_path_factory):
+    """A copy of the instance run evaluated on the demo test split: (run folder, result of evaluate_run)."""
+    import shutil
+
+    from evaluate.runner import evaluate_run
+
+    run = tmp_path_factory.mktemp("instance_eval") / "mrcnn"
+    shutil.copytree(instance_run.run_dir, run)
+    return run, evaluate_run(run, "test", progress=False)
+
+
 @pytest.fixture(scope="session")
 def fiftyone_db(tmp_path_factory):
     """FiftyOne isolated for the test session: a real mongod of SegLoop's on a temporary database folder, no user

@@ -14,25 +14,9 @@ from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
 from core.errors import SegLoopError
-from tests.conftest import tiny_overrides
+from tests.conftest import instance_overrides, tiny_overrides
 from train.config import load_train_config
 from train.engine import train
-
-INSTANCE = ["task=instance", "model.name=maskrcnn", "data.image_size=[128,256]",
-            "model.args={backbone: resnet18, min_size: 128, max_size: 256, anchor_sizes: [16, 32, 64, 128, 256]}",
-            "optim.lr=0.0005", "train.epochs=1", "train.batch_size=2", "augment.copy_paste=0.5", "train.grad_clip=10"]
-
-
-def instance_overrides(version, runs, *extra: str) -> list[str]:
-    base = [o for o in tiny_overrides(version, runs) if not o.startswith(("model.args", "data.image_size"))]
-    return [*base, *INSTANCE, *extra]
-
-
-@pytest.fixture(scope="session")
-def instance_run(demo_version, tmp_path_factory):
-    runs = tmp_path_factory.mktemp("instance_runs")
-    return train(load_train_config(None, instance_overrides(demo_version.path, runs, "output.name=mrcnn")),
-                 progress=False)
 
 
 def test_instance_run_folder(instance_run, demo_version):
@@ -60,17 +44,6 @@ def _cocoeval(gt: dict, results: list[dict], iou_type: str) -> np.ndarray:
         ev.accumulate()
         ev.summarize()
     return ev.stats
-
-
-@pytest.fixture(scope="session")
-def evaluated_instance_run(instance_run, tmp_path_factory):
-    import shutil
-
-    from evaluate.runner import evaluate_run
-
-    run = tmp_path_factory.mktemp("instance_eval") / "mrcnn"
-    shutil.copytree(instance_run.run_dir, run)
-    return run, evaluate_run(run, "test", progress=False)
 
 
 def test_evaluate_instance_run_equals_pycocotools(evaluated_instance_run, demo_version):

@@ -14,8 +14,13 @@ SECTIONS = ["## Problem", "## Dataset", "## Architectures", "## Training", "## L
 
 
 def test_config_comments_explain_hyperparameters():
+    from evaluate.report import _model_args_help
+
     expl = config_explanations()
-    assert "number of down-samplings" in expl["model.depth"] and "minutes" in expl["train.time_limit"]
+    assert "own arguments" in expl["model.args"] and "minutes" in expl["train.time_limit"]
+    args = _model_args_help({"task": "semantic", "name": "resunet", "args": {}})
+    assert "number of down-samplings" in args["depth"]
+    assert "GroupNorm" in _model_args_help({"task": "instance", "name": "maskrcnn", "args": {}})["norm"]
 
 
 def test_report_sections_and_browser(tiny_run, tmp_path):
@@ -43,3 +48,18 @@ def test_report_sections_and_browser(tiny_run, tmp_path):
                                ".map(i => i.src)")
         browser.close()
     assert [h for h in headings if h.startswith("Comparison")] and not broken, broken
+
+
+def test_report_compares_semantic_and_instance_runs(evaluated_run, evaluated_instance_run, tmp_path):
+    run, result = evaluated_instance_run
+    out = build_report([evaluated_run, run], tmp_path / "both", gallery=2)
+    md = (out / "report.md").read_text()
+    table = md.split("## Comparison (test split)")[1].split("## Worst classes")[0]
+    rows = [r for r in table.splitlines() if r.startswith("| ")]
+    assert "mask AP" in rows[0] and "thing-class mIoU" in rows[0]
+    inst = next(r for r in rows if r.startswith(f"| {run.name} |"))
+    assert "| instance | maskrcnn |" in inst and f"{result['segm']['AP']:.4f}" in inst
+    assert f"{result['things_mIoU']:.4f}" in inst
+    assert f"### {run.name} (mask AP per class)" in md
+    assert "`model.args.backbone`" in md and "FPN" in md
+    assert (out / "arch_2.png").stat().st_size > 1000
