@@ -17,13 +17,32 @@ from train.config import load_train_config
 from train.engine import train
 
 
+def print_models() -> None:
+    """Every registered model per task, with each argument's default and meaning (``model.name``, ``model.args``)."""
+    from train.tasks import TASKS
+
+    for task in TASKS.names():
+        models = TASKS.get(task).models
+        print(f"task={task}")
+        for name in models.names():
+            help_ = models.describe(name)
+            print(f"  model.name={name}")
+            for arg, default in models.defaults(name, ("num_classes",)).items():
+                key = f"model.args.{arg}={default!r}"
+                print(f"    {key:<52} {help_.get(arg, '')}")
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m train.run", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--config", help="experiment YAML (may start with 'base: ...'); default configs/train/default.yaml")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--models", action="store_true", help="list the models of each task with their arguments")
     p.add_argument("overrides", nargs="*", help="key=value overrides")
     args = p.parse_args(argv)
+    if args.models:
+        print_models()
+        return 0
     config = args.config
     resume = next((o.split("=", 1)[1] for o in args.overrides if o.split("=", 1)[0].lstrip("-") == "resume"), None)
     if resume:
@@ -35,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
     cfg = load_train_config(config, args.overrides)
     result = train(cfg, progress=not args.quiet)
     if result.run_dir is not None:
-        print(f"\nbest val mIoU {result.best_miou:.4f} (epoch {result.best_epoch}), {result.steps} steps, "
+        print(f"\nbest val {result.best_metric} {result.best_value:.4f} (epoch {result.best_epoch}), {result.steps} steps, "
               f"{result.train_seconds:.0f}s, {result.images_per_second:.1f} img/s\n"
               f"run folder:  {result.run_dir}\n"
               f"checkpoints: {result.run_dir / 'checkpoints'}\n"
