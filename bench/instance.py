@@ -16,7 +16,7 @@ import argparse
 import tempfile
 import time
 
-import _common  # noqa: F401 - puts the project root on sys.path
+import _common  # puts the project root on sys.path (and is used for its path)
 import torch
 from torch.utils.data import DataLoader, RandomSampler
 

@@ -54,7 +54,8 @@ def main(argv: list[str] | None = None) -> int:
     cfg = load_train_config(config, args.overrides)
     result = train(cfg, progress=not args.quiet)
     if result.run_dir is not None:
-        print(f"\nbest val {result.best_metric} {result.best_value:.4f} (epoch {result.best_epoch}), {result.steps} steps, "
+        print(f"\nbest val {result.best_metric} {result.best_value:.4f} (epoch {result.best_epoch}), "
+              f"{result.steps} steps, "
               f"{result.train_seconds:.0f}s, {result.images_per_second:.1f} img/s\n"
               f"run folder:  {result.run_dir}\n"
               f"checkpoints: {result.run_dir / 'checkpoints'}\n"
