@@ -366,3 +366,45 @@ def test_permission_denied_config(tmp_path):
     proc = _sh(f"{sys.executable} -m ingest build --config {secret} output={tmp_path / 'v'}", UNPRIVILEGED)
     assert_clean_error(proc.returncode, proc.stderr, str(secret), "permission denied", "chmod")
     assert tree(tmp_path) == ["secret.yaml"]
+
+
+# ----------------------------------------------------------------------------------- checkpoints and the model seam
+
+
+class _RunsCode:
+    """A pickle that would create a file when unpickled in full (what a crafted .pt does)."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+def test_malicious_checkpoint_never_runs(capsys, tmp_path, demo_version):
+    import torch
+
+    marker = tmp_path / "ran"
+    evil = tmp_path / "evil.pt"
+    torch.save({"model": {}, "model_spec": {"name": "resunet"}, "payload": _RunsCode(marker)}, evil)
+    runs = tmp_path / "runs"
+    rc, err = run_in_process(capsys, "train.run", f"data.version={demo_version.path}", f"output.runs_dir={runs}",
+                             f"model.weights={evil}")
+    assert_clean_error(rc, err, str(evil), "refused to load", "posix.system")
+    assert not marker.exists() and not runs.exists()
+
+
+MODEL_ROWS = [
+    ("model.args.widht=8", "widht", "did you mean 'width'"),
+    ("model.name=unet3", "model.name", "linknet, resunet"),
+    ("task=panoptic", "task", "semantic"),
+]
+
+
+@pytest.mark.parametrize("override,key,words", MODEL_ROWS, ids=[r[0] for r in MODEL_ROWS])
+def test_bad_model_choice(capsys, tmp_path, demo_version, override, key, words):
+    runs = tmp_path / "runs"
+    rc, err = run_in_process(capsys, "train.run", f"data.version={demo_version.path}", f"output.runs_dir={runs}",
+                             override)
+    assert_clean_error(rc, err, key, words)
+    assert not runs.exists()
