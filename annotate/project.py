@@ -20,7 +20,7 @@ from core.errors import SegLoopError
 from core.fsio import atomic_path, raise_os_error, read_json, read_label, sha256_file
 from ingest.coco import decode_rle, train_index
 from ingest.images import list_images
-from ingest.labelstudio import UPLOAD_PREFIX, snapshot_name
+from ingest.labelstudio import UPLOAD_PREFIX, snapshot_name, upload_relpath
 from ingest.ls_brush import encode_mask
 from ingest.taxonomy import Taxonomy
 
@@ -344,7 +344,7 @@ def download_uploads(client: LabelStudio, tasks: list[dict], media: Path) -> int
         return None
     fetched = 0
     for task, ref in refs:
-        dest = media / ref[len("/data/"):]
+        dest = media / upload_relpath(ref)
         expected = (task.get("data") or {}).get("sha256")
         if dest.is_file() and (not expected or sha256_file(dest) == expected):
             continue

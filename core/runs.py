@@ -11,12 +11,14 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import socket
 from pathlib import Path
 from typing import Any
 
 from core.errors import SegLoopError
 from core.fsio import read_json, write_json_atomic
 from core.names import safe_name
+from core.services import pid_alive
 
 RUN_JSON = "run.json"
 CONFIG = "config.yaml"
@@ -85,21 +87,29 @@ class Run:
         return path
 
     def read_metrics(self) -> list[dict[str, Any]]:
-        """The validation records of ``metrics.jsonl`` (one per evaluation)."""
+        """The validation records of ``metrics.jsonl`` (one per evaluation); a line torn by a kill is skipped."""
+        return [rec for _, rec in self._records()]
+
+    def _records(self) -> list[tuple[str, dict[str, Any]]]:
         if not self.metrics_path.is_file():
             return []
-        return [json.loads(line) for line in self.metrics_path.read_text().splitlines() if line.strip()]
+        out = []
+        for line in self.metrics_path.read_text().splitlines():
+            try:
+                out.append((line, json.loads(line)))
+            except ValueError:
+                continue
+        return out
 
     def truncate_metrics(self, step: int) -> None:
-        """Drop records written after ``step``: a run killed between its metrics line and its checkpoint would
-        otherwise repeat that epoch's line after resume."""
+        """Drop records written after ``step`` (and lines torn by a kill): a run killed between its metrics line
+        and its checkpoint would otherwise repeat that epoch's line after resume."""
         if not self.metrics_path.is_file():
             return
-        lines = self.metrics_path.read_text().splitlines()
-        keep = [ln for ln in lines if ln.strip() and json.loads(ln).get("step", 0) <= step]
-        if len(keep) != len([ln for ln in lines if ln.strip()]):
+        keep = [line for line, rec in self._records() if rec.get("step", 0) <= step]
+        if len(keep) != len(self.metrics_path.read_text().splitlines()):
             tmp = self.metrics_path.with_name(f".{METRICS}.tmp")
-            tmp.write_text("".join(ln + "\n" for ln in keep))
+            tmp.write_text("".join(line + "\n" for line in keep))
             os.replace(tmp, self.metrics_path)
 
 
@@ -130,10 +140,25 @@ def find_checkpoint(run: str | Path, which: str = "best") -> Path:
     return Run(run).find_checkpoint(which)
 
 
+def has_results(path: Path) -> bool:
+    """Whether a run folder holds anything worth keeping: a checkpoint or an evaluation."""
+    return any((path / CHECKPOINTS).glob("*.pt")) or (path / "eval").exists()
+
+
+OWNER = ".owner.json"  # pid and host of the training that created the folder, until its first checkpoint
+
+
 def is_abandoned(path: Path) -> bool:
-    """A run folder that holds no checkpoint and no evaluation: a run that failed before its first epoch ended.
-    Reusing its name is safe; nothing of value would be lost."""
-    return path.is_dir() and not any((path / CHECKPOINTS).glob("*.pt")) and not (path / "eval").exists()
+    """A run folder that holds no checkpoint and no evaluation, and whose training is gone: a run that failed
+    before its first epoch ended. Reusing its name is safe; nothing of value would be lost. A run still in its
+    first epoch (its owner alive on this host) is not abandoned."""
+    if not path.is_dir() or has_results(path):
+        return False
+    try:
+        owner = json.loads((path / OWNER).read_text())
+    except (OSError, ValueError):
+        return True
+    return not (owner.get("host") == socket.gethostname() and pid_alive(int(owner.get("pid", 0))))
 
 
 def plan_run_dir(runs_dir: str | Path, name: str, exist_ok: bool) -> Path:
@@ -152,13 +177,21 @@ def plan_run_dir(runs_dir: str | Path, name: str, exist_ok: bool) -> Path:
 
 
 def create_run_dir(path: Path, exist_ok: bool) -> Path:
-    """Create the planned run folder; with ``exist_ok`` an earlier run of that name is replaced (its metrics must
-    not mix with the new ones)."""
+    """Claim the planned run folder (``mkdir`` is atomic: of two trainings started together, one gets the name and
+    the other the next free ``-N``); with ``exist_ok`` an earlier run of that name is replaced (its metrics must not
+    mix with the new ones). The folder records its owner until the first checkpoint."""
     if path.exists() and (exist_ok or is_abandoned(path)):
         shutil.rmtree(path)
-    try:
-        path.mkdir(parents=True)
-    except FileExistsError:
-        raise SegLoopError("run folder appeared while this run was starting", path=path,
-                           fix="another training uses the same output.name: choose another one") from None
+    base, i = path, 2
+    while True:
+        try:
+            path.mkdir(parents=True)
+            break
+        except FileExistsError:
+            if exist_ok:
+                raise SegLoopError("another training is writing this run folder", path=path,
+                                   fix="wait for it, or choose another output.name") from None
+            path = base.parent / f"{base.name}-{i}"
+            i += 1
+    (path / OWNER).write_text(json.dumps({"pid": os.getpid(), "host": socket.gethostname()}))
     return path

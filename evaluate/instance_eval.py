@@ -40,7 +40,7 @@ def paint_instances(results: list[dict[str, Any]], shape: tuple[int, int], ignor
     return out
 
 
-def instance_uncertainty(results: list[dict[str, Any]], score_threshold: float = 0.3) -> float:
+def instance_uncertainty(results: list[dict[str, Any]], score_threshold: float = SCORE_THRESHOLD) -> float:
     """1 - the mean score of an image's confident detections; 1 when the model finds nothing (worth labelling)."""
     scores = [r["score"] for r in results if r["score"] >= score_threshold]
     return float(1 - np.mean(scores)) if scores else 1.0
@@ -123,7 +123,7 @@ def evaluate_instance_split(model: torch.nn.Module, ds: DatasetVersion, split: s
     metrics = evaluator.evaluate()
     metrics.pop("per_image")
     confident = [r for r in evaluator.results() if r["score"] >= SCORE_THRESHOLD]
-    per_image = {p["image_id"]: p for p in evaluate_instances(coco, confident, ["segm"])["segm"].per_image}
+    per_image = {p["image_id"]: p for p in evaluate_instances(evaluator.gt, confident, ["segm"])["segm"].per_image}
     for row in rows:
         p = per_image.get(row["image_id"], {"tp": 0, "fp": 0, "fn": 0})
         row.update(tp=p["tp"], fp=p["fp"], fn=p["fn"], instance_errors=p["fp"] + p["fn"])

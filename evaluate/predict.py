@@ -58,8 +58,9 @@ def predict_images(run: str | Path, images: str | Path, name: str | None = None,
 
 def _predict_instances(model: torch.nn.Module, ckpt: dict[str, Any], dev: torch.device, files: list[Path], out: Path,
                        run_name: str, names: list[str], progress: bool) -> Path:
-    """Instance runs: ``instances.json`` (COCO results keyed by the image's sha256 as ``image_id``), the painted
-    instances in ``pred/`` and ``index.json`` with each image's instance uncertainty (1 - mean confident score)."""
+    """Instance runs: ``instances.json`` (COCO results; ``image_id`` is the image's position in the list, and
+    ``index.json`` maps each image's sha256 to it), the painted instances in ``pred/`` and each image's instance
+    uncertainty (1 - the mean score of its confident detections)."""
     from evaluate.instance_eval import SCORE_THRESHOLD, instance_uncertainty, paint_instances, predict_instances
     from metrics.coco import outputs_to_results
 
@@ -69,16 +70,14 @@ def _predict_instances(model: torch.nn.Module, ckpt: dict[str, Any], dev: torch.
     results: list[dict[str, Any]] = []
     with atomic_dir(out, replace=True) as tmp:
         (tmp / "pred").mkdir()
-        for f in tqdm(files, desc=f"predicting {out.name}", disable=not progress):
+        for image_id, f in enumerate(tqdm(files, desc=f"predicting {out.name}", disable=not progress)):
             img = read_image(f)
             sha = sha256_file(f)
-            res = outputs_to_results(0, predict_instances(model, img, dev, amp))
-            for r in res:
-                r["image_id"] = sha
+            res = outputs_to_results(image_id, predict_instances(model, img, dev, amp))
             results += res
             save_png(tmp / "pred" / f"{sha}.png", paint_instances(res, img.shape[:2], ignore))
             index[sha] = {"image": str(f.resolve()), "prediction": f"pred/{sha}.png", "uncertainty": None,
-                          "mean_uncertainty": instance_uncertainty(res), "instances": len(res), "image_id": sha,
+                          "mean_uncertainty": instance_uncertainty(res), "instances": len(res), "image_id": image_id,
                           "score_threshold": SCORE_THRESHOLD}
         write_json_atomic(tmp / "instances.json", results, indent=None)
         write_json_atomic(tmp / "index.json", {"run": run_name, "task": "instance", "classes": names,

@@ -27,9 +27,10 @@ from PIL import Image
 from core.config import flatten
 from core.errors import SegLoopError
 from core.fsio import atomic_dir
+from core.runs import Run, find_checkpoint
 from evaluate.gallery import make_triptychs
 from ingest.version import DatasetVersion, dataset_ref, resolve_version
-from train.checkpoint import find_checkpoint, load_model
+from train.checkpoint import load_model
 from train.config import TRAIN_DEFAULT
 
 BIBLIOGRAPHY = [
@@ -95,7 +96,7 @@ def _load_run(run: Path) -> dict[str, Any]:
     if not (run / "run.json").is_file():
         raise SegLoopError("not a run folder (no run.json)", path=run, fix="give folders under runs/")
     info = json.loads((run / "run.json").read_text())
-    metrics = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines() if x.strip()]
+    metrics = Run(run).read_metrics()
     test = run / "eval" / "test" / "metrics.json"
     if not test.is_file():
         raise SegLoopError("run has no test evaluation", path=run,

@@ -163,6 +163,11 @@ def _evaluate_instances(run_dir: Path, ckpt_path: Path, ckpt: dict[str, Any], mo
     return result
 
 
+def _show(v: float | None) -> str:
+    """A figure for the terminal; '-' where COCO leaves it undefined (no ground truth of that kind)."""
+    return "-" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.4f}"
+
+
 def _fmt(v: float | None) -> str:
     return "" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.6f}"
 
@@ -172,13 +177,13 @@ def print_summary(result: dict[str, Any]) -> None:
     if result["task"] == "instance":
         sg, bb = result["segm"], result.get("bbox", {})
         print(f"{result['run']} on {result['split']} ({result['images']} images, {result['dataset_version']}):\n"
-              f"  mask AP {sg['AP']:.4f}  AP50 {sg['AP50']:.4f}  AP75 {sg['AP75']:.4f}   "
-              f"box AP {bb.get('AP') or 0:.4f}   thing-class mIoU {result['things_mIoU']:.4f}\n"
+              f"  mask AP {_show(sg['AP'])}  AP50 {_show(sg['AP50'])}  AP75 {_show(sg['AP75'])}   "
+              f"box AP {_show(bb.get('AP'))}   thing-class mIoU {_show(result['things_mIoU'])}\n"
               f"  {t['ms_per_image_mean']:.1f} ms/image on {t['device']}   {m['parameters'] / 1e6:.2f} M parameters, "
               f"{m['size_mb']:.1f} MB")
         print("  per-class mask AP (worst first):")
         for n in result["worst_classes"]:
-            print(f"    {n:16} {sg['per_class'][n]:.4f}")
+            print(f"    {n:16} {_show(sg['per_class'][n])}")
         print(f"  written to {result['out_dir']}")
         return
     print(f"{result['run']} on {result['split']} ({result['images']} images, {result['dataset_version']}):\n"

@@ -93,8 +93,16 @@ def read_snapshot(path: Path) -> tuple[list[dict[str, Any]], Path | None]:
     return tasks, (path.parent / media) if media else None
 
 
-def load_tasks(path: Path) -> list[dict[str, Any]]:
-    return read_snapshot(path)[0]
+def upload_relpath(path: str, origin: Path | None = None) -> str:
+    """``/data/upload/<project>/<file>`` (unquoted URL path) -> ``upload/<project>/<file>``, the file's place under a
+    media folder. A path that would climb out of it (``..``, or ``%2e%2e`` before unquoting) is refused: a snapshot
+    is a file from elsewhere, and its paths decide where downloads are written."""
+    rel = path[path.index(UPLOAD_PREFIX) + len("/data/"):]
+    parts = rel.replace("\\", "/").split("/")
+    if any(p in ("..", "") for p in parts) or rel.startswith("/"):
+        raise SegLoopError(f"uploaded image path {path!r} leaves Label Studio's upload folder", path=origin,
+                           fix="re-export the project from Label Studio; do not edit image paths by hand")
+    return rel
 
 
 def task_image_path(task: dict[str, Any], image_key: str, images_root: Path, origin: Path,
@@ -114,7 +122,7 @@ def task_image_path(task: dict[str, Any], image_key: str, images_root: Path, ori
         if "local-files" in url.path:
             candidates.append(images_root / unquote(parse_qs(url.query).get("d", [""])[0]))
         elif UPLOAD_PREFIX in path:
-            rel = path[path.index(UPLOAD_PREFIX) + len("/data/"):]  # upload/<project id>/<file>
+            rel = upload_relpath(path, origin)  # upload/<project id>/<file>
             candidates += [root / rel for root in (media_roots or [])]
             candidates.append(images_root / rel)
         elif url.scheme in ("http", "https", "s3", "gs"):

@@ -153,8 +153,9 @@ def test_label_studio_gets_one_polygon_per_instance_and_next_ranks_by_instance_u
     # a better model would predict them, so that the push below has instances to outline
     im = demo_version.images("test")[0]
     anns = [a for a in demo_version.coco("test")["annotations"] if a["image_id"] == im["id"] and not a["iscrowd"]]
-    results += [{"image_id": im["sha256"], "category_id": a["category_id"], "score": s, "bbox": a["bbox"],
-                 "segmentation": a["segmentation"]} for a, s in zip(anns[:2], (0.97, 0.88), strict=True)]
+    results += [{"image_id": index[im["sha256"]]["image_id"], "category_id": a["category_id"], "score": s,
+                 "bbox": a["bbox"], "segmentation": a["segmentation"]}
+                for a, s in zip(anns[:2], (0.97, 0.88), strict=True)]
     (out / "instances.json").write_text(json.dumps(results))
     assert len(index) == len(pool_images) and all(0 <= e["mean_uncertainty"] <= 1 for e in index.values())
     monkeypatch.setenv("LABEL_STUDIO_URL", label_studio["url"])
@@ -180,7 +181,8 @@ def test_label_studio_gets_one_polygon_per_instance_and_next_ranks_by_instance_u
     names = load_taxonomy("cityscapes").names
     for task in tasks:
         sha = task["data"]["sha256"]
-        confident = [r for r in results if r["image_id"] == sha and r["score"] >= index[sha]["score_threshold"]]
+        confident = [r for r in results if r["image_id"] == index[sha]["image_id"]
+                     and r["score"] >= index[sha]["score_threshold"]]
         outlined = [r for r in confident if mask_polygons(decode_rle(r["segmentation"]), 1, 1)]
         pred = client.get("/api/predictions", task=task["id"])[-1]
         assert pred["model_version"] == instance_run.run_dir.name

@@ -22,13 +22,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from core.config import read_yaml
 from core.errors import SegLoopError
 from core.fsio import atomic_path
 from core.runs import find_checkpoint
-
-__all__ = ["check_compatible", "find_checkpoint", "load_checkpoint", "load_model", "model_spec", "rng_state",
-           "run_config", "save_checkpoint", "set_rng_state", "unwrap"]
+from train.models.registry import INIT_ONLY_ARGS
 
 # NumPy arrays in checkpoints of earlier SegLoop versions (their RNG state): array reconstruction only, no code
 _LEGACY_NUMPY = [np._core.multiarray._reconstruct, np.ndarray, np.dtype, type(np.dtype(np.uint32))]
@@ -114,7 +111,7 @@ def check_compatible(ckpt: dict[str, Any], spec: dict[str, Any], class_names: li
         raise SegLoopError(f"checkpoint is a {theirs['task']} model ({theirs['name']}), but this is a "
                            f"{spec['task']} {'command' if spec.get('name') is None else 'config'}", path=path,
                            fix=f"use a {spec['task']} run's checkpoint, or set task={theirs['task']}")
-    if spec.get("name") is not None and (theirs["name"], theirs["args"]) != (spec["name"], spec["args"]):
+    if spec.get("name") is not None and (theirs["name"], architecture(theirs)) != (spec["name"], architecture(spec)):
         raise SegLoopError(f"checkpoint is for model {theirs['name']} {theirs['args']}, but the config asks for "
                            f"{spec['name']} {spec['args']}", path=path,
                            fix="use the same model settings as the checkpoint, or another checkpoint")
@@ -126,11 +123,25 @@ def check_compatible(ckpt: dict[str, Any], spec: dict[str, Any], class_names: li
             fix="train on a dataset with the checkpoint's taxonomy, or start without it")
 
 
+def architecture(spec: dict[str, Any]) -> dict[str, Any]:
+    """A spec's arguments with the model's defaults filled in and initialisation-only ones left out: what two
+    checkpoints must share to hold weights of the same shapes (``{}`` and ``{width: 16}`` are the same resunet)."""
+    from train.tasks import TASKS
+
+    models = TASKS.get(spec["task"]).models
+    if spec["name"] not in models:
+        return dict(spec["args"])
+    full = {**models.defaults(spec["name"], ("num_classes",)), **spec["args"]}
+    return {k: (list(v) if isinstance(v, tuple) else v) for k, v in full.items() if k not in INIT_ONLY_ARGS}
+
+
 def build_from_spec(spec: dict[str, Any], num_classes: int) -> nn.Module:
+    """A checkpoint's model with its initial weights untouched (the checkpoint's own replace them)."""
     from train.tasks import TASKS
 
     task = TASKS.get(spec["task"])
-    return task.models.build(spec["name"], spec["args"], num_classes=task.num_outputs(num_classes))
+    args = {k: v for k, v in spec["args"].items() if k not in INIT_ONLY_ARGS}
+    return task.models.build(spec["name"], args, num_classes=task.num_outputs(num_classes))
 
 
 def load_model(run: str | Path, which: str = "best", task: str | None = None) -> tuple[nn.Module, dict[str, Any]]:
@@ -146,7 +157,3 @@ def load_model(run: str | Path, which: str = "best", task: str | None = None) ->
     model.load_state_dict(ckpt["model"])
     model.eval()
     return model, ckpt
-
-
-def run_config(run: str | Path) -> dict[str, Any]:
-    return read_yaml(Path(run) / "config.yaml")

@@ -124,3 +124,27 @@ RULES: dict[str, Rule] = {
 
 def load_train_config(config: str | Path | None = None, overrides: list[str] | None = None) -> dict[str, Any]:
     return resolve_config(TRAIN_DEFAULT, config, overrides, NULLABLE, RULES)
+
+
+MODEL_KEYS = ("name", "args", "weights")
+
+
+def upgrade_run_config(path: Path) -> Path:
+    """A run's ``config.yaml`` in today's schema. Runs trained before models took their own ``model.args`` stored
+    the arguments beside the name (``model.width``); such a file is rewritten into a temporary copy with them
+    under ``model.args`` (the run folder is not touched), so those runs still resume."""
+    import tempfile
+
+    from core.config import dump_yaml, read_yaml
+
+    cfg = read_yaml(path)
+    model = cfg.get("model") or {}
+    legacy = {k: v for k, v in model.items() if k not in MODEL_KEYS}
+    if not legacy:
+        return path
+    cfg["model"] = {"name": model.get("name", "resunet"), "args": {**(model.get("args") or {}), **legacy},
+                    "weights": model.get("weights")}
+    fd, tmp = tempfile.mkstemp(prefix="segloop-run-config-", suffix=".yaml")
+    with open(fd, "w") as fh:
+        fh.write(dump_yaml(cfg))
+    return Path(tmp)

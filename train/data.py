@@ -83,6 +83,11 @@ class SplitDataset(Dataset):
     def __len__(self) -> int:
         return len(self.images)
 
+    def set_random_seed(self, seed: int) -> None:
+        """Seed the augmentation stream (per epoch, and per DataLoader worker)."""
+        if self.augment is not None:
+            self.augment.set_random_seed(seed)
+
     def __getitem__(self, i: int) -> dict[str, Any]:
         img, label = self.images[i], self.labels[i]
         if self.augment is not None:
@@ -112,5 +117,5 @@ def worker_init(worker_id: int) -> None:
     info = torch.utils.data.get_worker_info()
     seed = torch.initial_seed() % 2**32
     np.random.seed(seed)
-    if info is not None and getattr(info.dataset, "augment", None) is not None:
-        info.dataset.augment.set_random_seed(seed)
+    if info is not None and hasattr(info.dataset, "set_random_seed"):
+        info.dataset.set_random_seed(seed)

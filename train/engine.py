@@ -30,7 +30,7 @@ from tqdm import tqdm
 from core.config import dump_yaml
 from core.errors import SegLoopError
 from core.fsio import write_json_atomic, write_text_atomic
-from core.runs import Run, create_run_dir, is_abandoned, plan_run_dir
+from core.runs import Run, create_run_dir, has_results, plan_run_dir
 from ingest.version import DatasetVersion, build, load_data_config, resolve_version
 from train.checkpoint import (
     check_compatible,
@@ -57,11 +57,6 @@ class TrainResult:
     steps: int
     train_seconds: float
     images_per_second: float
-
-    @property
-    def best_miou(self) -> float:
-        """The best validation mIoU of a semantic run (the best metric of any run otherwise)."""
-        return self.best_value
 
 
 def seed_everything(seed: int) -> None:
@@ -123,6 +118,8 @@ class Trainer:
             torch.backends.cudnn.benchmark = True
         seed_everything(tc["seed"] + self.rank)
 
+        task_cls = TASKS.get(cfg["task"])  # model name and arguments fail here, before any dataset is built
+        task_cls.models.check_args(cfg["model"]["name"], dict(cfg["model"]["args"] or {}), ("num_classes",))
         resume = cfg["resume"]
         self.ckpt: dict[str, Any] | None = None
         if resume:
@@ -136,14 +133,17 @@ class Trainer:
             dist.barrier()
         self.taxonomy = self.dataset.taxonomy
         self.amp = bool(tc["amp"]) and self.device.type == "cuda"
-        self.task: Task = TASKS.get(cfg["task"])(cfg, self.taxonomy, self.device, self.amp, progress)
-        self.task.models.check_args(cfg["model"]["name"], self.task.model_args(), ("num_classes",))
+        self.task: Task = task_cls(cfg, self.taxonomy, self.device, self.amp, progress)
         self.task.check_dataset(self.dataset, cfg["data"]["train_split"])
         self.best_metric = tc["best_metric"] if tc["best_metric"] != "auto" else self.task.best_metric
+        if self.best_metric not in self.task.metric_names:
+            raise SegLoopError(f"train.best_metric '{self.best_metric}' is not a validation metric of the "
+                               f"{self.task.name} task", fix="one of: auto, " + ", ".join(self.task.metric_names))
 
         # the run folder is only planned here; it is created when training starts (a config or data error above
         # or in the setup below leaves nothing behind)
         self.run_dir: Path | None = None
+        self.created_run_dir = False
         if resume:
             self.run_dir = Path(resume)
         elif self.main:
@@ -204,7 +204,7 @@ class Trainer:
     def _build_model(self) -> None:
         cfg = self.cfg
         self.spec = model_spec(cfg)
-        model = self.task.build_model()
+        model = self.task.build_model(initialise=not (self.ckpt or cfg["model"]["weights"]))
         if cfg["model"]["weights"] and not self.ckpt:
             init = load_checkpoint(Run(cfg["model"]["weights"]).checkpoint_path("best")
                                    if Path(cfg["model"]["weights"]).is_dir() else cfg["model"]["weights"])
@@ -244,10 +244,10 @@ class Trainer:
             self.start_epoch, self.step = self.ckpt["epoch"], self.ckpt["step"]
             self.elapsed = self.ckpt["elapsed_s"]
             best = self.ckpt["best"]
-            if "value" in best:
+            if "value" not in best:  # written before tasks existed: {"mIoU": v, "epoch": e}
+                best = {"metric": "mIoU", "value": best["mIoU"], "epoch": best["epoch"]}
+            if best["metric"] == self.best_metric:  # another metric starts its own record
                 self.best = best
-            else:  # written before tasks existed: {"mIoU": v, "epoch": e}
-                self.best = {"metric": "mIoU", "value": best["mIoU"], "epoch": best["epoch"]}
             set_rng_state(self.ckpt["rng"])
 
     # ------------------------------------------------------------------------------------------------- the loop
@@ -257,7 +257,7 @@ class Trainer:
             return self._fit(stop_after_epochs)
         except BaseException:
             # a run that dies before its first checkpoint has nothing to resume: leave no folder behind
-            if self.main and self.run_dir is not None and not self.cfg["resume"] and is_abandoned(self.run_dir):
+            if self.created_run_dir and not has_results(self.run_dir):
                 shutil.rmtree(self.run_dir, ignore_errors=True)
             raise
 
@@ -287,6 +287,10 @@ class Trainer:
                 self.batches += 1
                 self.step += 1
                 now = self.elapsed + time.perf_counter() - t_epoch
+                if self.world > 1 and time_limit:  # one clock for every rank: same lr, same stopping step
+                    clock = torch.tensor([now], dtype=torch.float64, device=self.device)
+                    dist.all_reduce(clock, op=dist.ReduceOp.MAX)
+                    now = float(clock)
                 self.schedule.step(now)
                 self._call("after_step")
                 if time_limit and now >= time_limit:
@@ -348,7 +352,8 @@ class RunFolder(HookBase):
     def before_train(self) -> None:
         t = self.trainer
         if t.ckpt is None:
-            create_run_dir(t.run_dir, t.cfg["output"]["exist_ok"])
+            t.run_dir = create_run_dir(t.run_dir, t.cfg["output"]["exist_ok"])
+            t.created_run_dir = True
         else:
             Run(t.run_dir).truncate_metrics(t.step)
         write_text_atomic(t.run_dir / "config.yaml", dump_yaml(t.cfg))
@@ -446,18 +451,12 @@ class Checkpointer(HookBase):
 
     def after_epoch(self) -> None:
         t = self.trainer
-        key = f"val_{t.best_metric}"
-        value = None if t.record is None else t.record.get(key)
-        if t.record is not None and value is None:
-            raise SegLoopError(f"train.best_metric '{t.best_metric}' is not a validation metric of the "
-                               f"{t.task.name} task", fix="one of: " + ", ".join(
-                                   k[4:] for k, v in t.record.items() if isinstance(v, float)))
+        value = None if t.record is None else t.record.get(f"val_{t.best_metric}")
         improved = value is not None and value > t.best["value"]
-        if improved:
+        if improved:  # best.pt first: a kill between the two never leaves last.pt naming a best that is not saved
             t.best = {"metric": t.best_metric, "value": value, "epoch": t.epoch + 1}
-        t.save("last.pt", t.epoch + 1)
-        if improved:
             t.save("best.pt", t.epoch + 1)
+        t.save("last.pt", t.epoch + 1)
 
 
 def train(cfg: dict[str, Any], progress: bool = True) -> TrainResult:

@@ -1,7 +1,7 @@
 """``python -m train.run [--config FILE] [key=value ...]``: train a segmentation model.
 
 With no arguments it trains configs/train/default.yaml on the demo dataset (generated and ingested first if
-missing). Keys are those of configs/train/default.yaml, dotted: ``train.epochs=5 model.width=32 optim.lr=1e-3``.
+missing). Keys are those of configs/train/default.yaml, dotted: ``train.epochs=5 model.args.width=32 optim.lr=1e-3``.
 ``resume=runs/NAME`` continues a run from its last checkpoint (further overrides, e.g. more epochs, still apply).
 Under torchrun (``torchrun --nproc_per_node=N -m train.run ...``) it trains with DistributedDataParallel.
 """
@@ -9,11 +9,12 @@ Under torchrun (``torchrun --nproc_per_node=N -m train.run ...``) it trains with
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
 from core.errors import SegLoopError, run_cli
-from train.config import load_train_config
+from train.config import load_train_config, upgrade_run_config
 from train.engine import train
 
 
@@ -50,10 +51,11 @@ def main(argv: list[str] | None = None) -> int:
         if not cfg_file.is_file():
             raise SegLoopError("resume: run has no config.yaml", path=resume,
                                fix="give a run folder written by python -m train.run")
+        cfg_file = upgrade_run_config(cfg_file)
         config = cfg_file
     cfg = load_train_config(config, args.overrides)
     result = train(cfg, progress=not args.quiet)
-    if result.run_dir is not None:
+    if result.run_dir is not None and int(os.environ.get("RANK", "0")) == 0:
         print(f"\nbest val {result.best_metric} {result.best_value:.4f} (epoch {result.best_epoch}), "
               f"{result.steps} steps, "
               f"{result.train_seconds:.0f}s, {result.images_per_second:.1f} img/s\n"

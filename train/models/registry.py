@@ -16,3 +16,7 @@ from train.registry import Registry
 SEMANTIC_MODELS: Registry[nn.Module] = Registry("semantic model", "model.name")
 # instance: torchvision detection API (list of images [+ targets]) -> losses in training, detections in eval
 INSTANCE_MODELS: Registry[nn.Module] = Registry("instance model", "model.name")
+
+# arguments that only initialise weights (a file to start from): a checkpoint's own weights replace what they load,
+# so they are not part of the architecture a checkpoint must match, and a run is rebuilt without them
+INIT_ONLY_ARGS = frozenset({"weights_backbone"})

@@ -19,6 +19,7 @@ from torch.utils.data import Dataset, Sampler
 
 from ingest.taxonomy import Taxonomy
 from ingest.version import DatasetVersion
+from train.models.registry import INIT_ONLY_ARGS
 from train.registry import Registry
 
 
@@ -38,6 +39,7 @@ class Task(ABC):
     name: ClassVar[str]
     models: ClassVar[Registry[nn.Module]]
     best_metric: ClassVar[str]  # a key of the validation record (without 'val_'); higher is better
+    metric_names: ClassVar[tuple[str, ...]]  # the validation metrics train.best_metric may name
 
     def __init__(self, cfg: dict[str, Any], taxonomy: Taxonomy, device: torch.device, amp: bool = False,
                  progress: bool = True) -> None:
@@ -71,8 +73,13 @@ class Task(ABC):
     def num_outputs(cls, num_classes: int) -> int:
         """``num_classes`` the model is built with, for a taxonomy of ``num_classes`` classes."""
 
-    def build_model(self) -> nn.Module:
-        return self.models.build(self.cfg["model"]["name"], self.model_args(),
+    def build_model(self, initialise: bool = True) -> nn.Module:
+        """The configured model; ``initialise=False`` when a checkpoint's weights will replace the initial ones
+        (resume, ``model.weights``), so initialisation-only arguments (a backbone weights file) are not read."""
+        args = self.model_args()
+        if not initialise:
+            args = {k: v for k, v in args.items() if k not in INIT_ONLY_ARGS}
+        return self.models.build(self.cfg["model"]["name"], args,
                                  num_classes=self.num_outputs(self.taxonomy.num_classes))
 
     def channels_last(self, model: nn.Module, requested: bool) -> bool:

@@ -7,11 +7,11 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
-from torch.utils.data import Dataset, Sampler
+from torch.utils.data import Dataset, DistributedSampler, Sampler
 
 from core.errors import SegLoopError
 from ingest.version import DatasetVersion
-from metrics.coco import CocoInstanceEvaluator
+from metrics.coco import STAT_NAMES, CocoInstanceEvaluator
 from train.infer import autocast_for
 from train.instance_data import GroupedBatchSampler, InstanceDataset, aspect_groups, collate_instances
 from train.models import INSTANCE_MODELS
@@ -31,6 +31,7 @@ class InstanceTask(Task):
     name = "instance"
     models = INSTANCE_MODELS
     best_metric = "segm_AP"
+    metric_names = tuple(f"{t}_{n}" for t in ("segm", "bbox") for n in STAT_NAMES)
 
     def check_dataset(self, version: DatasetVersion, split: str) -> None:
         """Refuse a version whose training split has no instance at all; name thing classes without any."""
@@ -62,6 +63,10 @@ class InstanceTask(Task):
         return collate_instances(batch)
 
     def batch_sampler(self, dataset: Dataset, sampler: Sampler, batch_size: int) -> Sampler | None:
+        """Aspect-ratio groups on one process; under DDP plain batches, because grouped shards would give the
+        ranks different numbers of batches (and the gradient all-reduce would wait forever)."""
+        if isinstance(sampler, DistributedSampler):
+            return None
         return GroupedBatchSampler(sampler, aspect_groups(dataset.aspect_ratios()), batch_size)
 
     def start_epoch(self, train_set: Dataset, seed: int) -> None:

@@ -30,6 +30,7 @@ class SemanticTask(Task):
     name = "semantic"
     models = SEMANTIC_MODELS
     best_metric = "mIoU"
+    metric_names = ("mIoU", "pixel_acc", "mDice")
 
     def datasets(self, version: DatasetVersion, train_ids: list[int] | None, val_split: str,
                  val_ids: list[int] | None) -> tuple[Dataset, Dataset]:
@@ -47,7 +48,7 @@ class SemanticTask(Task):
         return collate(batch)
 
     def start_epoch(self, train_set: Dataset, seed: int) -> None:
-        train_set.augment.set_random_seed(seed)
+        train_set.set_random_seed(seed)
 
     @classmethod
     def num_outputs(cls, num_classes: int) -> int:
