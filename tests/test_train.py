@@ -158,3 +158,25 @@ def test_resume_drops_metrics_lines_written_after_the_checkpoint(demo_version, t
     metrics.write_text(metrics.read_text() + json.dumps({**line, "epoch": 2, "step": line["step"] * 2}) + "\n")
     train(load_train_config(half.run_dir / "config.yaml", [f"resume={half.run_dir}"]), progress=False)
     assert [json.loads(x)["epoch"] for x in metrics.read_text().splitlines()] == [1, 2]
+
+
+def test_init_from_another_taxonomy_keeps_the_encoder_and_renews_the_head(tiny_run, demo_city, tmp_path):
+    from ingest.version import build
+    from tests.conftest import demo_data_config
+    from train.checkpoint import load_checkpoint as load
+
+    person = build(demo_data_config(demo_city, tmp_path / "v", "taxonomy=configs/taxonomy/person.yaml",
+                                    "name=persons"), progress=False)
+    t = Trainer(load_train_config(None, tiny_overrides(person.path, tmp_path, f"model.init_from={tiny_run.run_dir}")),
+                progress=False)
+    source = load(tiny_run.run_dir / "checkpoints" / "best.pt")["model"]
+    own = t.model.state_dict()
+    assert t.init_report["loaded"] == len(own) - 2  # all but the 19-class head (weight, bias)
+    torch.testing.assert_close(own["stem.0.0.weight"], source["stem.0.0.weight"])
+    head = [k for k in own if own[k].shape != source[k].shape]
+    assert len(head) == 2 and all(k in t.init_report["skipped"] for k in head)
+    cfg = load_train_config(None, tiny_overrides(person.path, tmp_path, "model.name=linknet",
+                                                 f"model.init_from={tiny_run.run_dir}"))
+    cfg["model"]["args"] = {"width": 4, "depth": 2}
+    with pytest.raises(SegLoopError, match="shares no layer"):
+        Trainer(cfg, progress=False)

@@ -21,6 +21,7 @@ TRAIN_DEFAULT = ROOT / "configs" / "train" / "default.yaml"
 NULLABLE: dict[str, tuple[type, ...]] = {
     "data.fold": (int,),
     "model.weights": (str,),
+    "model.init_from": (str,),
     "loss.class_weights": (str, list),
     "train.time_limit": (float,),
     "output.name": (str,),

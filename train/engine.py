@@ -85,6 +85,26 @@ def _dist_info() -> tuple[int, int, int]:
     return world, int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0"))
 
 
+def transfer_weights(model: nn.Module, source: str | Path) -> dict[str, Any]:
+    """Start every layer of ``model`` whose name and shape match from another SegLoop run or checkpoint (transfer
+    learning: another taxonomy's head, say, keeps its fresh weights). Nothing matching is an error."""
+    path = Run(source).checkpoint_path("best") if Path(source).is_dir() else Path(source)
+    theirs = load_checkpoint(path)["model"]
+    own = model.state_dict()
+    matched = {k: v for k, v in theirs.items() if k in own and own[k].shape == v.shape}
+    if not any(not k.endswith("num_batches_tracked") for k in matched):  # a counter alone is no shared layer
+        raise SegLoopError(f"model.init_from shares no layer (same name and shape) with model "
+                           f"{type(model).__name__}", path=path,
+                           fix="start from a run of the same model family, or leave model.init_from empty")
+    model.load_state_dict(matched, strict=False)
+    report = {"from": str(path), "loaded": len(matched), "of": len(own),
+              "skipped": sorted(k for k in own if k not in matched)[:20]}
+    print(f"model.init_from {path}: {len(matched)} of {len(own)} tensors loaded"
+          + (f"; new: {', '.join(report['skipped'][:4])}{' ...' if len(own) - len(matched) > 4 else ''}"
+             if len(matched) < len(own) else ""))
+    return report
+
+
 class HookBase:
     """Called around the loop; ``self.trainer`` is set when the hook is registered. Only rank 0 runs hooks that
     write (``main_only``)."""
@@ -210,6 +230,9 @@ class Trainer:
                                    if Path(cfg["model"]["weights"]).is_dir() else cfg["model"]["weights"])
             check_compatible(init, self.spec, self.taxonomy.names, cfg["model"]["weights"])
             model.load_state_dict(init["model"])
+        self.init_report = None
+        if cfg["model"]["init_from"] and not self.ckpt:
+            self.init_report = transfer_weights(model, cfg["model"]["init_from"])
         self.channels_last = self.task.channels_last(model, bool(cfg["train"]["channels_last"]))
         model = model.to(self.device, memory_format=torch.channels_last if self.channels_last else
                          torch.contiguous_format)
@@ -363,6 +386,7 @@ class RunFolder(HookBase):
             "dataset_path": str(t.dataset.path.resolve()), "taxonomy": t.taxonomy.name,
             "command": " ".join(sys.argv), "device": str(t.device), "world_size": t.world, "torch": torch.__version__,
             "parameters": sum(p.numel() for p in t.model.parameters()), "best_metric": t.best_metric,
+            **({"init_from": t.init_report} if t.init_report else {}),
         })
         write_json_atomic(t.run_dir / "run.json", info)
         t.writer = SummaryWriter(str(t.run_dir / "tb"), purge_step=t.step if t.ckpt else None)
