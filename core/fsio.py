@@ -26,6 +26,7 @@ from PIL import Image, UnidentifiedImageError
 
 from core.errors import SegLoopError, os_error
 from core.png import write_gray_png
+from core.services import pid_alive
 
 _CHUNK = 1 << 20
 
@@ -170,16 +171,6 @@ class Leftover:
     reason: str
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True  # someone else's live process
-    return True
-
-
 def _last_activity(folder: Path) -> float:
     """Newest mtime of the folder and its direct subfolders: a build adds files to ``semantic/`` all the time."""
     times = [folder.stat().st_mtime]
@@ -206,7 +197,7 @@ def stale_temporaries(folder: str | Path, max_idle_hours: float = 24.0) -> list[
         except FileNotFoundError:
             continue  # finished (renamed) meanwhile
         pid = int(m["pid"]) if m["pid"] else None
-        if pid is not None and pid != os.getpid() and not _pid_alive(pid):
+        if pid is not None and pid != os.getpid() and not pid_alive(pid):
             out.append(Leftover(p, m["dest"], pid, idle, f"its process {pid} is no longer running"))
         elif idle >= max_idle_hours and pid != os.getpid():
             out.append(Leftover(p, m["dest"], pid, idle, f"unchanged for {idle:.1f} h"))

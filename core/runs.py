@@ -18,7 +18,7 @@ from typing import Any
 from core.errors import SegLoopError
 from core.fsio import read_json, write_json_atomic
 from core.names import safe_name
-from core.services import pid_alive
+from core.services import owner_alive
 
 RUN_JSON = "run.json"
 CONFIG = "config.yaml"
@@ -158,7 +158,7 @@ def is_abandoned(path: Path) -> bool:
         owner = json.loads((path / OWNER).read_text())
     except (OSError, ValueError):
         return True
-    return not (owner.get("host") == socket.gethostname() and pid_alive(int(owner.get("pid", 0))))
+    return not owner_alive(owner.get("pid"), owner.get("host"))
 
 
 def plan_run_dir(runs_dir: str | Path, name: str, exist_ok: bool) -> Path:

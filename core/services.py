@@ -44,6 +44,16 @@ def pid_alive(pid: int) -> bool:
         return True
 
 
+def owner_alive(pid: object, host: object) -> bool:
+    """Whether the process that owns something (a build folder, a loading dataset, a run's first epoch) still
+    runs. One on another machine is assumed alive: only that machine can tell."""
+    if not isinstance(pid, int) or pid <= 0:
+        return False
+    if host is not None and host != socket.gethostname():
+        return True
+    return pid_alive(pid)
+
+
 def terminate(pid: int, timeout: float = 30, group: bool = False) -> None:
     """SIGTERM (to the whole process group with ``group``), then SIGKILL if it is still running after ``timeout``."""
     kill = os.killpg if group else os.kill

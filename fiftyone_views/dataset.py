@@ -33,6 +33,7 @@ from tqdm import tqdm
 from core.errors import SegLoopError
 from core.fsio import atomic_dir, read_label, save_png
 from core.metrics import confusion, scores_from_matrix
+from core.services import owner_alive
 from evaluate.instances import (
     InstanceMatch,
     coco_instances,
@@ -56,20 +57,11 @@ LOADING_SUFFIX = ".loading"
 def _loader_alive(info: dict[str, Any]) -> bool:
     """Whether the process that started a ``.loading`` dataset still runs (on this machine; one on another machine
     is assumed alive, since only it can tell)."""
-    pid, host = info.get("loader_pid"), info.get("loader_host")
-    if not isinstance(pid, int):
-        return False  # written before loads recorded their pid, or never got that far: abandoned
-    if host != socket.gethostname():
-        return True
+    pid = info.get("loader_pid")
     if pid == os.getpid():
         return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+    # no pid: written before loads recorded it, or never got that far (abandoned)
+    return owner_alive(pid, info.get("loader_host"))
 
 
 def drop_abandoned_loads(fo) -> list[str]:

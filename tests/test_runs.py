@@ -27,7 +27,13 @@ def test_names_suffixes_and_claims(tmp_path):
     assert plan_run_dir(tmp_path, "r", exist_ok=False) == tmp_path / "r-2"
     # two trainings that planned the same name: the second to create it gets the next free one
     assert create_run_dir(tmp_path / "r", exist_ok=False) == tmp_path / "r-2"
-    (first / OWNER).write_text(json.dumps({"pid": 2**22 + 7, "host": "elsewhere"}))
+    import socket
+
+    (first / OWNER).write_text(json.dumps({"pid": os.getpid(), "host": "another-machine"}))
+    assert not is_abandoned(first), "an owner on another machine may still run: only it can tell"
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    (first / OWNER).write_text(json.dumps({"pid": gone.pid, "host": socket.gethostname()}))
     assert is_abandoned(first)
     (first / "checkpoints").mkdir()
     (first / "checkpoints" / "last.pt").write_bytes(b"x")
