@@ -88,7 +88,8 @@ def build_maskrcnn(num_classes: int, backbone: str = "resnet50", norm: str = "gr
                    min_size: int | list[int] = 256, max_size: int = 1024,
                    anchor_sizes: Sequence[int] = (32, 64, 128, 256, 512), trainable_layers: int = 5,
                    weights_backbone: str | None = None, box_detections_per_img: int = 100,
-                   box_score_thresh: float = 0.05) -> MaskRCNN:
+                   box_score_thresh: float = 0.05, box_batch_size_per_image: int = 512,
+                   rpn_post_nms_top_n_train: int = 2000) -> MaskRCNN:
     """Mask R-CNN with an FPN backbone, every layer trainable.
 
     Args:
@@ -102,6 +103,8 @@ def build_maskrcnn(num_classes: int, backbone: str = "resnet50", norm: str = "gr
         weights_backbone: a local torchvision state dict for the backbone (no downloads)
         box_detections_per_img: most detections kept per image
         box_score_thresh: detections below this score are dropped at inference
+        box_batch_size_per_image: RoIs sampled per image to train the box and mask heads (fewer: faster steps)
+        rpn_post_nms_top_n_train: proposals kept per image in training after the RPN's NMS
     """
     if backbone not in BACKBONES:
         raise ValueError(f"backbone must be one of {', '.join(BACKBONES)}, got {backbone!r}")
@@ -128,4 +131,5 @@ def build_maskrcnn(num_classes: int, backbone: str = "resnet50", norm: str = "gr
     return MaskRCNN(
         bb, num_classes=num_classes, min_size=min_sizes, max_size=max_size, rpn_anchor_generator=anchor_gen,
         box_roi_pool=MultiScaleRoIAlign(featmaps, 7, 2), mask_roi_pool=MultiScaleRoIAlign(featmaps, 14, 2),
-        box_detections_per_img=box_detections_per_img, box_score_thresh=box_score_thresh)
+        box_detections_per_img=box_detections_per_img, box_score_thresh=box_score_thresh,
+        box_batch_size_per_image=box_batch_size_per_image, rpn_post_nms_top_n_train=rpn_post_nms_top_n_train)
