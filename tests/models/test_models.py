@@ -148,3 +148,30 @@ def test_width_depth_and_stem_stride():
 def test_arguments_are_described():
     assert "down-samplings" in SEMANTIC_MODELS.describe("resunet")["depth"]
     assert "GroupNorm" in INSTANCE_MODELS.describe("maskrcnn")["norm"]
+
+
+def test_images_without_instances_train_as_negatives():
+    torch.manual_seed(0)
+    m = INSTANCE_MODELS.build("maskrcnn", SMALL_INSTANCE["maskrcnn-mobilenet_v3_large"], num_classes=3)
+    images, targets = _instance_batch()
+    targets[1] = {"boxes": torch.zeros(0, 4), "labels": torch.zeros(0, dtype=torch.int64),
+                  "masks": torch.zeros(0, 64, 96, dtype=torch.uint8)}
+    losses = m(images, targets)
+    assert all(torch.isfinite(v) for v in losses.values())
+    sum(losses.values()).backward()
+
+
+def test_backbone_weights_file_is_loaded_or_its_mismatch_named(tmp_path):
+    import torchvision
+
+    weights = tmp_path / "resnet18.pth"
+    torch.save(torchvision.models.resnet18(weights=None).state_dict(), weights)
+    args = {"backbone": "resnet18", "min_size": 64, "max_size": 128, "weights_backbone": str(weights)}
+    m = INSTANCE_MODELS.build("maskrcnn", {**args, "norm": "batch"}, num_classes=3)
+    torch.testing.assert_close(m.backbone.body.conv1.weight, torch.load(weights)["conv1.weight"])
+    with pytest.raises(SegLoopError, match="do not match") as e:  # BatchNorm weights into a GroupNorm backbone
+        INSTANCE_MODELS.build("maskrcnn", {**args, "norm": "group"}, num_classes=3)
+    assert "running_mean" in str(e.value) and str(weights) in str(e.value) and "norm=batch" in str(e.value)
+    (tmp_path / "bad.pth").write_bytes(b"junk")
+    with pytest.raises(SegLoopError, match="cannot read backbone weights"):
+        INSTANCE_MODELS.build("maskrcnn", {**args, "weights_backbone": str(tmp_path / "bad.pth")}, num_classes=3)
