@@ -196,3 +196,20 @@ def test_label_studio_gets_one_polygon_per_instance_and_next_ranks_by_instance_u
         from annotate.select import pool_scores
 
         pool_scores(instance_run.run_dir, pool, "margin")
+
+
+def test_instance_triptychs_outline_each_instance(evaluated_instance_run, demo_version):
+    from PIL import Image
+
+    from fiftyone_views.__main__ import main
+
+    run, result = evaluated_instance_run
+    assert main(["triptychs", str(run), "--n", "3", "--worst"]) == 0
+    gallery = run / "triptychs" / "test-worst"
+    pngs = sorted(gallery.glob("*.png"))
+    assert len(pngs) == 3 and "mask AP" in (gallery / "index.html").read_text()
+    panel = np.asarray(Image.open(pngs[0]).convert("RGB"))
+    third = panel.shape[1] // 3
+    white = (panel == 255).all(-1)
+    gt_white = white[22:-44, third:2 * third].sum()  # ground-truth panel, between the title and the legend
+    assert gt_white > 50, "every ground-truth instance is outlined in white"

@@ -52,7 +52,7 @@ def test_report_sections_and_browser(tiny_run, tmp_path):
 
 def test_report_compares_semantic_and_instance_runs(evaluated_run, evaluated_instance_run, tmp_path):
     run, result = evaluated_instance_run
-    out = build_report([evaluated_run, run], tmp_path / "both", gallery=2)
+    out = build_report([run, evaluated_run], tmp_path / "both", gallery=2)  # the gallery is the first run's
     md = (out / "report.md").read_text()
     table = md.split("## Comparison (test split)")[1].split("## Worst classes")[0]
     rows = [r for r in table.splitlines() if r.startswith("| ")]
@@ -63,3 +63,4 @@ def test_report_compares_semantic_and_instance_runs(evaluated_run, evaluated_ins
     assert f"### {run.name} (mask AP per class)" in md
     assert "`model.args.backbone`" in md and "FPN" in md
     assert (out / "arch_2.png").stat().st_size > 1000
+    assert len(list((out / "gallery").glob("*.png"))) == 2
