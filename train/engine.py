@@ -324,6 +324,7 @@ class Trainer:
             train_time += epoch_time
             train_images += self.batches * tc["batch_size"] * self.world
             self.last_epoch = self.stopped_by_time or epoch + 1 == tc["epochs"]
+            self.record = None  # the Validation hook's result, when it validates this epoch
             self._call("after_epoch")
             if self.world > 1:
                 dist.barrier()
@@ -422,7 +423,6 @@ class Validation(HookBase):
 
     def after_epoch(self) -> None:
         t = self.trainer
-        t.record = None
         if not ((t.epoch + 1) % t.cfg["train"]["eval_every"] == 0 or t.last_epoch):
             return
         model = unwrap(t.model)
