@@ -127,7 +127,7 @@ def load_train_config(config: str | Path | None = None, overrides: list[str] | N
     return resolve_config(TRAIN_DEFAULT, config, overrides, NULLABLE, RULES)
 
 
-MODEL_KEYS = ("name", "args", "weights")
+MODEL_KEYS = ("name", "args", "weights", "init_from")
 
 
 def upgrade_run_config(path: Path) -> Path:
@@ -143,8 +143,8 @@ def upgrade_run_config(path: Path) -> Path:
     legacy = {k: v for k, v in model.items() if k not in MODEL_KEYS}
     if not legacy:
         return path
-    cfg["model"] = {"name": model.get("name", "resunet"), "args": {**(model.get("args") or {}), **legacy},
-                    "weights": model.get("weights")}
+    cfg["model"] = {**{k: model[k] for k in MODEL_KEYS if k in model}, "name": model.get("name", "resunet"),
+                    "args": {**(model.get("args") or {}), **legacy}}
     fd, tmp = tempfile.mkstemp(prefix="segloop-run-config-", suffix=".yaml")
     with open(fd, "w") as fh:
         fh.write(dump_yaml(cfg))
