@@ -79,7 +79,7 @@ test: $(STAMP) $(LS_STAMP) browser
 	@$(PY) -m pytest; rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests (exit 5)"; exit 0; fi; exit $$rc
 
-test-fast: $(STAMP) $(LS_STAMP)
+test-fast: $(STAMP) $(LS_STAMP) browser
 	$(PY) -m pytest -m "not slow"
 
 lint: $(STAMP)
