@@ -107,15 +107,17 @@ def synthetic(seed: int, n_images: int = 40) -> tuple[dict, list[dict]]:
     return gt, results
 
 
-def reference(gt: dict, results: list[dict], iou_type: str) -> COCOeval:
+def reference(gt: dict, results: list[dict], iou_type: str, img_ids: list[int] | None = None) -> COCOeval:
     """pycocotools on the same inputs (results that carry a box are placed in an area range by it, as loadRes
-    does; the mask-only cases of the tests check the mask-area path)."""
+    does; the mask-only cases of the tests check the mask-area path); ``img_ids`` as ``params.imgIds``."""
     res = copy.deepcopy(results)
     with contextlib.redirect_stdout(io.StringIO()):
         coco = COCO()
         coco.dataset = copy.deepcopy(gt)
         coco.createIndex()
         ev = COCOeval(coco, coco.loadRes(res), iou_type)
+        if img_ids is not None:
+            ev.params.imgIds = img_ids
         ev.evaluate()
         ev.accumulate()
         ev.summarize()
@@ -274,16 +276,7 @@ def test_subset_of_images_equals_cocoeval_with_img_ids(iou_type):
     ids = sorted(img["id"] for img in gt["images"])[::3]
     ours = evaluate_coco(CocoGroundTruth.from_dict(gt).subset(ids), [r for r in results if r["image_id"] in ids],
                          iou_type)
-    res = copy.deepcopy(results)
-    with contextlib.redirect_stdout(io.StringIO()):
-        coco = COCO()
-        coco.dataset = copy.deepcopy(gt)
-        coco.createIndex()
-        ref = COCOeval(coco, coco.loadRes(res), iou_type)
-        ref.params.imgIds = ids
-        ref.evaluate()
-        ref.accumulate()
-        ref.summarize()
+    ref = reference(gt, results, iou_type, img_ids=ids)
     np.testing.assert_allclose(ours.stats, ref.stats, rtol=0, atol=1e-6)
     np.testing.assert_allclose(ours.precision, ref.eval["precision"], rtol=0, atol=1e-6)
     assert [r["image_id"] for r in ours.per_image] == ids
