@@ -3,6 +3,7 @@
   python -m evaluate run RUN [--split test] [--checkpoint best|last] [--tta]
   python -m evaluate predict RUN --images DIR|LIST.txt [--name NAME]
   python -m evaluate report RUN [RUN ...] --out reports/NAME
+  python -m evaluate app [RUN ...] [--port N]
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from core.cli import port_number
 from core.errors import run_cli
 from evaluate.predict import predict_images
 from evaluate.runner import evaluate_run, print_summary
@@ -33,11 +35,21 @@ def main(argv: list[str] | None = None) -> int:
     pr.add_argument("--name", help="output name under runs/<run>/predict/ (default: the folder's name)")
     pr.add_argument("--checkpoint", default="best", choices=["best", "last"])
     pr.add_argument("--device", default="auto")
+    ap = sub.add_parser("app", help="try models in the browser: Streamlit demo on 127.0.0.1 (Ctrl-C stops it)")
+    ap.add_argument("runs", nargs="*", help="run folders or names to offer (default: every run under --runs-dir)")
+    ap.add_argument("--port", type=port_number, help="port on 127.0.0.1 (default: a free one)")
+    ap.add_argument("--runs-dir", default="runs", help="where runs are listed from (default runs/)")
+    ap.add_argument("--checkpoint", default="best", choices=["best", "last"])
+    ap.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
     rp = sub.add_parser("report", help="Markdown + HTML report of one or more runs (after evaluate run)")
     rp.add_argument("runs", nargs="+", help="run folders")
     rp.add_argument("--out", required=True, help="output folder, e.g. reports/demo")
     rp.add_argument("--gallery", type=int, default=6, help="test triptychs shown")
     args = p.parse_args(argv)
+    if args.cmd == "app":
+        from evaluate.app_server import serve
+
+        return serve(args.runs, args.port, args.runs_dir, args.checkpoint, args.device)
     if args.cmd == "report":
         from evaluate.report import build_report
 

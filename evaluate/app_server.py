@@ -1,0 +1,118 @@
+"""``python -m evaluate app``: start the Streamlit model demo on 127.0.0.1 and stop it on Ctrl-C.
+
+Streamlit runs as a child of the same Python (``sys.executable -m streamlit run evaluate/app_page.py``), bound to
+the loopback address, headless, without usage statistics (with them off, Streamlit also writes no machine id
+under ``~/.streamlit``), without a file watcher and with an upload limit. The runs named on the command line are
+checked here first, so a run without a checkpoint is a one-line error at the terminal rather than a page that
+cannot show anything. This module imports no torch: the page loads the models.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+from core.errors import SegLoopError
+from core.runs import Run, resolve_run
+from core.services import free_port, port_free, terminate
+
+ROOT = Path(__file__).resolve().parent.parent
+PAGE = Path(__file__).resolve().parent / "app_page.py"
+TRAIN_FIX = "train it first: python -m train.run output.name=<name> (or resume it: python -m train.run resume=<run>)"
+MAX_UPLOAD_MB = 50  # Streamlit's own upload limit (server.maxUploadSize); the page also refuses huge pixel counts
+
+
+def check_trained(run: str | Path, which: str = "best", runs_dir: str | Path = "runs") -> Path:
+    """A run folder that has the checkpoint, else the error naming the run and the training command."""
+    path = resolve_run(run, runs_dir)
+    if not Run(path).checkpoint_path(which).is_file():
+        raise SegLoopError(f"run '{path.name}' has no checkpoint ({which}.pt) to demo", path=path,
+                           fix=TRAIN_FIX.replace("<name>", path.name).replace("<run>", str(path)))
+    return path
+
+
+def streamlit_command(port: int, script_args: list[str]) -> list[str]:
+    """The ``streamlit run`` command line: loopback only, headless, no telemetry, no file watcher."""
+    return [sys.executable, "-m", "streamlit", "run",
+            "--server.address", "127.0.0.1", "--server.port", str(port), "--server.headless", "true",
+            "--browser.gatherUsageStats", "false", "--server.fileWatcherType", "none",
+            "--server.runOnSave", "false", "--server.maxUploadSize", str(MAX_UPLOAD_MB),
+            "--client.toolbarMode", "minimal", "--client.showErrorDetails", "type",
+            str(PAGE), "--", *script_args]
+
+
+def streamlit_env() -> dict[str, str]:
+    """The child's environment: the project importable from the page, and the same settings as environment
+    variables (they win over a user's ``~/.streamlit/config.toml``)."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT), *filter(None, [env.get("PYTHONPATH")])])
+    env.update(STREAMLIT_BROWSER_GATHER_USAGE_STATS="false", STREAMLIT_SERVER_HEADLESS="true",
+               STREAMLIT_SERVER_ADDRESS="127.0.0.1", STREAMLIT_SERVER_FILE_WATCHER_TYPE="none",
+               STREAMLIT_GLOBAL_DEVELOPMENT_MODE="false")
+    return env
+
+
+def app_args(runs: list[str], runs_dir: str, which: str, device: str) -> list[str]:
+    """The page's script arguments, after checking the runs: each named run must have its checkpoint; with none
+    named, ``runs_dir`` must hold at least one trained run."""
+    if runs:
+        paths = [str(check_trained(r, which, runs_dir).resolve()) for r in runs]
+    else:
+        root = Path(runs_dir)
+        if not any(Run(d).checkpoint_path(which).is_file() for d in (root.iterdir() if root.is_dir() else [])):
+            raise SegLoopError(f"no trained run (with {which}.pt) to demo", path=root,
+                               fix=TRAIN_FIX.replace("<name>", "demo").replace(" (or resume it: python -m train.run "
+                                                                              "resume=<run>)", ""))
+        paths = []
+    return [*paths, "--runs-dir", str(Path(runs_dir).resolve()), "--checkpoint", which, "--device", device]
+
+
+def wait_until_up(proc: subprocess.Popen, url: str, timeout: float = 120) -> None:
+    """Block until Streamlit answers its health check; a child that exits first is an error."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise SegLoopError(f"streamlit exited with status {proc.returncode} before serving", path=PAGE,
+                               fix="read its messages above; check that streamlit is installed (pip install -r "
+                                   "requirements.txt)")
+        try:
+            with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as r:
+                if r.status == 200:
+                    return
+        except OSError:
+            pass
+        time.sleep(0.3)
+    raise SegLoopError(f"streamlit did not answer within {timeout:.0f} s", path=url, fix="retry, or pick --port")
+
+
+def serve(runs: list[str], port: int | None = None, runs_dir: str = "runs", which: str = "best",
+          device: str = "auto") -> int:
+    """Run the demo until Ctrl-C (or until Streamlit exits); returns Streamlit's exit status (0 on Ctrl-C)."""
+    script_args = app_args(runs, runs_dir, which, device)
+    if port is None:
+        port = free_port()
+    elif not port_free(port):
+        raise SegLoopError(f"port {port} on 127.0.0.1 is in use", fix="pick another --port, or leave it out")
+    url = f"http://127.0.0.1:{port}"
+    proc = subprocess.Popen(streamlit_command(port, script_args), env=streamlit_env())
+    previous = signal.signal(signal.SIGTERM, _interrupt)  # a plain kill stops Streamlit too, as Ctrl-C does
+    try:
+        wait_until_up(proc, url)
+        print(f"SegLoop model demo serving at {url} (Ctrl-C stops it)", flush=True)
+        return proc.wait()
+    except KeyboardInterrupt:
+        print("stopping the demo", file=sys.stderr)
+        return 0
+    finally:
+        terminate(proc.pid, timeout=10)
+        proc.wait()
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
