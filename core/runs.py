@@ -15,6 +15,7 @@ import socket
 from pathlib import Path
 from typing import Any
 
+from core.config import read_yaml
 from core.errors import SegLoopError
 from core.fsio import read_json, write_json_atomic
 from core.names import safe_name
@@ -73,6 +74,22 @@ class Run:
         info = json.loads(self.info_path.read_text()) if self.info_path.is_file() else {}
         info.update(fields)
         write_json_atomic(self.info_path, info)
+
+    @property
+    def versions_root(self) -> str:
+        """Where the run's config looked for dataset versions (``data.versions_root``; the default before)."""
+        cfg = read_yaml(self.config_path) if self.config_path.is_file() else {}
+        return str((cfg.get("data") or {}).get("versions_root") or "data/versions")
+
+    def dataset_ref(self, version: str | None = None) -> str:
+        """The dataset version the run trained on (or ``version``), as a reference to resolve under
+        ``versions_root``: its recorded folder while that still exists, else ``name@hash``, because a run pulled
+        into another clone (DVC, a copied folder) records an absolute path of the machine that trained it."""
+        info = self.info()
+        recorded = info.get("dataset_path")
+        if version is None and recorded and (Path(recorded) / "manifest.json").is_file():
+            return str(recorded)
+        return version or info["dataset_version"]
 
     @property
     def task(self) -> str:

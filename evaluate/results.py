@@ -6,7 +6,6 @@ prediction and uncertainty maps.
 from __future__ import annotations
 
 import csv
-import json
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -15,8 +14,8 @@ import numpy as np
 
 from core.errors import SegLoopError
 from core.fsio import read_json, read_label
-from core.runs import resolve_run
-from ingest.version import DatasetVersion, dataset_ref, resolve_version
+from core.runs import Run, resolve_run
+from ingest.version import DatasetVersion, resolve_version
 
 
 class EvalResults:
@@ -39,10 +38,11 @@ class EvalResults:
     @cached_property
     def version(self) -> DatasetVersion:
         """The dataset version the split was scored on; its taxonomy must be the run's."""
-        run_json = self.run_dir / "run.json"
+        run = Run(self.run_dir)
         version = self.metrics["dataset_version"]
-        ref = dataset_ref(json.loads(run_json.read_text())["dataset_path"], version) if run_json.is_file() else version
-        ds = DatasetVersion(resolve_version(ref))
+        recorded = run.info().get("dataset_version") if run.info_path.is_file() else None
+        ref = run.dataset_ref() if recorded == version else version
+        ds = DatasetVersion(resolve_version(ref, run.versions_root))
         if ds.taxonomy.names != self.class_names:
             raise SegLoopError(
                 f"run {self.run_dir.name} predicts {len(self.class_names)} classes ({', '.join(self.class_names[:4])}"
