@@ -6,12 +6,14 @@ STAMP := $(VENV)/.installed
 export NO_ALBUMENTATIONS_UPDATE := 1
 export PYTHONUNBUFFERED := 1
 
-.PHONY: help install labelstudio browser demo triage loop-demo test test-fast lint bench clean
+.PHONY: help install labelstudio browser demo triage loop-demo app dvc-demo test test-fast lint bench clean
 
 help:
 	@echo "make demo       install into $(VENV), generate + ingest the demo city, train, evaluate on test"
 	@echo "make triage     after demo: FiftyOne dataset + views, triptychs, relabel list, report"
 	@echo "make loop-demo  Label Studio loop: label, export, ingest, train briefly, push the next batch"
+	@echo "make app        the model demo page in the browser (Streamlit on 127.0.0.1; RUNS=\"runs/a runs/b\")"
+	@echo "make dvc-demo   the DVC pipeline in a throw-away git repo: repro, metrics, plots, push, clone + pull, no-op repro"
 	@echo "make test       run the test suite (installs Label Studio into $(LS_VENV) and Debian's chromium first)"
 	@echo "make labelstudio  install Label Studio into its own virtual environment"
 	@echo "make test-fast  the tests not marked slow"
@@ -74,6 +76,16 @@ loop-demo: $(STAMP) $(LS_STAMP)
 	$(PY) -m annotate next --project loop-demo --run runs/loop --pool data/custom_city/leftImg8bit --k 8
 	@echo
 	@echo "open $$($(PY) -c 'from annotate.server import status; print(status()["url"])')/projects/ (admin@segloop.local; password in data/labelstudio/server/admin_password)"
+
+# The model demo page: every trained run under runs/, or RUNS="runs/demo runs/maskrcnn-demo" side by side.
+RUNS ?=
+app: $(STAMP)
+	$(PY) -m evaluate app $(RUNS)
+
+# dvc.yaml end to end in a temporary git repository with a local remote. Stage commands call `python` from PATH,
+# so the venv goes first.
+dvc-demo: $(STAMP)
+	PATH="$(abspath $(VENV))/bin:$$PATH" $(PY) tools/dvc_demo.py
 
 test: $(STAMP) $(LS_STAMP) browser
 	@$(PY) -m pytest; rc=$$?; \
