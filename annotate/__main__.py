@@ -60,6 +60,8 @@ def main(argv: list[str] | None = None) -> int:
     pr.add_argument("--taxonomy", default=None, help="default: the run's taxonomy")
     ex = sub.add_parser("export", help="write a snapshot of the project's annotations", parents=[project])
     ex.add_argument("--out", default=None, help="snapshot root (default data/labelstudio)")
+    ex.add_argument("--timeout", type=positive_int, default=1800,
+                    help="seconds to wait for Label Studio to build the export (large projects take minutes)")
     fm = sub.add_parser("fetch-media", help="download the uploaded images of a snapshot (e.g. one saved from the UI)")
     fm.add_argument("--snapshot", required=True, help="a Label Studio JSON export")
     nx = sub.add_parser("next", help="choose, import and pre-annotate the next batch to label", parents=[project])
@@ -108,14 +110,18 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{'created' if created else 'exists, matches the taxonomy:'} project '{args.name}' (id {project['id']})"
               f" at {client.url}/projects/{project['id']}")
     elif args.cmd == "import":
-        counts = proj.import_images(client, _project(client, args.project), args.images)
-        print(f"{counts['added']} new tasks, {counts['skipped']} images already in the project")
+        counts = proj.import_images(client, _project(client, args.project), args.images, progress=True)
+        for dup, kept in counts["duplicates"]:
+            print(f"duplicate image (imported once): {dup} is the same file as {kept}")
+        print(f"{counts['added']} new tasks, {counts['skipped']} images already in the project"
+              + (f", {len(counts['duplicates'])} duplicates listed once" if counts["duplicates"] else ""))
     elif args.cmd == "predict":
         run_dir = _run_dir(args.run)
         taxonomy = load_taxonomy(args.taxonomy or _run_taxonomy(run_dir))
         _check_taxonomy_is_the_runs(taxonomy, run_dir)
-        counts = proj.push_predictions(client, _project(client, args.project), run_dir, taxonomy)
-        print(f"pre-annotated {counts['predicted']} tasks with {run_dir.name}; "
+        counts = proj.push_predictions(client, _project(client, args.project), run_dir, taxonomy, progress=True)
+        print(f"pre-annotated {counts['predicted']} tasks with {run_dir.name} "
+              f"({counts['already_predicted']} already had its prediction); "
               f"{counts['without_prediction']} tasks have no prediction (python -m evaluate predict ...)")
     elif args.cmd == "next":
         from annotate.select import next_batch
@@ -131,7 +137,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"picked {len(r['picked'])} of {r['candidates']} candidates by {args.strategy} from {len(groups)} "
               f"sequences; imported {r['imported']}, pre-annotated {r['pre_annotated']}; why: {r['record']}")
     elif args.cmd == "export":
-        path = proj.export_snapshot(client, _project(client, args.project), Path(args.out) if args.out else None)
+        path = proj.export_snapshot(client, _project(client, args.project), Path(args.out) if args.out else None,
+                                    timeout=args.timeout)
         print(f"snapshot written: {path} ({proj.labelled_count(path)} labelled tasks)")
     return 0
 

@@ -3,22 +3,33 @@
 Only what SegLoop needs, over the standard library, so the Label Studio server (its own virtual environment) and
 its SDK's dependency pins stay out of SegLoop's environment. Every failure becomes a ``SegLoopError`` that says
 what to check: the server unreachable, the token rejected (401), a server error after retries (5xx).
+
+A request that creates something (``resend=False``) is never sent twice blindly: when the connection breaks after
+it left, the server may have acted on it, so ``ConnectionLost`` is raised and the caller asks the server what
+landed before sending the rest (``annotate.project`` does this for imports and pre-annotation pushes).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import time
 import urllib.error
 import urllib.parse
 import urllib.request
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 from core.errors import SegLoopError
 
 RETRY_STATUS = {500, 502, 503, 504}
+LIGHT_TASK_FIELDS = "id,data,total_annotations,total_predictions"  # a task listing without regions
+
+
+class ConnectionLost(SegLoopError):
+    """The connection broke during a request that must not be resent blindly (the server may have acted on it)."""
 
 
 @dataclass
@@ -58,7 +69,7 @@ class LabelStudio:
 
     def _raw(self, method: str, path: str, body: Any = None, auth: bool = True,
              params: dict[str, Any] | None = None, raw_body: tuple[bytes, str] | None = None,
-             binary: bool = False) -> Any:
+             binary: bool = False, resend: bool = True, sink: Any = None, timeout: float | None = None) -> Any:
         url = self.url + path + (("?" + urllib.parse.urlencode(params, doseq=True)) if params else "")
         data, ctype = (raw_body if raw_body is not None else
                        (json.dumps(body).encode() if body is not None else None, "application/json"))
@@ -69,7 +80,10 @@ class LabelStudio:
             if auth:
                 req.add_header("Authorization", self._auth_header())
             try:
-                with _no_proxy_opener().open(req, timeout=self.timeout) as resp:
+                with _no_proxy_opener().open(req, timeout=timeout or self.timeout) as resp:
+                    if sink is not None:  # stream a large body (an export) without holding it
+                        shutil.copyfileobj(resp, sink, 1 << 20)
+                        return None
                     raw = resp.read()
                     if binary:
                         return raw
@@ -89,6 +103,10 @@ class LabelStudio:
                                    else "check the request's project / task ids") from None
             except (urllib.error.URLError, ConnectionError, TimeoutError) as exc:
                 last = exc
+                if not resend and not _refused(exc):
+                    raise ConnectionLost(f"connection to Label Studio at {self.url} broke during {method} {path} "
+                                         f"({exc})", fix="check the network; the request may or may not have "
+                                                         "been applied") from None
                 if attempt < self.retries:
                     time.sleep(self.backoff * 2**attempt)
                     continue
@@ -98,8 +116,13 @@ class LabelStudio:
     def get(self, path: str, **params: Any) -> Any:
         return self._raw("GET", path, params=params or None)
 
-    def post(self, path: str, body: Any) -> Any:
-        return self._raw("POST", path, body)
+    def post(self, path: str, body: Any, resend: bool = True) -> Any:
+        """``resend=False``: a broken connection raises ``ConnectionLost`` instead of sending the body again."""
+        return self._raw("POST", path, body, resend=resend)
+
+    def post_json(self, path: str, data: bytes, resend: bool = True, timeout: float | None = None) -> Any:
+        """POST a body already serialised as JSON (batches built from pieces serialised once)."""
+        return self._raw("POST", path, raw_body=(data, "application/json"), resend=resend, timeout=timeout)
 
     def patch(self, path: str, body: Any) -> Any:
         return self._raw("PATCH", path, body)
@@ -112,14 +135,18 @@ class LabelStudio:
         with the same authentication as the API."""
         return self._raw("GET", path, binary=True)
 
-    def upload(self, path: str, filename: str, content: bytes, **params: Any) -> Any:
+    def download_to(self, path: str, fh: Any) -> None:
+        """Stream a response body (a project export) into the open binary file ``fh``."""
+        self._raw("GET", path, sink=fh)
+
+    def upload(self, path: str, filename: str, content: bytes, resend: bool = True, **params: Any) -> Any:
         """POST one file as multipart/form-data (Label Studio's file import)."""
         boundary = "segloop" + os.urandom(12).hex()
         head = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"{filename}\"\r\n"
                 f"Content-Type: application/octet-stream\r\n\r\n").encode()
         body = head + content + f"\r\n--{boundary}--\r\n".encode()
         return self._raw("POST", path, params=params or None,
-                         raw_body=(body, f"multipart/form-data; boundary={boundary}"))
+                         raw_body=(body, f"multipart/form-data; boundary={boundary}"), resend=resend)
 
     # ---------------------------------------------------------------------------------------------- resources
     def projects(self) -> list[dict[str, Any]]:
@@ -137,19 +164,37 @@ class LabelStudio:
         return hits[0] if hits else None
 
     def tasks(self, project_id: int) -> list[dict[str, Any]]:
-        out, page = [], 1
+        """Every task with its annotations and predictions (all in memory: small projects, or ``iter_tasks``)."""
+        return list(self.iter_tasks(project_id, fields="all"))
+
+    def iter_tasks(self, project_id: int, include: str | None = None, fields: str | None = None,
+                   page_size: int = 500) -> Iterator[dict[str, Any]]:
+        """The project's tasks page by page, so memory holds one page; ``include`` names the fields the server
+        sends (``LIGHT_TASK_FIELDS``: no regions, which dominate a pre-annotated project's listing)."""
+        page = 1
         while True:
+            params: dict[str, Any] = {"project": project_id, "page": page, "page_size": page_size}
+            if include:
+                params["include"] = include
+            if fields:
+                params["fields"] = fields
             try:
-                resp = self.get("/api/tasks", project=project_id, page=page, page_size=500, fields="all")
+                resp = self.get("/api/tasks", **params)
             except SegLoopError as exc:  # past the last page Label Studio answers 404
                 if "404" in str(exc):
-                    return out
+                    return
                 raise
             items = resp.get("tasks", []) if isinstance(resp, dict) else resp
-            out += items
-            if len(items) < 500:
-                return out
+            yield from items
+            if len(items) < page_size:
+                return
             page += 1
+
+
+def _refused(exc: Exception) -> bool:
+    """Whether the connection was refused, so the request never reached a server and may be sent again."""
+    reason = getattr(exc, "reason", exc)
+    return isinstance(reason, ConnectionRefusedError)
 
 
 _OPENER: urllib.request.OpenerDirector | None = None

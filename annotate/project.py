@@ -2,18 +2,25 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
+import mmap
 import os
+import shutil
 import tempfile
+import time
+import uuid
+from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
 import cv2
 import numpy as np
+from tqdm import tqdm
 
-from annotate.client import LabelStudio
+from annotate.client import LIGHT_TASK_FIELDS, ConnectionLost, LabelStudio
 from annotate.labeling_config import config_differences, config_labels, labeling_config
 from annotate.server import document_root
 from core.errors import SegLoopError
@@ -56,14 +63,18 @@ def ensure_project(client: LabelStudio, name: str, taxonomy: Taxonomy, tools: li
     return project, True
 
 
+LOCAL_PREFIX = "/data/local-files/?d="
+
+
 def _local_url(path: Path, root: Path) -> str:
+    """The URL Label Studio serves ``path`` under (``path`` resolved, ``root`` the served folder)."""
     try:
-        rel = path.resolve().relative_to(root)
+        rel = path.relative_to(root)
     except ValueError:
         raise SegLoopError(f"image {path} is outside the folder Label Studio serves ({root})", path=path,
                            fix="move the images under data/ or set SEGLOOP_LOCAL_FILES_ROOT before starting "
                                "the server") from None
-    return "/data/local-files/?d=" + str(rel)
+    return LOCAL_PREFIX + str(rel)
 
 
 def ensure_local_storage(client: LabelStudio, project_id: int, folder: Path) -> None:
@@ -86,48 +97,183 @@ def is_local(client: LabelStudio) -> bool:
 
 
 def import_images(client: LabelStudio, project: dict, images: str | Path | list[Path], extra: dict | None = None,
-                  upload: bool | None = None) -> dict:
+                  upload: bool | None = None, batch: int = 250, progress: bool = False) -> dict:
     """Add one task per image not yet in the project (by content hash); returns counts.
 
-    ``images``: a folder, a .txt list of paths, or the paths themselves. A local server reads the images in place
-    through local-file storage; a remote one (or ``upload=True``) gets each image uploaded, and the task is then
-    given the image's hash and source path."""
+    ``images``: a folder, a .txt list of paths, or the paths themselves. The same image listed twice (by content)
+    becomes one task; ``duplicates`` names each repeat and the path kept. A local server reads the images in place
+    through local-file storage, the tasks sent ``batch`` at a time (a broken connection is resumed by asking the
+    server which images landed: none is imported twice); a remote one (or ``upload=True``) gets each image
+    uploaded, and the task is then given the image's hash and source path."""
     files = [Path(f) for f in images] if isinstance(images, list) else list_images(images)
     if upload if upload is not None else not is_local(client):
         return _upload_images(client, project, files, extra)
     root = document_root()
-    folders = {f.resolve().parent for f in files}
-    common = Path(os.path.commonpath([str(f) for f in folders]))
-    ensure_local_storage(client, project["id"], common)
-    existing = {t["data"].get("sha256") for t in client.tasks(project["id"])}
-    new = []
-    for f in files:
-        sha = sha256_file(f)
-        if sha in existing:
-            continue
-        existing.add(sha)
-        new.append({"data": {"image": _local_url(f, root), "sha256": sha, "file": str(f.resolve().relative_to(root)),
-                             **(extra or {})}})
-    if new:
-        client.post(f"/api/projects/{project['id']}/import", new)
-    return {"images": len(files), "added": len(new), "skipped": len(files) - len(new)}
+    files = _resolved(files)
+    common = Path(os.path.commonpath([str(f) for f in {f.parent for f in files}]))
+    seen: dict[str, Path] = {}
+    duplicates: list[tuple[str, str]] = []
+    new: list[dict] = []
+    skipped = 0
+    sender = _Sender()
+    try:
+        # the storage, the listing of the project's images and the hashing (which releases the GIL) overlap
+        with ThreadPoolExecutor(4) as pool:
+            storage = pool.submit(ensure_local_storage, client, project["id"], common)
+            listing = pool.submit(_project_hashes, client, project["id"])
+            hashes = pool.map(sha256_file, files)
+            storage.result()
+            existing = listing.result()
+            for f, sha in tqdm(zip(files, hashes, strict=True), total=len(files), desc="import", unit="image",
+                               disable=not progress):
+                skipped += _import_one(f, sha, seen, existing, duplicates, new, root, extra)
+                if len(new) >= batch:
+                    sender.submit(_send_tasks, client, project["id"], new)
+                    new = []
+        if new:
+            sender.submit(_send_tasks, client, project["id"], new)
+    finally:
+        added = sum(sender.finish())
+    return {"images": len(files), "added": added, "skipped": skipped, "duplicates": duplicates}
+
+
+def _resolved(files: list[Path]) -> list[Path]:
+    """Absolute paths without symlinked folders, each folder resolved once (resolving every file is slow)."""
+    folders: dict[Path, Path] = {}
+    return [folders.setdefault(f.parent, f.parent.resolve()) / f.name for f in files]
+
+
+def _import_one(f: Path, sha: str, seen: dict[str, Path], existing: set[str], duplicates: list[tuple[str, str]],
+                new: list[dict], root: Path, extra: dict | None) -> int:
+    """Queue one image's task unless it repeats an earlier one (recorded in ``duplicates``) or the project has it
+    (returns 1: skipped)."""
+    if sha in seen:
+        duplicates.append((str(f), str(seen[sha])))
+        return 0
+    seen[sha] = f
+    if sha in existing:
+        return 1
+    url = _local_url(f, root)  # f is resolved already
+    new.append({"data": {"image": url, "sha256": sha, "file": url.removeprefix(LOCAL_PREFIX), **(extra or {})}})
+    return 0
+
+
+class _Sender:
+    """Runs sends one at a time in a background thread, at most one waiting, so the next batch is prepared (images
+    hashed, regions encoded) while the server stores the last one; memory stays bounded by two batches."""
+
+    def __init__(self) -> None:
+        self.pool = ThreadPoolExecutor(1)
+        self.pending: Future | None = None
+        self.results: list = []
+
+    def submit(self, fn, *args) -> None:
+        self._wait()
+        self.pending = self.pool.submit(fn, *args)
+
+    def _wait(self) -> None:
+        if self.pending is not None:
+            pending, self.pending = self.pending, None
+            self.results.append(pending.result())  # a send's error surfaces here
+
+    def finish(self) -> list:
+        try:
+            self._wait()
+        finally:
+            self.pool.shutdown(wait=True, cancel_futures=True)
+        return self.results
+
+
+def _project_hashes(client: LabelStudio, project_id: int) -> set[str]:
+    return {t["data"].get("sha256") for t in client.iter_tasks(project_id, include="id,data")}
+
+
+def _send_tasks(client: LabelStudio, project_id: int, tasks: list[dict]) -> int:
+    """Import ``tasks``; after a broken connection only those the server does not hold yet are sent again."""
+    def landed(items: list[dict]) -> set[int]:
+        have = _project_hashes(client, project_id)
+        return {i for i, t in enumerate(items) if t["data"]["sha256"] in have}
+
+    _send_resumably(client, f"/api/projects/{project_id}/import", [json.dumps(t).encode() for t in tasks], landed,
+                    tasks)
+    return len(tasks)
+
+
+def _send_resumably(client: LabelStudio, path: str, parts: list[bytes], landed, items: list) -> None:
+    """POST ``parts`` as one JSON list; when the connection breaks, wait (exponential backoff), ask the server
+    which items landed (``landed(items)`` -> their indices) and send only the others, up to ``client.retries``
+    times. Nothing is sent twice, whether the break came before or after the server acted."""
+    for attempt in range(client.retries + 1):
+        try:
+            client.post_json(path, b"[" + b",".join(parts) + b"]", resend=False)
+            return
+        except ConnectionLost:
+            if attempt == client.retries:
+                raise
+            time.sleep(client.backoff * 2**attempt)
+            done = _ask(lambda pending=items: landed(pending), client)
+            parts = [p for i, p in enumerate(parts) if i not in done]
+            items = [t for i, t in enumerate(items) if i not in done]
+            if not parts:
+                return
+
+
+def _ask(question, client: LabelStudio):
+    """A read-only question to a server whose connection just broke: retried (it changes nothing)."""
+    for attempt in range(client.retries + 1):
+        try:
+            return question()
+        except ConnectionLost:
+            if attempt == client.retries:
+                raise
+            time.sleep(client.backoff * 2**attempt)
+    return None
 
 
 def _upload_images(client: LabelStudio, project: dict, files: list[Path], extra: dict | None) -> dict:
-    existing = {t["data"].get("sha256") for t in client.tasks(project["id"])}
-    added = 0
+    listing = list(client.iter_tasks(project["id"], include="id,data"))
+    existing = {t["data"].get("sha256") for t in listing}
+    orphans_before = {t["id"] for t in listing if "sha256" not in t["data"]}
+    del listing
+    seen: dict[str, Path] = {}
+    duplicates: list[tuple[str, str]] = []
+    added = skipped = 0
     for f in files:
         sha = sha256_file(f)
-        if sha in existing:
+        if sha in seen:
+            duplicates.append((str(f), str(seen[sha])))
             continue
-        existing.add(sha)
-        resp = client.upload(f"/api/projects/{project['id']}/import", f.name, f.read_bytes(), return_task_ids="true")
-        for task_id in resp.get("task_ids") or []:
+        seen[sha] = f
+        if sha in existing:
+            skipped += 1
+            continue
+        for task_id in _upload_once(client, project["id"], f, orphans_before):
             task = client.get(f"/api/tasks/{task_id}")
             client.patch(f"/api/tasks/{task_id}", {"data": {**task["data"], "sha256": sha, "file": str(f.resolve()),
                                                             **(extra or {})}})
         added += 1
-    return {"images": len(files), "added": added, "skipped": len(files) - added}
+    return {"images": len(files), "added": added, "skipped": skipped, "duplicates": duplicates}
+
+
+def _upload_once(client: LabelStudio, project_id: int, f: Path, orphans_before: set[int]) -> list[int]:
+    """Upload one image, its task ids. When the connection breaks, the task the server may have made from it (a
+    task named after the file, not yet given its hash, that was not there before this import) is taken instead of
+    uploading the image again."""
+    for attempt in range(client.retries + 1):
+        try:
+            resp = client.upload(f"/api/projects/{project_id}/import", f.name, f.read_bytes(), resend=False,
+                                 return_task_ids="true")
+            return resp.get("task_ids") or []
+        except ConnectionLost:
+            if attempt == client.retries:
+                raise
+            time.sleep(client.backoff * 2**attempt)
+            made = _ask(lambda: [t["id"] for t in client.iter_tasks(project_id, include="id,data")
+                                 if "sha256" not in t["data"] and t["id"] not in orphans_before
+                                 and str(t["data"].get("image", "")).endswith("-" + f.name)], client)
+            if made:
+                return made[-1:]
+    return []
 
 
 def _prediction_index(run_dir: Path) -> dict[str, tuple[Path, dict]]:
@@ -237,81 +383,164 @@ def check_run_classes(project: dict, taxonomy: Taxonomy, run_dir: Path) -> None:
 
 
 def push_predictions(client: LabelStudio, project: dict, run_dir: Path, taxonomy: Taxonomy,
-                     task_ids: set[int] | None = None) -> dict:
+                     task_ids: set[int] | None = None, batch_bytes: int = 4 << 20, progress: bool = False) -> dict:
     """Pre-annotate the project's tasks from a run's prediction files (matched by image hash).
 
     The run's classes must be the project's labels: prediction files hold class indices, and pushing them under a
-    project with other labels would put regions under wrong or unknown names (Label Studio shows them anyway)."""
+    project with other labels would put regions under wrong or unknown names (Label Studio shows them anyway).
+    Predictions go to Label Studio's bulk prediction import, about ``batch_bytes`` of JSON per request, while the
+    task listing is read a page at a time, so memory does not grow with the project. The push is resumable: a task
+    that already holds a prediction of this run (``model_version``) is skipped, and a connection that breaks
+    mid-batch is resumed after asking the server which tasks got theirs, so no task is pre-annotated twice."""
     check_run_classes(project, taxonomy, run_dir)
     tools = [t for t in ("polygon", "brush") if t in config_labels(project["label_config"])]
     index = _prediction_index(run_dir)
     if not index:
         raise SegLoopError(f"run {run_dir.name} has no prediction files", path=run_dir,
                            fix=f"python -m evaluate predict {run_dir} --images DIR (or evaluate run)")
-    done = missing = 0
+    version = run_dir.name
+    done = missing = already = 0
     instances: dict[Path, dict] = {}
-    for task in client.tasks(project["id"]):
-        if task_ids is not None and task["id"] not in task_ids:
-            continue
-        hit = index.get(task["data"].get("sha256", ""))
-        if hit is None:
-            missing += 1
-            continue
-        folder, entry = hit
-        pred = read_label(folder / entry["prediction"])
-        if "image_id" in entry and (folder / "instances.json").is_file():  # an instance model's detections
-            threshold = entry.get("score_threshold", 0.5)
-            dets = [r for r in _instance_results(folder, instances).get(entry["image_id"], [])
-                    if r["score"] >= threshold]
-            result, score = instance_result(dets, pred.shape[1], pred.shape[0], taxonomy, tools)
-        else:
-            unc = read_label(folder / entry["uncertainty"]) if entry.get("uncertainty") else None
-            result, score = prediction_result(pred, unc, taxonomy, tools)
-        client.post("/api/predictions", {"task": task["id"], "result": result, "score": score,
-                                         "model_version": run_dir.name})
-        done += 1
-    return {"predicted": done, "without_prediction": missing}
+    parts: list[bytes] = []
+    ids: list[int] = []
+    path = f"/api/projects/{project['id']}/import/predictions"
+
+    def landed(items: list[int]) -> set[int]:
+        return {i for i, task_id in enumerate(items) if _has_prediction(client, task_id, version)}
+
+    sender = _Sender()
+
+    def flush() -> None:
+        sender.submit(_send_resumably, client, path, list(parts), landed, list(ids))
+        parts.clear()
+        ids.clear()
+
+    try:
+        size = 0
+        for task in tqdm(client.iter_tasks(project["id"], include=LIGHT_TASK_FIELDS), desc="pre-annotate", unit="task",
+                         disable=not progress):
+            if task_ids is not None and task["id"] not in task_ids:
+                continue
+            hit = index.get(task["data"].get("sha256", ""))
+            if hit is None:
+                missing += 1
+                continue
+            if task.get("total_predictions") and _has_prediction(client, task["id"], version):
+                already += 1
+                continue
+            folder, entry = hit
+            pred = read_label(folder / entry["prediction"])
+            if "image_id" in entry and (folder / "instances.json").is_file():  # an instance model's detections
+                threshold = entry.get("score_threshold", 0.5)
+                dets = [r for r in _instance_results(folder, instances).get(entry["image_id"], [])
+                        if r["score"] >= threshold]
+                result, score = instance_result(dets, pred.shape[1], pred.shape[0], taxonomy, tools)
+            else:
+                unc = read_label(folder / entry["uncertainty"]) if entry.get("uncertainty") else None
+                result, score = prediction_result(pred, unc, taxonomy, tools)
+            part = json.dumps({"task": task["id"], "result": result, "score": score, "model_version": version}).encode()
+            parts.append(part)
+            ids.append(task["id"])
+            size += len(part)
+            done += 1
+            if size >= batch_bytes:
+                flush()
+                size = 0
+        if parts:
+            flush()
+    finally:
+        sender.finish()
+    return {"predicted": done, "without_prediction": missing, "already_predicted": already}
+
+
+def _has_prediction(client: LabelStudio, task_id: int, model_version: str) -> bool:
+    return any(p.get("model_version") == model_version for p in client.get("/api/predictions", task=task_id))
 
 
 def export_snapshot(client: LabelStudio, project: dict, out_root: Path | None = None,
-                    download: bool | None = None) -> Path:
+                    download: bool | None = None, timeout: float = 1800.0, poll: float = 1.0) -> Path:
     """Write ``data/labelstudio/<project>/<UTC export time>.json`` atomically (earlier snapshots stay intact).
 
-    The name carries the export time to the microsecond (and a ``-<n>`` suffix should two exports share one), so
-    snapshots order by export time whatever their number. Uploaded images (``/data/upload/...``) must be readable
-    by ingest: for the local server the snapshot records its media folder; from a remote server (or with
-    ``download=True``) each is downloaded through the authenticated API into ``<project>/media/`` beside the
-    snapshots, checked against the hash recorded at import, and the snapshot records that folder."""
-    tasks = client.get(f"/api/projects/{project['id']}/export", exportType="JSON", download_all_tasks="true")
-    if not isinstance(tasks, list):
-        raise SegLoopError(f"unexpected export from project {project['title']}: {str(tasks)[:200]}")
+    The tasks come from Label Studio's snapshot export (``POST /api/projects/<id>/exports``, polled until built,
+    then downloaded): the synchronous ``/export`` answers only once the whole project is serialised and times out
+    on large projects. The download streams to disk; the export is then removed from the server. The name carries
+    the export time to the microsecond (and a ``-<n>`` suffix should two exports share one), so snapshots order by
+    export time whatever their number. Uploaded images (``/data/upload/...``) must be readable by ingest: for the
+    local server the snapshot records its media folder; from a remote server (or with ``download=True``) each is
+    downloaded through the authenticated API into ``<project>/media/`` beside the snapshots, checked against the
+    hash recorded at import, and the snapshot records that folder."""
     folder = (out_root or snapshot_root()) / project["title"]
-    media_root: str | None = None
-    if any(_upload_ref(t) for t in tasks):
-        if download if download is not None else not is_local(client):
-            fetched = download_uploads(client, tasks, folder / "media")
-            media_root = "media" if fetched is not None else None
-        else:
-            from annotate.server import server_dir
-
-            media_root = str((server_dir() / "media").resolve())
-    when = datetime.now(UTC)
-    body = {"project": project["title"], "project_id": project["id"], "label_studio": client.url,
-            "exported_at": when.isoformat(), "media_root": media_root, "tasks": tasks}
     try:
         folder.mkdir(parents=True, exist_ok=True)
-        fd, name = tempfile.mkstemp(prefix=".export.", suffix=".tmp", dir=folder)
+        fd, part_name = tempfile.mkstemp(prefix=".export.", suffix=".part", dir=folder)
     except OSError as exc:
         raise_os_error(exc, folder)
-    tmp = Path(name)
+    part = Path(part_name)
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(json.dumps(body) + "\n")
-        return _link_unique(tmp, folder, when)
+        with os.fdopen(fd, "wb") as fh:
+            _download_export(client, project, fh, timeout, poll)
+        with open(part, "rb") as fh:
+            head = fh.read(200)
+            if not head.lstrip().startswith(b"["):
+                raise SegLoopError(f"unexpected export from project {project['title']}: {head!r}")
+            fh.seek(0)
+            with mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as mm:
+                has_uploads = mm.find(UPLOAD_PREFIX.encode()) >= 0 or mm.find(b"\\/data\\/upload\\/") >= 0
+        media_root: str | None = None
+        if has_uploads:
+            tasks = json.loads(part.read_text(encoding="utf-8"))
+            if any(_upload_ref(t) for t in tasks):
+                if download if download is not None else not is_local(client):
+                    fetched = download_uploads(client, tasks, folder / "media")
+                    media_root = "media" if fetched is not None else None
+                else:
+                    from annotate.server import server_dir
+
+                    media_root = str((server_dir() / "media").resolve())
+            del tasks
+        when = datetime.now(UTC)
+        head_json = json.dumps({"project": project["title"], "project_id": project["id"], "label_studio": client.url,
+                                "exported_at": when.isoformat(), "media_root": media_root})
+        fd, name = tempfile.mkstemp(prefix=".export.", suffix=".tmp", dir=folder)
+        tmp = Path(name)
+        try:
+            with os.fdopen(fd, "wb") as out, open(part, "rb") as src:
+                out.write(head_json[:-1].encode() + b', "tasks": ')
+                shutil.copyfileobj(src, out, 1 << 20)
+                out.write(b"}\n")
+            return _link_unique(tmp, folder, when)
+        finally:
+            tmp.unlink(missing_ok=True)
     except OSError as exc:
-        raise_os_error(exc, folder, tmp)
+        raise_os_error(exc, folder)
     finally:
-        tmp.unlink(missing_ok=True)
+        part.unlink(missing_ok=True)
+
+
+def _download_export(client: LabelStudio, project: dict, fh, timeout: float, poll: float) -> None:
+    """Have the server build a snapshot export of every task, wait for it, stream its JSON into ``fh``, remove it."""
+    base = f"/api/projects/{project['id']}/exports"
+    title = f"segloop-{uuid.uuid4().hex[:12]}"
+    try:
+        export = client.post(base, {"title": title}, resend=False)
+    except ConnectionLost:  # the server may be building it: find it by its title
+        export = next((e for e in _ask(lambda: client.get(base), client) or [] if e.get("title") == title), None)
+        if export is None:
+            export = client.post(base, {"title": title}, resend=False)
+    pk = export["id"]
+    deadline = time.monotonic() + timeout
+    while export.get("status") != "completed":
+        if export.get("status") == "failed":
+            raise SegLoopError(f"Label Studio failed to build the export of project {project['title']} (export {pk})",
+                               fix="see the server log (python -m annotate server status)")
+        if time.monotonic() > deadline:
+            raise SegLoopError(f"the export of project {project['title']} was not built within {timeout:.0f}s "
+                               f"(status {export.get('status')})", fix="wait longer: annotate export --timeout S")
+        time.sleep(poll)
+        export = client.get(f"{base}/{pk}")
+    client.download_to(f"{base}/{pk}/download?exportType=JSON", fh)
+    with contextlib.suppress(SegLoopError):  # a leftover export on the server is harmless
+        client.delete(f"{base}/{pk}")
 
 
 def _link_unique(tmp: Path, folder: Path, when: datetime) -> Path:

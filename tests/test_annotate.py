@@ -58,7 +58,7 @@ def test_import_is_idempotent_and_records_hashes(client, images):
     project, _ = ensure_project(client, "street", TAX, ["polygon", "brush"])
     first = import_images(client, project, folder)
     again = import_images(client, project, folder)
-    assert first["added"] == 6 and again == {"images": 6, "added": 0, "skipped": 6}
+    assert first["added"] == 6 and again == {"images": 6, "added": 0, "skipped": 6, "duplicates": []}
     tasks = client.tasks(project["id"])
     assert len(tasks) == 6 and all(len(t["data"]["sha256"]) == 64 for t in tasks)
 
@@ -108,7 +108,7 @@ def test_predictions_become_pre_annotations(client, images, tiny_run):
     project, _ = ensure_project(client, "street", TAX, ["polygon", "brush"])
     predict_images(tiny_run.run_dir, folder, progress=False)
     counts = push_predictions(client, project, tiny_run.run_dir, TAX)
-    assert counts == {"predicted": 6, "without_prediction": 0}
+    assert counts == {"predicted": 6, "without_prediction": 0, "already_predicted": 0}
     task = client.tasks(project["id"])[0]
     preds = client.get("/api/predictions", task=task["id"])
     assert preds and preds[-1]["model_version"] == tiny_run.run_dir.name

@@ -22,8 +22,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import numpy as np
 from PIL import Image, ImageDraw
+from tqdm import tqdm
 
-from annotate.client import LabelStudio
+from annotate.client import LIGHT_TASK_FIELDS, LabelStudio
 from annotate.project import import_images
 from annotate.server import document_root
 from core.cli import positive_int
@@ -65,6 +66,29 @@ def regions_for(image: Path, names: set[str]) -> list[dict]:
     return brushes + things[::-1]
 
 
+def label_tasks(client: LabelStudio, project: dict, n: int | None = None, wanted: set[Path] | None = None,
+                progress: bool = False) -> int:
+    """Annotate the project's unlabelled tasks (those of ``wanted`` images, else the first ``n``), one API call per
+    task as the editor makes; the task listing is read a page at a time without its regions."""
+    names = set(load_taxonomy("cityscapes").names)
+    root = document_root()
+    done = 0
+    bar = tqdm(total=len(wanted) if wanted is not None else n, desc="label", unit="task", disable=not progress)
+    for task in client.iter_tasks(project["id"], include=LIGHT_TASK_FIELDS):
+        if task.get("total_annotations"):
+            continue
+        if wanted is None and n is not None and done >= n:
+            break
+        image = (root / task["data"]["file"]).resolve()
+        if wanted is not None and image not in wanted:
+            continue
+        client.post(f"/api/tasks/{task['id']}/annotations", {"result": regions_for(image, names)})
+        done += 1
+        bar.update()
+    bar.close()
+    return done
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--project", required=True)
@@ -86,17 +110,7 @@ def main(argv: list[str] | None = None) -> int:
         listing.write_text("\n".join(str(f) for f in files) + "\n")
         import_images(client, project, listing)
         wanted = {f.resolve() for f in files}
-    names = set(load_taxonomy("cityscapes").names)
-    root = document_root()
-    done = 0
-    for task in client.tasks(project["id"]):
-        if task.get("total_annotations") or task.get("annotations"):
-            continue
-        image = (root / task["data"]["file"]).resolve()
-        if (wanted is not None and image not in wanted) or (wanted is None and done >= args.n):
-            continue
-        client.post(f"/api/tasks/{task['id']}/annotations", {"result": regions_for(image, names)})
-        done += 1
+    done = label_tasks(client, project, args.n, wanted)
     print(f"labelled {done} tasks of project '{args.project}' (brushes for stuff, polygons for things)")
     return 0
 
