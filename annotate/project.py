@@ -97,7 +97,7 @@ def is_local(client: LabelStudio) -> bool:
 
 
 def import_images(client: LabelStudio, project: dict, images: str | Path | list[Path], extra: dict | None = None,
-                  upload: bool | None = None, batch: int = 250, progress: bool = False) -> dict:
+                  upload: bool | None = None, batch: int = 1000, progress: bool = False) -> dict:
     """Add one task per image not yet in the project (by content hash); returns counts.
 
     ``images``: a folder, a .txt list of paths, or the paths themselves. The same image listed twice (by content)
@@ -140,7 +140,12 @@ def import_images(client: LabelStudio, project: dict, images: str | Path | list[
 def _resolved(files: list[Path]) -> list[Path]:
     """Absolute paths without symlinked folders, each folder resolved once (resolving every file is slow)."""
     folders: dict[Path, Path] = {}
-    return [folders.setdefault(f.parent, f.parent.resolve()) / f.name for f in files]
+    out = []
+    for f in files:
+        if f.parent not in folders:
+            folders[f.parent] = f.parent.resolve()
+        out.append(folders[f.parent] / f.name)
+    return out
 
 
 def _import_one(f: Path, sha: str, seen: dict[str, Path], existing: set[str], duplicates: list[tuple[str, str]],
