@@ -2,9 +2,12 @@
 
 Sections: the problem and classes; the dataset (sources, version, counts per split and class, example images with
 their labels); each architecture (block diagram, parameters, size in memory, FLOPs at the training size); the exact
-training command and every hyperparameter with its meaning (taken from the comments of the default config); loss
-and metric definitions; loss and mIoU curves; the comparison of runs; the worst classes; a triptych gallery; the
-runtime environment; training and inference time; a bibliography. Images are written beside the report.
+training command as typed and every hyperparameter with its meaning (taken from the comments of the default config)
+and the reason for its value (the config's ``why:`` map); what each run covers (model, loss, data, augmentations,
+metrics, TTA, folds) as a table a reviewer ticks; loss and metric definitions; train and validation loss curves and
+one curve per validation metric; the per-class IoU (or AP) of the worst classes over the epochs; the comparison of
+runs; the worst classes; a triptych gallery; the runtime environment; training and inference time; a bibliography.
+Images are written beside the report; ``pdf=True`` prints the HTML page to ``report.pdf`` with headless Chromium.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ import html
 import json
 import platform
 import re
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -24,14 +28,18 @@ import numpy as np
 import torch
 from PIL import Image
 
-from core.config import flatten
+from core.config import flatten, load_with_bases
 from core.errors import SegLoopError
 from core.fsio import atomic_dir
 from core.runs import Run, find_checkpoint
 from evaluate.gallery import make_triptychs
 from ingest.version import DatasetVersion, dataset_ref, resolve_version
 from train.checkpoint import load_model
-from train.config import TRAIN_DEFAULT
+from train.config import TRAIN_DEFAULT, WHY, shown_command
+
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+                 "--no-first-run", "--disable-sync"]
+WORST_SHOWN = 5  # classes whose per-class curve is drawn
 
 BIBLIOGRAPHY = [
     "M. Cordts et al. The Cityscapes Dataset for Semantic Urban Scene Understanding. CVPR 2016.",
@@ -174,20 +182,56 @@ def _detector_png(spec: dict[str, Any], path: Path) -> None:
     plt.close(fig)
 
 
-def _curves_png(runs: list[dict[str, Any]], path: Path) -> None:
-    fig, (a, b) = plt.subplots(1, 2, figsize=(10, 3.6))
+def _plot(path: Path, title: str, ylabel: str, series: list[tuple[str, list[int], list[Any], str]]) -> None:
+    """One curve figure: (label, epochs, values, line style) per series; missing values (None) leave gaps."""
+    fig, ax = plt.subplots(figsize=(6, 3.4))
+    for label, epochs, values, style in series:
+        ax.plot(epochs, [np.nan if v is None else v for v in values], style, marker=".", label=label)
+    ax.set(xlabel="epoch", ylabel=ylabel, title=title)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.savefig(path, dpi=100, bbox_inches="tight")
+    plt.close(fig)
+
+
+def _curve_pngs(runs: list[dict[str, Any]], out: Path) -> list[tuple[str, str]]:
+    """``loss_curves.png`` (train loss solid, validation loss dashed) and one ``curve_val_<metric>.png`` per scalar
+    validation metric any run recorded; returns (file, caption) pairs."""
+    files = [("loss_curves.png", "training loss (solid) and validation loss (dashed)")]
+    series = []
     for r in runs:
         ep = [m["epoch"] for m in r["curve"]]
-        metric = r["info"].get("best_metric", "mIoU")
-        a.plot(ep, [m["train_loss"] for m in r["curve"]], label=r["name"])
-        b.plot(ep, [m.get(f"val_{metric}") for m in r["curve"]], label=f"{r['name']} ({metric})")
-    a.set(xlabel="epoch", ylabel="train loss", title="training loss")
-    b.set(xlabel="epoch", ylabel="validation metric", title="validation mIoU / mask AP")
-    for ax in (a, b):
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
-    fig.savefig(path, dpi=110, bbox_inches="tight")
-    plt.close(fig)
+        series.append((f"{r['name']} train", ep, [m.get("train_loss") for m in r["curve"]], "-"))
+        if any("val_loss" in m for m in r["curve"]):
+            series.append((f"{r['name']} val", ep, [m.get("val_loss") for m in r["curve"]], "--"))
+    _plot(out / files[0][0], "loss", "loss", series)
+    keys = sorted({k for r in runs for m in r["curve"] for k, v in m.items()
+                   if k.startswith("val_") and k != "val_loss" and isinstance(v, (int, float))})
+    for key in keys:
+        name = f"curve_{re.sub(r'[^A-Za-z0-9_]', '_', key)}.png"
+        _plot(out / name, key.removeprefix("val_"), key.removeprefix("val_"),
+              [(r["name"], [m["epoch"] for m in r["curve"]], [m.get(key) for m in r["curve"]], "-")
+               for r in runs if any(key in m for m in r["curve"])])
+        files.append((name, f"validation {key.removeprefix('val_')}"))
+    return files
+
+
+def _class_curves_png(run: dict[str, Any], path: Path) -> str | None:
+    """The per-class validation score (semantic ``val_iou``, instance ``val_ap``) over the epochs for the run's worst
+    test classes; None when the run recorded no per-class scores."""
+    key = "val_ap" if run["spec"]["task"] == "instance" else "val_iou"
+    if not any(isinstance(m.get(key), dict) for m in run["curve"]):
+        return None
+    seen = {n for m in run["curve"] for n in (m.get(key) or {})}
+    worst = [n for n in run["test"].get("worst_classes", []) if n in seen][:WORST_SHOWN]
+    if not worst:
+        last = run["curve"][-1].get(key) or {}
+        worst = sorted((n for n, v in last.items() if v is not None), key=lambda n: last[n])[:WORST_SHOWN]
+    label = "AP" if key == "val_ap" else "IoU"
+    ep = [m["epoch"] for m in run["curve"]]
+    _plot(path, f"{run['name']}: validation {label} of the worst test classes", label,
+          [(n, ep, [(m.get(key) or {}).get(n) for m in run["curve"]], "-") for n in worst])
+    return label
 
 
 def _examples(ds: DatasetVersion, out: Path, n: int = 3) -> list[str]:
@@ -219,7 +263,40 @@ def _environment() -> list[tuple[str, str]]:
             ("CPU threads", str(torch.get_num_threads())), ("GPU", gpu), ("OS", platform.platform())]
 
 
-def build_report(runs: list[str | Path], out: str | Path, gallery: int = 6) -> Path:
+def _chromium() -> str:
+    """Chromium and Playwright, checked before anything is written: printing needs both."""
+    exe = shutil.which("chromium") or "/usr/bin/chromium"
+    if not Path(exe).is_file():
+        raise SegLoopError("--pdf prints the report with headless Chromium, which is not installed", path=exe,
+                           fix="apt-get install chromium (or leave out --pdf: report.html prints from any browser)")
+    try:
+        import playwright.sync_api  # noqa: F401
+    except ImportError:
+        raise SegLoopError("--pdf drives Chromium through Playwright, which is not installed",
+                           fix="pip install playwright (no browser download is needed)") from None
+    return exe
+
+
+def print_pdf(html_file: Path, pdf: Path, chromium: str) -> None:
+    """``report.html`` printed by headless Chromium (the page as a browser shows it, images included)."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=chromium, headless=True, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page()
+            page.goto(html_file.resolve().as_uri())
+            page.wait_for_load_state("load")
+            page.pdf(path=str(pdf), format="A4", print_background=True,
+                     margin={"top": "12mm", "bottom": "12mm", "left": "10mm", "right": "10mm"})
+        finally:
+            browser.close()
+
+
+def build_report(runs: list[str | Path], out: str | Path, gallery: int = 6, pdf: bool = False) -> Path:
+    """Write ``report.md``, ``report.html`` (and ``report.pdf``) with their images into ``out``, all at once: a run
+    that is not evaluated, or a missing Chromium for ``pdf``, fails before anything is written."""
+    chromium = _chromium() if pdf else None
     loaded = [_load_run(Path(r)) for r in runs]
     first = loaded[0]
     ds = DatasetVersion(resolve_version(dataset_ref(first["info"]["dataset_path"], first["info"]["dataset_version"])))
@@ -228,7 +305,10 @@ def build_report(runs: list[str | Path], out: str | Path, gallery: int = 6) -> P
     out = Path(out)
     with atomic_dir(out, replace=True) as tmp:
         examples = _examples(ds, tmp)
-        _curves_png(loaded, tmp / "curves.png")
+        curves = _curve_pngs(loaded, tmp)
+        for i, r in enumerate(loaded, 1):
+            r["class_png"] = f"class_curves_{i}.png"
+            r["class_label"] = _class_curves_png(r, tmp / r["class_png"])
         archs: dict[str, dict] = {}
         for r in loaded:
             key = json.dumps(r["spec"], sort_keys=True)
@@ -240,20 +320,93 @@ def build_report(runs: list[str | Path], out: str | Path, gallery: int = 6) -> P
                 r["arch_png"] = archs[key]["arch_png"]
         gal_dir, _, _ = make_triptychs(first["dir"], "test", n=gallery, seed=0, out=tmp / "gallery")
         gallery_pngs = sorted(p.name for p in gal_dir.glob("*.png"))
-        md = _markdown(loaded, ds, m, expl, examples, gallery_pngs)
+        md = _markdown(loaded, ds, m, expl, examples, gallery_pngs, curves)
         (tmp / "report.md").write_text(md)
         (tmp / "report.html").write_text(_html(md, f"SegLoop report: {', '.join(r['name'] for r in loaded)}"))
+        if chromium:
+            print_pdf(tmp / "report.html", tmp / "report.pdf", chromium)
     return out
 
 
+def _cell(value: Any) -> str:
+    """A table cell's Markdown: ``|`` escaped (GitHub's rule, inside code spans too), line breaks as spaces."""
+    return re.sub(r"\s*\n\s*", " ", str(value)).replace("|", "\\|")
+
+
+def _split_row(line: str) -> list[str]:
+    """The cells of one Markdown table row, ``\\|`` back to ``|`` (the inverse of ``_cell``)."""
+    return [c.strip().replace("\\|", "|") for c in re.split(r"(?<!\\)\|", line.strip()[1:-1])]
+
+
 def _table(header: list[str], rows: list[list[Any]]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    """The one table renderer: every cell escaped, so a value holding ``|`` stays in its column."""
+    lines = ["| " + " | ".join(_cell(c) for c in header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(_cell(c) for c in row) + " |" for row in rows]
     return "\n".join(lines)
 
 
+def _code(value: Any) -> str:
+    """Inline code holding ``value`` (a longer backtick fence when the value itself holds backticks)."""
+    text = str(value)
+    fence = "``" if "`" in text else "`"
+    return f"{fence}{text}{fence}"
+
+
+def _reasons(cfg: dict[str, Any], defaults: dict[str, Any]) -> dict[str, str]:
+    """key -> why it has its value: the config's ``why:`` reason (a reason for a section covers its keys), else
+    ``default`` where the value is the default one, else ``not given``."""
+    why = flatten(cfg.get(WHY) or {})
+    out = {}
+    for key, value in flatten({k: v for k, v in cfg.items() if k != WHY}).items():
+        parts = key.split(".")
+        given = next((why[".".join(parts[:i])] for i in range(len(parts), 0, -1) if ".".join(parts[:i]) in why), None)
+        out[key] = given or ("default" if key in defaults and defaults[key] == value else "not given")
+    return out
+
+
+def _coverage(r: dict[str, Any], ds: DatasetVersion) -> dict[str, str]:
+    """What one run covers, aspect by aspect, for the reviewer's checklist."""
+    cfg, spec, test = r["config"], r["spec"], r["test"]
+    args = ", ".join(f"{k}={v}" for k, v in spec["args"].items())
+    model = f"{spec['name']} ({spec['task']}; {args or 'default arguments'}), {r['params'] / 1e6:.2f} M parameters"
+    if spec["task"] == "instance":
+        terms = next((list(m["train_losses"]) for m in reversed(r["curve"]) if "train_losses" in m), [])
+        loss = "Mask R-CNN multi-task loss: " + (" + ".join(terms) or "RPN, box and mask terms")
+    else:
+        lc = cfg["loss"]
+        loss = (f"{lc['name']}, class weights {lc['class_weights'] if lc['class_weights'] is not None else 'none'}, "
+                f"label smoothing {lc['label_smoothing']}")
+    counts = ds.manifest["counts"] if r["info"]["dataset_version"] == ds.version else {}
+    splits = ", ".join(f"{counts[s]['images']} {s}" for s in counts) if counts else ""
+    data = (f"{r['info']['dataset_version']} ({splits} images); trained on '{cfg['data']['train_split']}', "
+            f"validated on '{cfg['data']['val_split']}', tested on 'test'; size {cfg['data']['image_size']}")
+    a, augs = cfg["augment"], []
+    if a.get("hflip"):
+        augs.append(f"horizontal flip p={a['hflip']}")
+    if spec["task"] == "semantic" and list(a.get("scale", [1, 1])) != [1, 1]:
+        augs.append(f"scale {a['scale'][0]}-{a['scale'][1]} then crop")
+    if spec["task"] == "instance" and isinstance(spec["args"].get("min_size"), list):
+        augs.append(f"scale jitter (shorter side {spec['args']['min_size']})")
+    if a.get("color"):
+        augs.append(f"colour jitter p={a['color']} (brightness {a['brightness']}, contrast {a['contrast']}, "
+                    f"saturation {a['saturation']}, hue {a['hue']})")
+    if spec["task"] == "instance" and a.get("copy_paste"):
+        augs.append(f"copy-paste p={a['copy_paste']}")
+    metrics = (["mIoU", "pixel accuracy", "mean Dice", "per-class IoU and Dice"] if "mIoU" in test and
+               spec["task"] == "semantic" else [])
+    if "segm" in test:
+        metrics += ["COCO mask AP", "box AP" if "bbox" in test else "", "thing-class mIoU (painted masks)"]
+    metrics.append(f"inference time ({test['timing']['device']})" if "timing" in test else "")
+    fold = cfg["data"]["fold"]
+    return {"model": model, "loss": loss, "data": data, "augmentations": "; ".join(augs) or "none",
+            "metrics": ", ".join(m for m in metrics if m),
+            "TTA": "horizontal flip averaged" if test.get("tta") else "none (single forward pass)",
+            "folds": (f"fold {fold}: folds/fold{fold}.json's train / val" if fold is not None
+                      else "none: the version's fixed train / val / test split")}
+
+
 def _markdown(runs: list[dict], ds: DatasetVersion, m: dict, expl: dict[str, str], examples: list[str],
-              gallery: list[str]) -> str:
+              gallery: list[str], curves: list[tuple[str, str]]) -> str:
     tax = ds.taxonomy
     splits = list(m["counts"])
     s: list[str] = [f"# SegLoop report: {', '.join(r['name'] for r in runs)}", ""]
@@ -279,15 +432,29 @@ def _markdown(runs: list[dict], ds: DatasetVersion, m: dict, expl: dict[str, str
         s += [f"### {r['name']}: {r['spec']['name']}", "", f"![architecture of {r['name']}]({r['arch_png']})", "",
               f"{r['params'] / 1e6:.2f} M parameters, {r['size_mb']:.1f} MB in memory (fp32 weights and buffers), "
               f"{r['gflops']:.2f} GFLOPs per image at the training size {r['hw'][0]}x{r['hw'][1]}.", ""]
+    defaults = flatten(load_with_bases(TRAIN_DEFAULT))
     s += ["## Training", ""]
     for r in runs:
         model_expl = {f"model.args.{k}": v for k, v in _model_args_help(r["spec"]).items()}
-        s += [f"### {r['name']}", "", "Command:", "", "```", r["info"].get("command", ""), "```", "",
-              _table(["key", "value", "meaning"],
-                     [[f"`{k}`", f"`{v}`", expl.get(k, model_expl.get(k, ""))]
-                      for k, v in flatten(r["config"]).items()]), ""]
+        reasons = _reasons(r["config"], defaults)
+        s += [f"### {r['name']}", "", "Command:", "", "```", shown_command(r["info"].get("command", "")), "```", "",
+              _table(["key", "value", "meaning", "why"],
+                     [[_code(k), _code(v), expl.get(k, model_expl.get(k, "")), reasons[k]]
+                      for k, v in flatten({k: v for k, v in r["config"].items() if k != WHY}).items()]), ""]
+    s += ["## Coverage (tick what you have checked)", "",
+          "What each run covers; a reviewer ticks an aspect once its entry is checked against the run's config and "
+          "results.", ""]
+    cover = {r["name"]: _coverage(r, ds) for r in runs}
+    aspects = list(next(iter(cover.values())))
+    s += [_table(["aspect", *cover, "reviewed"], [[a, *(c[a] for c in cover.values()), "[ ]"] for a in aspects]), ""]
     s += ["## Loss and metrics", "", DEFINITIONS, ""]
-    s += ["## Curves", "", "![curves](curves.png)", ""]
+    s += ["## Curves", ""]
+    s += [f"![{caption}]({name})" for name, caption in curves] + [""]
+    s += ["### Per-class scores of the worst classes over the epochs", ""]
+    for r in runs:
+        s += ([f"![{r['name']}: per-class validation {r['class_label']} over the epochs]({r['class_png']})"]
+              if r["class_label"] else [f"{r['name']}: no per-class validation scores were recorded."])
+    s += [""]
     s += ["## Comparison (test split)", "",
           "Semantic and instance runs share the thing-class mIoU (an instance model's masks painted into a class "
           "map, higher scores on top); mask AP is COCO's (IoU .50:.95), equal to pycocotools' COCOeval.", "",
@@ -332,7 +499,12 @@ def _inline(text: str) -> str:
     text = re.sub(r"!\[([^\]]*)\]\(([^)]+)\)", r'<img alt="\1" src="\2">', text)
     text = re.sub(r"\[([^\]]+)\]\(([^)]+)\)", r'<a href="\2">\1</a>', text)
     text = re.sub(r"\*\*([^*]+)\*\*", r"<strong>\1</strong>", text)
-    return re.sub(r"`([^`]+)`", r"<code>\1</code>", text)
+    return re.sub(r"(``?)(.+?)\1", r"<code>\2</code>", text)
+
+
+def _td(cell: str) -> str:
+    """A table cell's HTML; a reviewer's ``[ ]`` becomes a checkbox."""
+    return '<input type="checkbox">' if cell == "[ ]" else _inline(cell)
 
 
 def _html(md: str, title: str) -> str:
@@ -350,9 +522,9 @@ def _html(md: str, title: str) -> str:
             table.append(line)
             continue
         if table:
-            rows = [[c.strip() for c in r.strip("|").split("|")] for r in table if not r.startswith("|---")]
+            rows = [_split_row(r) for r in table if not r.startswith("|---")]
             out.append("<table><tr>" + "".join(f"<th>{_inline(c)}</th>" for c in rows[0]) + "</tr>"
-                       + "".join("<tr>" + "".join(f"<td>{_inline(c)}</td>" for c in r) + "</tr>" for r in rows[1:])
+                       + "".join("<tr>" + "".join(f"<td>{_td(c)}</td>" for c in r) + "</tr>" for r in rows[1:])
                        + "</table>")
             table = []
         is_item = bool(re.match(r"^(- |\d+\. )", line)) or (in_list and line.startswith("  "))

@@ -9,7 +9,8 @@ from evaluate.report import build_report, config_explanations
 from evaluate.runner import evaluate_run
 from tests.browser import launch
 
-SECTIONS = ["## Problem", "## Dataset", "## Architectures", "## Training", "## Loss and metrics", "## Curves",
+SECTIONS = ["## Problem", "## Dataset", "## Architectures", "## Training", "## Coverage", "## Loss and metrics",
+            "## Curves",
             "## Comparison (test split)", "## Worst classes", "## Gallery", "## Runtime environment", "## References"]
 
 
@@ -24,18 +25,43 @@ def test_config_comments_explain_hyperparameters():
 
 
 def test_report_sections_and_browser(tiny_run, tmp_path):
+    import json
+
+    from core.errors import run_cli
+    from evaluate.__main__ import main as evaluate_main
+
     bare = tmp_path / "bare_run"  # the same run before any evaluation
     shutil.copytree(tiny_run.run_dir, bare, ignore=shutil.ignore_patterns("eval", "predict", "triptychs"))
-    with pytest.raises(SegLoopError, match="evaluate run"):
+    with pytest.raises(SegLoopError, match=f"python -m evaluate run {bare} --split test"):
         build_report([bare], tmp_path / "none")
+    assert run_cli(evaluate_main, ["report", str(bare), "--out", str(tmp_path / "none")]) == 2
+    assert not (tmp_path / "none").exists()
+    # a value holding '|', a reason for it, and an old run's command (the absolute path of train/run.py)
+    info = json.loads((tiny_run.run_dir / "run.json").read_text())
     evaluate_run(tiny_run.run_dir, "test", progress=False)
-    out = build_report([tiny_run.run_dir], tmp_path / "report", gallery=2)
+    run = tmp_path / "piped"
+    shutil.copytree(tiny_run.run_dir, run)
+    from train.checkpoint import load_checkpoint, save_checkpoint
+
+    ckpt = load_checkpoint(run / "checkpoints" / "best.pt")
+    ckpt["config"]["data"]["config"] = "configs/data/a|b.yaml"
+    ckpt["config"]["why"] = {"optim.lr": "halved | the loss spiked"}
+    save_checkpoint(run / "checkpoints" / "best.pt", **ckpt)
+    (run / "run.json").write_text(json.dumps({**info, "command": "/srv/x/train/run.py optim.lr=0.003"}))
+    out = build_report([run], tmp_path / "report", gallery=2, pdf=True)
     md = (out / "report.md").read_text()
     for s in SECTIONS:
         assert s in md, s
     assert "GFLOPs" in md and "Cordts" in md and "train.epochs" in md
-    for img in ("curves.png", "arch_1.png", "example_0.png"):
-        assert (out / img).stat().st_size > 1000
+    assert "python -m train.run optim.lr=0.003" in md and "/srv/x" not in md
+    lines = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    metrics = sorted(k for k, v in lines[-1].items() if k.startswith("val_") and k != "val_loss"
+                     and isinstance(v, float))
+    assert metrics == ["val_mDice", "val_mIoU", "val_pixel_acc"]
+    for img in ("loss_curves.png", "arch_1.png", "example_0.png", "class_curves_1.png",
+                *(f"curve_{k}.png" for k in metrics)):
+        assert (out / img).stat().st_size > 1000, img
+    assert (out / "report.pdf").read_bytes().startswith(b"%PDF")
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as pw:
@@ -46,8 +72,17 @@ def test_report_sections_and_browser(tiny_run, tmp_path):
         headings = page.locator("h2").all_inner_texts()
         broken = page.evaluate("Array.from(document.images).filter(i => !i.complete || i.naturalWidth === 0)"
                                ".map(i => i.src)")
+        hp = page.evaluate("""() => { const t = [...document.querySelectorAll('table')]
+            .find(t => t.rows[0].innerText.includes('meaning'));
+            return [...t.rows].map(r => [...r.cells].map(c => c.innerText)); }""")
+        boxes = page.locator("input[type=checkbox]").count()
         browser.close()
     assert [h for h in headings if h.startswith("Comparison")] and not broken, broken
+    assert hp[0] == ["key", "value", "meaning", "why"] and all(len(r) == 4 for r in hp)
+    rows = {r[0]: r for r in hp[1:]}
+    assert rows["data.config"][1] == "configs/data/a|b.yaml"
+    assert rows["optim.lr"][3] == "halved | the loss spiked" and rows["train.seed"][3] == "default"
+    assert boxes == 7  # model, loss, data, augmentations, metrics, TTA, folds
 
 
 def test_report_compares_semantic_and_instance_runs(evaluated_run, evaluated_instance_run, tmp_path):

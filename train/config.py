@@ -123,10 +123,6 @@ RULES: dict[str, Rule] = {
 }
 
 
-def load_train_config(config: str | Path | None = None, overrides: list[str] | None = None) -> dict[str, Any]:
-    return resolve_config(TRAIN_DEFAULT, config, overrides, NULLABLE, RULES)
-
-
 MODEL_KEYS = ("name", "args", "weights", "init_from")
 
 
@@ -149,3 +145,84 @@ def upgrade_run_config(path: Path) -> Path:
     with open(fd, "w") as fh:
         fh.write(dump_yaml(cfg))
     return Path(tmp)
+
+
+# ------------------------------------------------------------------------------------------------ reasons (why:)
+def _why_keys(schema: dict[str, Any]) -> list[str]:
+    from core.config import _all_prefixes, flatten
+
+    return sorted(k for k in set(flatten(schema)) | _all_prefixes(schema) if k != WHY and not k.startswith(WHY + "."))
+
+
+def why_problem(value: Any) -> str | None:
+    """``why:`` maps config keys (dotted, or nested like the config) to the reason for their value: every key must be
+    one the config has (a reason for a misspelt key would silently explain nothing), every reason a string."""
+    import difflib
+
+    from core.config import _under_free_section, flatten, load_with_bases
+
+    if not isinstance(value, dict):
+        return f"must map config keys to reasons, e.g. {{optim.lr: \"...\"}}, got {value!r}"
+    schema = load_with_bases(TRAIN_DEFAULT)
+    valid = _why_keys(schema)
+    for key, reason in flatten(value).items():
+        if key not in valid and not _under_free_section(key, schema):
+            close = difflib.get_close_matches(key, valid, n=3, cutoff=0.5)
+            hint = f" (did you mean {', '.join(repr(c) for c in close)}?)" if close else ""
+            return f"names '{key}', which is not a config key{hint}"
+        if not isinstance(reason, str) or not reason.strip():
+            return f"gives '{key}' the reason {reason!r}: a reason is a non-empty string"
+    return None
+
+
+WHY = "why"
+RULES[WHY] = Rule(check=why_problem, fix="give each reason under the config key it explains, e.g. "
+                                         "why: {optim.lr: \"halved: the loss diverged at 0.006\"}")
+
+
+def load_train_config(config: str | Path | None = None, overrides: list[str] | None = None) -> dict[str, Any]:
+    """The resolved config. ``why`` comes back as a flat ``{dotted key: reason}`` map; a reason given by the config
+    file for a key that the command line then changes is dropped (it explained another value)."""
+    from core.config import flatten, parse_override
+
+    cfg = resolve_config(TRAIN_DEFAULT, config, overrides, NULLABLE, RULES)
+    why = flatten(cfg.get(WHY) or {})
+    changed = [parse_override(o)[0] for o in overrides or []]
+    given = {k.removeprefix(WHY + ".") for k in changed if k.startswith(WHY + ".")}
+    for key in [k for k in changed if k != WHY and not k.startswith(WHY + ".")]:
+        for explained in [w for w in why if (w == key or w.startswith(key + ".")) and w not in given]:
+            del why[explained]
+    cfg[WHY] = why
+    return cfg
+
+
+# ------------------------------------------------------------------------------------------------- the command
+COMMAND = "python -m train.run"
+_RUN_PY = re.compile(r"^(?:\S*python[\d.]*\s+(?:-\S+\s+)*)?\S*train/run\.py(?=\s|$)")
+
+
+def train_command(argv: list[str], cfg: dict[str, Any]) -> str:
+    """The command as a user types it: ``python -m train.run --config ... key=value`` (shell-quoted). Under
+    ``python -m train.run`` (or torchrun) ``argv[0]`` is the absolute path of train/run.py on this machine, which
+    says nothing to a reader elsewhere; a run started from Python (``train(cfg)``) gets the command that rebuilds its
+    config: every key that differs from the default as ``key=value``."""
+    import shlex
+
+    import yaml
+
+    if argv and argv[0].replace("\\", "/").endswith("train/run.py"):
+        return " ".join([COMMAND, *(shlex.quote(a) for a in argv[1:])])
+    from core.config import flatten, load_with_bases
+
+    default = flatten(load_with_bases(TRAIN_DEFAULT))
+    args = []
+    for key, value in flatten({k: v for k, v in cfg.items() if k != WHY}).items():
+        if key not in default or default[key] != value:
+            text = yaml.safe_dump(value, default_flow_style=True, width=10**6).strip().removesuffix("...").strip()
+            args.append(shlex.quote(f"{key}={text}"))
+    return " ".join([COMMAND, *args])
+
+
+def shown_command(recorded: str) -> str:
+    """A recorded command for display: older runs stored ``/abs/path/train/run.py args``; shown as typed."""
+    return _RUN_PY.sub(COMMAND, recorded.strip(), count=1)

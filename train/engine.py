@@ -27,7 +27,7 @@ from torch.utils.data import DataLoader, DistributedSampler, RandomSampler
 from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
-from core.config import dump_yaml
+from core.config import dump_yaml, flatten
 from core.errors import SegLoopError
 from core.fsio import write_json_atomic, write_text_atomic
 from core.runs import Run, create_run_dir, has_results, plan_run_dir
@@ -41,6 +41,7 @@ from train.checkpoint import (
     set_rng_state,
     unwrap,
 )
+from train.config import WHY, train_command
 from train.data import worker_init
 from train.infer import pick_device
 from train.schedule import WarmupSchedule
@@ -382,10 +383,15 @@ class RunFolder(HookBase):
             Run(t.run_dir).truncate_metrics(t.step)
         write_text_atomic(t.run_dir / "config.yaml", dump_yaml(t.cfg))
         info = Run(t.run_dir).info() if t.ckpt is not None and (t.run_dir / "run.json").is_file() else {}
+        command = train_command(sys.argv, t.cfg)
+        if t.ckpt is not None and info.get("command"):  # the first command made the config; a resume continues it
+            info["resume_command"] = command
+        else:
+            info["command"] = command
         info.update({
             "task": t.task.name, "model": t.spec, "dataset_version": t.dataset.version,
             "dataset_path": str(t.dataset.path.resolve()), "taxonomy": t.taxonomy.name,
-            "command": " ".join(sys.argv), "device": str(t.device), "world_size": t.world, "torch": torch.__version__,
+            "device": str(t.device), "world_size": t.world, "torch": torch.__version__,
             "parameters": sum(p.numel() for p in t.model.parameters()), "best_metric": t.best_metric,
             **({"init_from": t.init_report} if t.init_report else {}),
         })
@@ -410,6 +416,7 @@ class RunFolder(HookBase):
 
     def after_train(self) -> None:
         t = self.trainer
+        write_hparams(t.writer, t.cfg, Run(t.run_dir).read_metrics(), t.best, t.step)
         t.writer.close()
         Run(t.run_dir).update_info(
             best_metric=t.best["metric"], best_value=t.best["value"], best_epoch=t.best["epoch"], steps=t.step,
@@ -431,14 +438,30 @@ class Validation(HookBase):
         evaluator.reset()
         panels: list[np.ndarray] = []
         limit = t.cfg["train"]["log_images"]
-        with torch.no_grad():
+        loss_sums: dict[str, float] = {}
+        images = 0
+        # validation draws from its own seeded stream (Mask R-CNN's loss samples proposals): the training stream,
+        # and so a resumed run, stays exactly as without it, and every validation draws the same samples
+        with torch.no_grad(), torch.random.fork_rng(devices=[t.device] if t.device.type == "cuda" else []):
+            torch.manual_seed(t.cfg["train"]["seed"])
             for batch in t.val_loader:
                 outputs = t.task.inference(model, batch)
                 evaluator.process(batch, outputs)
                 if len(panels) < limit:
                     panels += t.task.panels(batch, outputs, limit - len(panels))
+                losses = t.task.validation_loss(model, batch)
+                if losses:
+                    n = len(batch["image"])
+                    images += n
+                    for k, v in losses.items():
+                        loss_sums[k] = loss_sums.get(k, 0.0) + float(v) * n
         model.train()
         t.record = t.task.record(evaluator.evaluate())
+        if images:
+            terms = {k: v / images for k, v in loss_sums.items()}
+            t.record["val_loss"] = sum(terms.values())
+            if len(terms) > 1:
+                t.record["val_losses"] = terms
         for i, p in enumerate(panels):
             t.writer.add_image(f"val/panel_{i}", p, t.step, dataformats="HWC")
 
@@ -466,7 +489,8 @@ class MetricsLog(HookBase):
                 for name, v in value.items():
                     if v is not None:
                         t.writer.add_scalar(f"{key}/{name}", v, t.step)
-        tqdm.write(f"epoch {t.epoch + 1}: loss {record['train_loss']:.4f}  {t.task.summary(t.record)}  "
+        val_loss = f"  val loss {record['val_loss']:.4f}" if "val_loss" in record else ""
+        tqdm.write(f"epoch {t.epoch + 1}: loss {record['train_loss']:.4f}{val_loss}  {t.task.summary(t.record)}  "
                    f"({t.elapsed:.0f}s)")
 
 
@@ -481,6 +505,33 @@ class Checkpointer(HookBase):
             t.best = {"metric": t.best_metric, "value": value, "epoch": t.epoch + 1}
             t.save("best.pt", t.epoch + 1)
         t.save("last.pt", t.epoch + 1)
+
+
+def hparam_value(value: Any) -> bool | int | float | str:
+    """A config value as the hparams plugin takes it: numbers, strings and booleans as they are, the rest as JSON."""
+    if isinstance(value, (bool, int, float, str)):
+        return value
+    return json.dumps(value)
+
+
+def write_hparams(writer: SummaryWriter, cfg: dict[str, Any], records: list[dict[str, Any]], best: dict[str, Any],
+                  step: int) -> None:
+    """The run's flattened config and final metrics for TensorBoard's hparams plugin, so that ``tensorboard --logdir
+    runs`` compares every run in one table. Written into the run's own ``tb/`` events (``SummaryWriter.add_hparams``
+    would open a sub-run folder per call); the plugin reads each metric's value from the run's scalar of that tag."""
+    from torch.utils.tensorboard.summary import hparams
+
+    last = records[-1] if records else {}
+    metrics = {"train/epoch_loss": last.get("train_loss")}
+    metrics.update({k.replace("val_", "val/", 1): v for k, v in last.items()
+                    if k.startswith("val_") and isinstance(v, float)})
+    if best.get("epoch", -1) >= 0:
+        metrics[f"best/{best['metric']}"] = best["value"]
+        writer.add_scalar(f"best/{best['metric']}", best["value"], step)
+    hp = {k: hparam_value(v) for k, v in flatten({k: v for k, v in cfg.items() if k != WHY}).items()}
+    file_writer = writer._get_file_writer()
+    for summary in hparams(hp, {k: v for k, v in metrics.items() if v is not None}):
+        file_writer.add_summary(summary)
 
 
 def train(cfg: dict[str, Any], progress: bool = True) -> TrainResult:

@@ -104,6 +104,12 @@ class Task(ABC):
     def record(self, metrics: dict[str, Any]) -> dict[str, Any]:
         """The evaluator's result as ``metrics.jsonl`` fields (``val_<metric>``; per-class maps allowed)."""
 
+    def validation_loss(self, model: nn.Module, batch: Any) -> dict[str, torch.Tensor] | None:
+        """The training loss's named terms on a validation batch (called under ``no_grad``, with the model in eval
+        mode, which it must leave as it found it, and no running statistic changed), or None where a task cannot
+        compute one. Its mean over the split is ``val_loss`` beside ``train_loss``: the gap shows over-fitting."""
+        return None
+
     def panels(self, batch: Any, outputs: Any, limit: int) -> list[np.ndarray]:
         """Up to ``limit`` image | ground truth | prediction panels for TensorBoard."""
         return []

@@ -82,11 +82,30 @@ class InstanceTask(Task):
     def _images(self, batch: dict[str, Any]) -> list[torch.Tensor]:
         return [im.to(self.device, non_blocking=True).float().div_(255) for im in batch["image"]]
 
+    def _targets(self, batch: dict[str, Any]) -> list[dict[str, Any]]:
+        return [{k: (v.to(self.device, non_blocking=True) if isinstance(v, torch.Tensor) else v)
+                 for k, v in t.items()} for t in batch["target"]]
+
     def train_step(self, model: nn.Module, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
-        targets = [{k: (v.to(self.device, non_blocking=True) if isinstance(v, torch.Tensor) else v)
-                    for k, v in t.items()} for t in batch["target"]]
         with autocast_for(self.device, self.amp):
-            losses = model(self._images(batch), targets)
+            losses = model(self._images(batch), self._targets(batch))
+        return {k.removeprefix("loss_"): v.float() for k, v in losses.items()}
+
+    @torch.no_grad()
+    def validation_loss(self, model: nn.Module, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
+        """Mask R-CNN's losses on a validation batch. torchvision's detectors only compute losses in train mode, so
+        the model runs in train mode without gradients, its normalisation and dropout layers kept in eval so that no
+        running statistic moves; proposal sampling draws from the torch RNG, which the caller isolates."""
+        was_training = model.training
+        model.train()
+        for m in model.modules():
+            if isinstance(m, (nn.modules.batchnorm._BatchNorm, nn.modules.instancenorm._InstanceNorm, nn.Dropout)):
+                m.eval()
+        try:
+            with autocast_for(self.device, self.amp):
+                losses = model(self._images(batch), self._targets(batch))
+        finally:
+            model.train(was_training)
         return {k.removeprefix("loss_"): v.float() for k, v in losses.items()}
 
     def evaluator(self, version: DatasetVersion, split: str) -> CocoInstanceEvaluator:

@@ -85,6 +85,20 @@ class SemanticTask(Task):
         return [predict_logits(model, batch["image"][i:i + 1], tuple(lb.shape), self.device, self.amp,
                                self.use_cl).argmax(1)[0] for i, lb in enumerate(labels)]
 
+    @torch.no_grad()
+    def validation_loss(self, model: nn.Module, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
+        """The training loss (same weights, smoothing, ignore value) on the logits upsampled to each label's full
+        resolution, as the validation metrics see them."""
+        labels = batch["label"]
+        if isinstance(labels, torch.Tensor):
+            logits = predict_logits(model, batch["image"], tuple(labels.shape[-2:]), self.device, self.amp, self.use_cl)
+            loss = self.loss_fn(logits, labels.to(self.device).long())
+        else:
+            loss = torch.stack([self.loss_fn(predict_logits(model, batch["image"][i:i + 1], tuple(lb.shape),
+                                                            self.device, self.amp, self.use_cl),
+                                             lb[None].to(self.device).long()) for i, lb in enumerate(labels)]).mean()
+        return {self.cfg["loss"]["name"]: loss.float()}
+
     def record(self, metrics: dict[str, Any]) -> dict[str, Any]:
         return {"val_mIoU": metrics["mIoU"], "val_pixel_acc": metrics["pixel_acc"], "val_mDice": metrics["mDice"],
                 "val_iou": {n: v["iou"] for n, v in metrics["per_class"].items()}}
