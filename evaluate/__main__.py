@@ -2,7 +2,7 @@
 
   python -m evaluate run RUN [--split test] [--checkpoint best|last] [--tta]
   python -m evaluate predict RUN --images DIR|LIST.txt [--name NAME]
-  python -m evaluate report RUN [RUN ...] --out reports/NAME
+  python -m evaluate report RUN [RUN ...] --out reports/NAME [--pdf]
   python -m evaluate app [RUN ...] [--port N]
 """
 
@@ -45,6 +45,7 @@ def main(argv: list[str] | None = None) -> int:
     rp.add_argument("runs", nargs="+", help="run folders")
     rp.add_argument("--out", required=True, help="output folder, e.g. reports/demo")
     rp.add_argument("--gallery", type=int, default=6, help="test triptychs shown")
+    rp.add_argument("--pdf", action="store_true", help="also report.pdf, printed by headless Chromium")
     args = p.parse_args(argv)
     if args.cmd == "app":
         from evaluate.app_server import serve
@@ -53,8 +54,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.cmd == "report":
         from evaluate.report import build_report
 
-        out = build_report(args.runs, args.out, args.gallery)
-        print(f"report written: {out / 'report.md'} and {out / 'report.html'}")
+        out = build_report(args.runs, args.out, args.gallery, pdf=args.pdf)
+        print(f"report written: {out / 'report.md'} and {out / 'report.html'}"
+              + (f" and {out / 'report.pdf'}" if args.pdf else ""))
         return 0
     if args.cmd == "predict":
         out = predict_images(args.run, args.images, args.name, args.checkpoint, args.device)
