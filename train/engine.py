@@ -445,11 +445,10 @@ class Validation(HookBase):
         with torch.no_grad(), torch.random.fork_rng(devices=[t.device] if t.device.type == "cuda" else []):
             torch.manual_seed(t.cfg["train"]["seed"])
             for batch in t.val_loader:
-                outputs = t.task.inference(model, batch)
+                outputs, losses = t.task.validation_step(model, batch)
                 evaluator.process(batch, outputs)
                 if len(panels) < limit:
                     panels += t.task.panels(batch, outputs, limit - len(panels))
-                losses = t.task.validation_loss(model, batch)
                 if losses:
                     n = len(batch["image"])
                     images += n

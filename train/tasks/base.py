@@ -110,6 +110,11 @@ class Task(ABC):
         compute one. Its mean over the split is ``val_loss`` beside ``train_loss``: the gap shows over-fitting."""
         return None
 
+    def validation_step(self, model: nn.Module, batch: Any) -> tuple[Any, dict[str, torch.Tensor] | None]:
+        """The batch's predictions for the evaluator and its validation losses. A task whose loss and predictions
+        come from one forward pass overrides this, so validation does not pay for the model twice."""
+        return self.inference(model, batch), self.validation_loss(model, batch)
+
     def panels(self, batch: Any, outputs: Any, limit: int) -> list[np.ndarray]:
         """Up to ``limit`` image | ground truth | prediction panels for TensorBoard."""
         return []

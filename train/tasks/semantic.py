@@ -75,29 +75,35 @@ class SemanticTask(Task):
     def evaluator(self, version: DatasetVersion, split: str) -> BatchSemSegEvaluator:
         return BatchSemSegEvaluator(self.taxonomy.names, self.taxonomy.ignore_index)
 
-    @torch.no_grad()
-    def inference(self, model: nn.Module, batch: dict[str, Any]) -> list[torch.Tensor]:
-        """Argmax maps at each label's own resolution (labels of different sizes are predicted one by one)."""
+    def _logits(self, model: nn.Module, batch: dict[str, Any]) -> list[torch.Tensor]:
+        """Logits at each label's own resolution, one tensor per batch (labels of different sizes one by one)."""
         labels = batch["label"]
         if isinstance(labels, torch.Tensor):
-            return list(predict_logits(model, batch["image"], tuple(labels.shape[-2:]), self.device, self.amp,
-                                       self.use_cl).argmax(1))
-        return [predict_logits(model, batch["image"][i:i + 1], tuple(lb.shape), self.device, self.amp,
-                               self.use_cl).argmax(1)[0] for i, lb in enumerate(labels)]
+            return [predict_logits(model, batch["image"], tuple(labels.shape[-2:]), self.device, self.amp,
+                                   self.use_cl)]
+        return [predict_logits(model, batch["image"][i:i + 1], tuple(lb.shape), self.device, self.amp, self.use_cl)
+                for i, lb in enumerate(labels)]
+
+    @torch.no_grad()
+    def inference(self, model: nn.Module, batch: dict[str, Any]) -> list[torch.Tensor]:
+        """Argmax maps at each label's own resolution."""
+        return [m for logits in self._logits(model, batch) for m in logits.argmax(1)]
+
+    @torch.no_grad()
+    def validation_step(self, model: nn.Module, batch: dict[str, Any]
+                        ) -> tuple[list[torch.Tensor], dict[str, torch.Tensor]]:
+        """Argmax maps and the training loss (same weights, smoothing, ignore value) from one forward pass, on the
+        logits upsampled to each label's full resolution, as the validation metrics see them."""
+        labels = batch["label"]
+        chunks = self._logits(model, batch)
+        targets = [labels] if isinstance(labels, torch.Tensor) else [lb[None] for lb in labels]
+        loss = torch.stack([self.loss_fn(logits, y.to(self.device).long()).float()
+                            for logits, y in zip(chunks, targets, strict=True)]).mean()
+        return [m for logits in chunks for m in logits.argmax(1)], {self.cfg["loss"]["name"]: loss}
 
     @torch.no_grad()
     def validation_loss(self, model: nn.Module, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
-        """The training loss (same weights, smoothing, ignore value) on the logits upsampled to each label's full
-        resolution, as the validation metrics see them."""
-        labels = batch["label"]
-        if isinstance(labels, torch.Tensor):
-            logits = predict_logits(model, batch["image"], tuple(labels.shape[-2:]), self.device, self.amp, self.use_cl)
-            loss = self.loss_fn(logits, labels.to(self.device).long())
-        else:
-            loss = torch.stack([self.loss_fn(predict_logits(model, batch["image"][i:i + 1], tuple(lb.shape),
-                                                            self.device, self.amp, self.use_cl),
-                                             lb[None].to(self.device).long()) for i, lb in enumerate(labels)]).mean()
-        return {self.cfg["loss"]["name"]: loss.float()}
+        return self.validation_step(model, batch)[1]
 
     def record(self, metrics: dict[str, Any]) -> dict[str, Any]:
         return {"val_mIoU": metrics["mIoU"], "val_pixel_acc": metrics["pixel_acc"], "val_mDice": metrics["mDice"],
