@@ -120,8 +120,8 @@ def main(argv: list[str] | None = None) -> int:
         taxonomy = load_taxonomy(args.taxonomy or _run_taxonomy(run_dir))
         _check_taxonomy_is_the_runs(taxonomy, run_dir)
         counts = proj.push_predictions(client, _project(client, args.project), run_dir, taxonomy, progress=True)
-        print(f"pre-annotated {counts['predicted']} tasks with {run_dir.name} "
-              f"({counts['already_predicted']} already had its prediction); "
+        print(f"pre-annotated {counts['predicted']} tasks with {proj.prediction_version(run_dir)} "
+              f"({counts['already_predicted']} already had this checkpoint's prediction); "
               f"{counts['without_prediction']} tasks have no prediction (python -m evaluate predict ...)")
     elif args.cmd == "next":
         from annotate.select import next_batch

@@ -5,15 +5,18 @@ its SDK's dependency pins stay out of SegLoop's environment. Every failure becom
 what to check: the server unreachable, the token rejected (401), a server error after retries (5xx).
 
 A request that creates something (``resend=False``) is never sent twice blindly: when the connection breaks after
-it left, the server may have acted on it, so ``ConnectionLost`` is raised and the caller asks the server what
-landed before sending the rest (``annotate.project`` does this for imports and pre-annotation pushes).
+it left, times out, or a gateway answers 502/504 (the server behind it may have acted), ``ConnectionLost`` is
+raised and the caller asks the server what landed before sending the rest (``annotate.project`` does this for
+imports and pre-annotation pushes). A streamed download (``download_to``) is checked against the
+``Content-Length`` the server announced and restarted from the beginning of the file on a retry, so an interrupted
+export never passes for a complete one.
 """
 
 from __future__ import annotations
 
+import http.client
 import json
 import os
-import shutil
 import time
 import urllib.error
 import urllib.parse
@@ -25,11 +28,22 @@ from typing import Any
 from core.errors import SegLoopError
 
 RETRY_STATUS = {500, 502, 503, 504}
+GATEWAY_STATUS = {502, 504}  # a proxy gave up waiting: the server behind it may still have acted
 LIGHT_TASK_FIELDS = "id,data,total_annotations,total_predictions"  # a task listing without regions
 
 
 class ConnectionLost(SegLoopError):
-    """The connection broke during a request that must not be resent blindly (the server may have acted on it)."""
+    """The connection broke during a request that must not be resent blindly (the server may have acted on it).
+
+    ``timed_out``: no answer came within the timeout, so the server may still be working on the request."""
+
+    def __init__(self, message: str, timed_out: bool = False, **kw: Any) -> None:
+        super().__init__(message, **kw)
+        self.timed_out = timed_out
+
+
+class _ShortBody(ConnectionError):
+    """The server closed the connection before sending the whole body it announced."""
 
 
 @dataclass
@@ -39,6 +53,8 @@ class LabelStudio:
     retries: int = 4
     backoff: float = 0.5
     timeout: float = 60.0
+    bulk_timeout: float = 900.0  # a bulk import or push: the server stores thousands of rows before answering
+    settle: float = 3.0  # seconds between two questions "what landed?" after a bulk request timed out
     _access: str | None = field(default=None, repr=False)
 
     @classmethod
@@ -75,6 +91,9 @@ class LabelStudio:
                        (json.dumps(body).encode() if body is not None else None, "application/json"))
         last: Exception | None = None
         for attempt in range(self.retries + 1):
+            if sink is not None:  # a retry starts the file over: never a second copy after a partial first
+                sink.seek(0)
+                sink.truncate()
             req = urllib.request.Request(url, data=data, method=method)
             req.add_header("Content-Type", ctype)
             if auth:
@@ -82,7 +101,7 @@ class LabelStudio:
             try:
                 with _no_proxy_opener().open(req, timeout=timeout or self.timeout) as resp:
                     if sink is not None:  # stream a large body (an export) without holding it
-                        shutil.copyfileobj(resp, sink, 1 << 20)
+                        _stream(resp, sink)
                         return None
                     raw = resp.read()
                     if binary:
@@ -94,6 +113,10 @@ class LabelStudio:
                     raise SegLoopError(f"Label Studio refused the API token ({exc.code}) at {self.url}",
                                        fix="check LABEL_STUDIO_API_KEY (legacy token or personal access token) "
                                            "or the token file of `annotate server`") from None
+                if not resend and exc.code in GATEWAY_STATUS:
+                    raise ConnectionLost(f"a gateway answered {exc.code} to {method} {path} at {self.url}",
+                                         timed_out=True, fix="check the proxy in front of Label Studio; the "
+                                                             "request may or may not have been applied") from None
                 if exc.code in RETRY_STATUS and attempt < self.retries:
                     last = exc
                     time.sleep(self.backoff * 2**attempt)
@@ -101,15 +124,20 @@ class LabelStudio:
                 raise SegLoopError(f"Label Studio answered {exc.code} to {method} {path}: {detail}",
                                    fix="see the server log (python -m annotate server status)" if exc.code >= 500
                                    else "check the request's project / task ids") from None
-            except (urllib.error.URLError, ConnectionError, TimeoutError) as exc:
+            except (urllib.error.URLError, ConnectionError, TimeoutError, http.client.HTTPException) as exc:
                 last = exc
                 if not resend and not _refused(exc):
                     raise ConnectionLost(f"connection to Label Studio at {self.url} broke during {method} {path} "
-                                         f"({exc})", fix="check the network; the request may or may not have "
-                                                         "been applied") from None
+                                         f"({exc})", timed_out=_timed_out(exc),
+                                         fix="check the network; the request may or may not have been "
+                                             "applied") from None
                 if attempt < self.retries:
                     time.sleep(self.backoff * 2**attempt)
                     continue
+        if isinstance(last, _ShortBody):
+            raise SegLoopError(f"the download of {path} from Label Studio at {self.url} ended early after "
+                               f"{self.retries + 1} tries ({last})",
+                               fix="check the network and the server's disk, then export again")
         raise SegLoopError(f"Label Studio at {self.url} is unreachable after {self.retries + 1} tries ({last})",
                            fix="start it (python -m annotate server start) or check LABEL_STUDIO_URL")
 
@@ -121,7 +149,8 @@ class LabelStudio:
         return self._raw("POST", path, body, resend=resend)
 
     def post_json(self, path: str, data: bytes, resend: bool = True, timeout: float | None = None) -> Any:
-        """POST a body already serialised as JSON (batches built from pieces serialised once)."""
+        """POST a body already serialised as JSON (batches built from pieces serialised once); ``timeout`` for
+        bulk requests (``bulk_timeout``), which the server answers only once every item is stored."""
         return self._raw("POST", path, raw_body=(data, "application/json"), resend=resend, timeout=timeout)
 
     def patch(self, path: str, body: Any) -> Any:
@@ -136,7 +165,8 @@ class LabelStudio:
         return self._raw("GET", path, binary=True)
 
     def download_to(self, path: str, fh: Any) -> None:
-        """Stream a response body (a project export) into the open binary file ``fh``."""
+        """Stream a response body (a project export) into the open, seekable binary file ``fh``, which ends up
+        holding exactly the body: a retry rewrites it from the start, a body shorter than announced is an error."""
         self._raw("GET", path, sink=fh)
 
     def upload(self, path: str, filename: str, content: bytes, resend: bool = True, **params: Any) -> Any:
@@ -189,6 +219,23 @@ class LabelStudio:
             if len(items) < page_size:
                 return
             page += 1
+
+
+def _stream(resp: Any, sink: Any) -> None:
+    """Copy ``resp``'s body into ``sink``; fewer bytes than its ``Content-Length`` raises ``_ShortBody`` (a server
+    that closes early otherwise just ends the copy, and the truncated file would pass for the whole)."""
+    expected = resp.headers.get("Content-Length")
+    got = 0
+    while chunk := resp.read(1 << 20):
+        sink.write(chunk)
+        got += len(chunk)
+    if expected is not None and expected.isdigit() and got != int(expected):
+        raise _ShortBody(f"got {got} of {expected} bytes")
+
+
+def _timed_out(exc: Exception) -> bool:
+    reason = getattr(exc, "reason", exc)
+    return isinstance(reason, TimeoutError)
 
 
 def _refused(exc: Exception) -> bool:

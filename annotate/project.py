@@ -110,6 +110,8 @@ def import_images(client: LabelStudio, project: dict, images: str | Path | list[
         return _upload_images(client, project, files, extra)
     root = document_root()
     files = _resolved(files)
+    for f in files:  # every image servable before anything is sent: no half-done import to clean up
+        _local_url(f, root)
     common = Path(os.path.commonpath([str(f) for f in {f.parent for f in files}]))
     seen: dict[str, Path] = {}
     duplicates: list[tuple[str, str]] = []
@@ -120,7 +122,7 @@ def import_images(client: LabelStudio, project: dict, images: str | Path | list[
         # the storage, the listing of the project's images and the hashing (which releases the GIL) overlap
         with ThreadPoolExecutor(4) as pool:
             storage = pool.submit(ensure_local_storage, client, project["id"], common)
-            listing = pool.submit(_project_hashes, client, project["id"])
+            listing = pool.submit(project_hashes, client, project["id"])
             hashes = pool.map(sha256_file, files)
             storage.result()
             existing = listing.result()
@@ -189,14 +191,15 @@ class _Sender:
         return self.results
 
 
-def _project_hashes(client: LabelStudio, project_id: int) -> set[str]:
+def project_hashes(client: LabelStudio, project_id: int) -> set[str]:
+    """The image hashes of the project's tasks, from the paged listing of ids and data only (no regions)."""
     return {t["data"].get("sha256") for t in client.iter_tasks(project_id, include="id,data")}
 
 
 def _send_tasks(client: LabelStudio, project_id: int, tasks: list[dict]) -> int:
     """Import ``tasks``; after a broken connection only those the server does not hold yet are sent again."""
     def landed(items: list[dict]) -> set[int]:
-        have = _project_hashes(client, project_id)
+        have = project_hashes(client, project_id)
         return {i for i, t in enumerate(items) if t["data"]["sha256"] in have}
 
     _send_resumably(client, f"/api/projects/{project_id}/import", [json.dumps(t).encode() for t in tasks], landed,
@@ -210,17 +213,35 @@ def _send_resumably(client: LabelStudio, path: str, parts: list[bytes], landed, 
     times. Nothing is sent twice, whether the break came before or after the server acted."""
     for attempt in range(client.retries + 1):
         try:
-            client.post_json(path, b"[" + b",".join(parts) + b"]", resend=False)
+            client.post_json(path, b"[" + b",".join(parts) + b"]", resend=False, timeout=client.bulk_timeout)
             return
-        except ConnectionLost:
+        except ConnectionLost as exc:
             if attempt == client.retries:
                 raise
             time.sleep(client.backoff * 2**attempt)
-            done = _ask(lambda pending=items: landed(pending), client)
+            if exc.timed_out:  # the server may still be storing the batch: wait until its answer stops changing
+                done = _settled(lambda pending=items: landed(pending), client)
+            else:
+                done = _ask(lambda pending=items: landed(pending), client)
             parts = [p for i, p in enumerate(parts) if i not in done]
             items = [t for i, t in enumerate(items) if i not in done]
             if not parts:
                 return
+
+
+def _settled(question, client: LabelStudio, max_polls: int = 20):
+    """Ask ``question`` every ``client.settle`` seconds until two answers in a row agree: after a timed-out bulk
+    request the server may still be committing it, and an early "nothing landed" would send everything twice."""
+    answer = _ask(question, client)
+    for _ in range(max_polls):
+        time.sleep(client.settle)
+        again = _ask(question, client)
+        if again == answer:
+            return answer
+        answer = again
+    raise SegLoopError(f"Label Studio at {client.url} kept storing a timed-out batch for "
+                       f"{max_polls * client.settle:.0f}s", fix="wait until the server is idle, then run the "
+                                                                "command again (nothing is sent twice)")
 
 
 def _ask(question, client: LabelStudio):
@@ -288,6 +309,22 @@ def _prediction_index(run_dir: Path) -> dict[str, tuple[Path, dict]]:
         for sha, entry in read_json(idx)["images"].items():
             out[sha] = (idx.parent, entry)
     return out
+
+
+def prediction_version(run_dir: Path) -> str:
+    """The ``model_version`` a run's pre-annotations carry: the run's name and a short hash of its checkpoint's
+    identity (``checkpoints/best.pt`` size and modification time; a run without one: its prediction index files).
+    Retraining a run under the same name changes it, so its new predictions are pushed; pushing the same run again
+    keeps it, so nothing is pushed twice."""
+    h = hashlib.sha256()
+    best = run_dir / "checkpoints" / "best.pt"
+    if best.is_file():
+        st = best.stat()
+        h.update(f"best.pt {st.st_size} {st.st_mtime_ns}".encode())
+    else:
+        for idx in sorted(run_dir.glob("eval/*/index.json")) + sorted(run_dir.glob("predict/*/index.json")):
+            h.update(str(idx.relative_to(run_dir)).encode() + b"\0" + idx.read_bytes())
+    return f"{run_dir.name}@{h.hexdigest()[:10]}"
 
 
 def mask_polygons(mask: np.ndarray, width: int, height: int) -> list[tuple[list[list[float]], np.ndarray]]:
@@ -403,7 +440,7 @@ def push_predictions(client: LabelStudio, project: dict, run_dir: Path, taxonomy
     if not index:
         raise SegLoopError(f"run {run_dir.name} has no prediction files", path=run_dir,
                            fix=f"python -m evaluate predict {run_dir} --images DIR (or evaluate run)")
-    version = run_dir.name
+    version = prediction_version(run_dir)
     done = missing = already = 0
     instances: dict[Path, dict] = {}
     parts: list[bytes] = []
@@ -484,13 +521,9 @@ def export_snapshot(client: LabelStudio, project: dict, out_root: Path | None = 
     try:
         with os.fdopen(fd, "wb") as fh:
             _download_export(client, project, fh, timeout, poll)
-        with open(part, "rb") as fh:
-            head = fh.read(200)
-            if not head.lstrip().startswith(b"["):
-                raise SegLoopError(f"unexpected export from project {project['title']}: {head!r}")
-            fh.seek(0)
-            with mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as mm:
-                has_uploads = mm.find(UPLOAD_PREFIX.encode()) >= 0 or mm.find(b"\\/data\\/upload\\/") >= 0
+        _check_json_list(part, project)
+        with open(part, "rb") as fh, mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as mm:
+            has_uploads = mm.find(UPLOAD_PREFIX.encode()) >= 0 or mm.find(b"\\/data\\/upload\\/") >= 0
         media_root: str | None = None
         if has_uploads:
             tasks = json.loads(part.read_text(encoding="utf-8"))
@@ -522,6 +555,22 @@ def export_snapshot(client: LabelStudio, project: dict, out_root: Path | None = 
         part.unlink(missing_ok=True)
 
 
+def _check_json_list(part: Path, project: dict) -> None:
+    """The whole downloaded export must be one JSON list (a truncated or garbled file never becomes a snapshot).
+    Parsed in one pass with a decoder that keeps no tasks, so memory holds the file's text, not its objects."""
+    body = part.read_bytes()
+    head = body[:200]
+    try:
+        ok = isinstance(json.loads(body, object_hook=lambda _: None), list)
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        ok = False
+    del body
+    if not ok:
+        raise SegLoopError(f"the export of project {project['title']} is not a complete JSON list of tasks "
+                           f"(starts {head!r})", fix="export again; if it persists see the server log "
+                                                     "(python -m annotate server status)")
+
+
 def _download_export(client: LabelStudio, project: dict, fh, timeout: float, poll: float) -> None:
     """Have the server build a snapshot export of every task, wait for it, stream its JSON into ``fh``, remove it."""
     base = f"/api/projects/{project['id']}/exports"
@@ -533,19 +582,21 @@ def _download_export(client: LabelStudio, project: dict, fh, timeout: float, pol
         if export is None:
             export = client.post(base, {"title": title}, resend=False)
     pk = export["id"]
-    deadline = time.monotonic() + timeout
-    while export.get("status") != "completed":
-        if export.get("status") == "failed":
-            raise SegLoopError(f"Label Studio failed to build the export of project {project['title']} (export {pk})",
-                               fix="see the server log (python -m annotate server status)")
-        if time.monotonic() > deadline:
-            raise SegLoopError(f"the export of project {project['title']} was not built within {timeout:.0f}s "
-                               f"(status {export.get('status')})", fix="wait longer: annotate export --timeout S")
-        time.sleep(poll)
-        export = client.get(f"{base}/{pk}")
-    client.download_to(f"{base}/{pk}/download?exportType=JSON", fh)
-    with contextlib.suppress(SegLoopError):  # a leftover export on the server is harmless
-        client.delete(f"{base}/{pk}")
+    try:
+        deadline = time.monotonic() + timeout
+        while export.get("status") != "completed":
+            if export.get("status") == "failed":
+                raise SegLoopError(f"Label Studio failed to build the export of project {project['title']} "
+                                   f"(export {pk})", fix="see the server log (python -m annotate server status)")
+            if time.monotonic() > deadline:
+                raise SegLoopError(f"the export of project {project['title']} was not built within {timeout:.0f}s "
+                                   f"(status {export.get('status')})", fix="wait longer: annotate export --timeout S")
+            time.sleep(poll)
+            export = client.get(f"{base}/{pk}")
+        client.download_to(f"{base}/{pk}/download?exportType=JSON", fh)
+    finally:  # the server keeps no export file behind, whether the download worked or not
+        with contextlib.suppress(SegLoopError):
+            client.delete(f"{base}/{pk}")
 
 
 def _link_unique(tmp: Path, folder: Path, when: datetime) -> Path:

@@ -89,7 +89,7 @@ def next_batch(client, project: dict, run_dir: Path, pool: str | Path, taxonomy,
     snapshot folder, where ingest looks for exports (and ignores any file not named like one)."""
     from datetime import UTC, datetime
 
-    from annotate.project import check_run_classes, import_images, push_predictions, records_dir
+    from annotate.project import check_run_classes, import_images, project_hashes, push_predictions, records_dir
     from core.fsio import write_json_atomic
 
     if k < 1:
@@ -99,7 +99,7 @@ def next_batch(client, project: dict, run_dir: Path, pool: str | Path, taxonomy,
                            fix="pass --max-share as a fraction of the batch, e.g. 0.34")
     check_run_classes(project, taxonomy, run_dir)  # before anything is imported
 
-    have = {t["data"].get("sha256") for t in client.tasks(project["id"])}
+    have = project_hashes(client, project["id"])  # the paged listing of ids and data: no regions
     candidates = [c for c in pool_scores(run_dir, pool, strategy, seed) if c["sha256"] not in have]
     picked = diverse_top_k(candidates, k, group, max_share)
     if not picked:
@@ -107,7 +107,7 @@ def next_batch(client, project: dict, run_dir: Path, pool: str | Path, taxonomy,
     counts = import_images(client, project, [Path(c["file"]) for c in picked],
                            extra={"picked_by": strategy, "run": run_dir.name})
     shas = {c["sha256"] for c in picked}
-    ids = {t["id"] for t in client.tasks(project["id"]) if t["data"].get("sha256") in shas}
+    ids = {t["id"] for t in client.iter_tasks(project["id"], include="id,data") if t["data"].get("sha256") in shas}
     pushed = push_predictions(client, project, run_dir, taxonomy, ids)
     folder = record_dir or records_dir(project["title"])
     stamp = f"{datetime.now(UTC):%Y%m%dT%H%M%S.%f}Z"

@@ -97,16 +97,34 @@ def sdk_side(argv: list[str]) -> None:
 
 
 # ------------------------------------------------------------------------------------------- SegLoop's side
-def parse_args() -> argparse.Namespace:
+def image_size(text: str) -> tuple[int, int]:
+    """argparse ``type=`` for ``WxH`` (both at least 32 pixels: the generated scenes need room for their objects)."""
+    try:
+        w, h = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected WIDTHxHEIGHT, got {text!r} (fix: e.g. 256x128)") from None
+    if w < 32 or h < 32:
+        raise argparse.ArgumentTypeError(f"both sides must be at least 32 pixels, got {text} (fix: e.g. 256x128)")
+    return w, h
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    import _common  # noqa: F401 - the project root on sys.path
+
+    from core.cli import port_number, positive_int
+
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--n", type=int, default=1000, help="images imported and pre-annotated")
-    p.add_argument("--label", type=int, default=600, help="tasks labelled through the API")
-    p.add_argument("--size", default="256x128", help="image size WxH (small keeps the run short)")
-    p.add_argument("--demo", type=int, default=30, help="frames of the demo city merged at ingest")
-    p.add_argument("--port", type=int, default=0, help="Label Studio port (default: a free one)")
+    p.add_argument("--n", type=positive_int, default=1000, help="images imported and pre-annotated")
+    p.add_argument("--label", type=positive_int, default=600, help="tasks labelled through the API (at most --n)")
+    p.add_argument("--size", type=image_size, default=(256, 128), help="image size WxH (small keeps the run short)")
+    p.add_argument("--demo", type=positive_int, default=30, help="frames of the demo city merged at ingest")
+    p.add_argument("--port", type=port_number, default=None, help="Label Studio port (default: a free one)")
     p.add_argument("--keep-server", action="store_true", help="leave Label Studio and the temporary folder in place")
     p.add_argument("--no-sdk", action="store_true", help="skip the label-studio-sdk reference")
-    return p.parse_args()
+    args = p.parse_args(argv)
+    if args.label > args.n:
+        p.error(f"--label {args.label} is more than --n {args.n}: only imported tasks can be labelled")
+    return args
 
 
 def synthetic_run(run: Path, city: Path) -> Path:
@@ -188,7 +206,7 @@ def main() -> None:
     sys.path.insert(0, str(_common.ROOT / "tools"))
     from simulate_labeler import label_tasks
 
-    w, h = (int(v) for v in args.size.lower().split("x"))
+    w, h = args.size
     rows: dict[str, dict] = {}
 
     def stage(name: str):
@@ -198,25 +216,25 @@ def main() -> None:
         return m
 
     t_all = time.perf_counter()
-    with stage("generate images"):
-        city = generate(files_root / "city", n=args.n, seed=1, size=(w, h), progress=False)
-        demo = generate(work / "demo_city", n=args.demo, seed=0, size=(w, h), progress=False)
-    files = sorted(city.glob("leftImg8bit/*/*/*_leftImg8bit.png"))
-    with stage("start Label Studio"):
-        template = _common.ROOT / ".cache" / "labelstudio-template"
-        if (template / "token").is_file():
-            shutil.copytree(template, work / "server")
-        state = server.start(args.port or free_port(), work / "server")
-    client = LabelStudio(state["url"], (work / "server" / "token").read_text().strip())
-    tax = load_taxonomy("cityscapes")
-    tools = ["polygon", "brush"]
-    project, _ = ensure_project(client, "scale-segloop", tax, tools)
-    run = synthetic_run(work / "run", city)
-    # untimed warm-up: the server's first import and prediction requests load code paths; neither side pays it
-    warm, _ = ensure_project(client, "scale-warm-up", tax, tools)
-    import_images(client, warm, files[:2])
-    push_predictions(client, warm, run, tax)
     try:
+        with stage("generate images"):
+            city = generate(files_root / "city", n=args.n, seed=1, size=(w, h), progress=False)
+            demo = generate(work / "demo_city", n=args.demo, seed=0, size=(w, h), progress=False)
+        files = sorted(city.glob("leftImg8bit/*/*/*_leftImg8bit.png"))
+        with stage("start Label Studio"):
+            template = _common.ROOT / ".cache" / "labelstudio-template"
+            if (template / "token").is_file():
+                shutil.copytree(template, work / "server")
+            state = server.start(args.port or free_port(), work / "server")
+        client = LabelStudio(state["url"], (work / "server" / "token").read_text().strip())
+        tax = load_taxonomy("cityscapes")
+        tools = ["polygon", "brush"]
+        project, _ = ensure_project(client, "scale-segloop", tax, tools)
+        run = synthetic_run(work / "run", city)
+        # untimed warm-up: the server's first import and prediction requests load code paths; neither side pays it
+        warm, _ = ensure_project(client, "scale-warm-up", tax, tools)
+        import_images(client, warm, files[:2])
+        push_predictions(client, warm, run, tax)
         with stage("import (SegLoop)"):
             counts = import_images(client, project, files)
         assert counts["added"] == len(files), counts
@@ -254,9 +272,12 @@ def main() -> None:
         with stage("ingest (merged with the demo city)"):
             version = build(load_data_config(config), progress=False).path
         manifest = json.loads((version / "manifest.json").read_text())
-    finally:
+        snap_mb = snap.stat().st_size / 2**20
+    finally:  # Label Studio and the temporary folder never outlive a failed run (unless kept on purpose)
         if not args.keep_server:
-            server.stop(work / "server")
+            if (work / "server").is_dir():  # stops a server that started, even one whose start then failed
+                server.stop(work / "server")
+            shutil.rmtree(work, ignore_errors=True)
     total = time.perf_counter() - t_all
 
     print(f"\nLabel Studio scale: {args.n} images {w}x{h}, {args.label} labelled, demo city {args.demo}; "
@@ -280,13 +301,11 @@ def main() -> None:
             ri, rp = sdk_rows[f"sdk import ({name})"], sdk_rows[f"sdk push ({name})"]
             print(f"  import vs sdk ({name}): {ours_import['growth_mb'] / max(ri['growth_mb'], 0.1):.2f}   "
                   f"pre-annotate vs sdk ({name}): {ours_push['growth_mb'] / max(rp['growth_mb'], 0.1):.2f}")
-    print(f"\nsnapshot {snap.name}: {snap.stat().st_size / 2**20:.1f} MB; dataset version {version.name} "
+    print(f"\nsnapshot {snap.name}: {snap_mb:.1f} MB; dataset version {version.name} "
           f"({sum(c['images'] for c in manifest['counts'].values())} images)")
     if args.keep_server:
         print(f"Label Studio left running at {state['url']} (data in {work / 'server'}); stop it with "
               f"SEGLOOP_LABEL_STUDIO_DIR={work / 'server'} python -m annotate server stop")
-    else:
-        shutil.rmtree(work, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from annotate.client import LabelStudio
-from annotate.project import ensure_project, export_snapshot, import_images, push_predictions
+from annotate.project import ensure_project, export_snapshot, import_images, prediction_version, push_predictions
 from core.errors import SegLoopError
 from ingest.ls_brush import encode_mask
 from ingest.taxonomy import load_taxonomy
@@ -111,7 +111,8 @@ def test_predictions_become_pre_annotations(client, images, tiny_run):
     assert counts == {"predicted": 6, "without_prediction": 0, "already_predicted": 0}
     task = client.tasks(project["id"])[0]
     preds = client.get("/api/predictions", task=task["id"])
-    assert preds and preds[-1]["model_version"] == tiny_run.run_dir.name
+    assert preds and preds[-1]["model_version"] == prediction_version(tiny_run.run_dir)
+    assert prediction_version(tiny_run.run_dir).startswith(tiny_run.run_dir.name + "@")
     regions = preds[-1]["result"]
     assert regions and all(r["type"] in ("brushlabels", "polygonlabels") and 0 <= r["score"] <= 1 for r in regions)
 

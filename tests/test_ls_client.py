@@ -64,3 +64,81 @@ def test_a_broken_connection_is_resent_only_when_the_request_is_safe_to_repeat()
         assert _Hangup.hits == 4  # a read is retried: the first try and two retries
     finally:
         srv.shutdown()
+
+
+class _Gateway(http.server.BaseHTTPRequestHandler):
+    """A proxy in front of the server that gave up waiting (502): the server behind it may have acted."""
+
+    hits = 0
+
+    def do_POST(self):
+        self.rfile.read(int(self.headers["Content-Length"]))
+        type(self).hits += 1
+        self.send_response(502)
+        self.end_headers()
+
+    def log_message(self, *args):
+        pass
+
+
+def test_a_gateway_error_to_a_create_is_not_resent_blindly():
+    from annotate.client import ConnectionLost
+
+    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Gateway)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    try:
+        client = LabelStudio(f"http://127.0.0.1:{srv.server_port}", "x" * 40, retries=3, backoff=0.01)
+        with pytest.raises(ConnectionLost, match="gateway answered 502") as e:
+            client.post("/api/projects/1/import", [{"data": {}}], resend=False)
+        assert e.value.timed_out  # the caller waits for the server's answer to settle before resending anything
+        assert _Gateway.hits == 1
+        with pytest.raises(SegLoopError, match="answered 502"):
+            client.post("/api/projects/1/import", [{"data": {}}])  # a request safe to repeat is retried
+        assert _Gateway.hits == 1 + 4
+    finally:
+        srv.shutdown()
+
+
+BODY = b'[{"id": 1, "data": {"image": "a.png"}}, {"id": 2, "data": {"image": "b.png"}}]'
+TRUNCATE = {"first": 0}
+
+
+class _Truncating(http.server.BaseHTTPRequestHandler):
+    """Announces the whole body's length, sends half of it and closes, the first ``TRUNCATE['first']`` times."""
+
+    hits = 0
+
+    def do_GET(self):
+        type(self).hits += 1
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(BODY)))
+        self.end_headers()
+        if type(self).hits <= TRUNCATE["first"]:
+            self.wfile.write(BODY[: len(BODY) // 2])
+            self.wfile.flush()
+            self.close_connection = True
+            return
+        self.wfile.write(BODY)
+
+    def log_message(self, *args):
+        pass
+
+
+def test_an_interrupted_download_is_restarted_from_scratch_or_reported(tmp_path):
+    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Truncating)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    try:
+        client = LabelStudio(f"http://127.0.0.1:{srv.server_port}", "x" * 40, retries=2, backoff=0.01)
+        TRUNCATE["first"], _Truncating.hits = 2, 0  # two short answers, then the whole body
+        out = tmp_path / "export.json"
+        with open(out, "wb") as fh:
+            client.download_to("/api/projects/1/exports/1/download", fh)
+        assert _Truncating.hits == 3
+        assert out.read_bytes() == BODY  # exactly one copy: the partial tries were discarded
+
+        TRUNCATE["first"], _Truncating.hits = 100, 0  # never whole: an error, not a short file passed on
+        with open(out, "wb") as fh, pytest.raises(SegLoopError, match=r"ended early .*got 39 of 78 bytes"):
+            client.download_to("/api/projects/1/exports/1/download", fh)
+        assert _Truncating.hits == 3
+    finally:
+        srv.shutdown()
