@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 export NO_ALBUMENTATIONS_UPDATE := 1
 export PYTHONUNBUFFERED := 1
 
-.PHONY: help install labelstudio browser demo triage loop-demo app dvc-demo test test-fast lint bench clean
+.PHONY: help install labelstudio browser demo triage loop-demo app dvc-demo test test-fast lint bench bench-labelstudio clean
 
 help:
 	@echo "make demo       install into $(VENV), generate + ingest the demo city, train, evaluate on test"
@@ -19,6 +19,7 @@ help:
 	@echo "make test-fast  the tests not marked slow"
 	@echo "make lint       ruff"
 	@echo "make bench      the benchmarks under bench/ (CamVid ones need ../shared/data/camvid)"
+	@echo "make bench-labelstudio  1,000 images through a real Label Studio, against label-studio-sdk"
 
 $(STAMP): requirements.txt
 	$(PYTHON) -m venv $(VENV)
@@ -47,7 +48,7 @@ browser:
 
 demo: $(STAMP)
 	$(PY) -m ingest build --config configs/data/demo.yaml
-	$(PY) -m train.run output.name=demo output.exist_ok=true
+	$(PY) -m train.run --config configs/experiments/demo.yaml output.name=demo output.exist_ok=true
 	$(PY) -m evaluate run runs/demo --split test
 	@echo
 	@echo "demo done: runs/demo (tensorboard --logdir runs/demo/tb; metrics in runs/demo/eval/test/metrics.json)"
@@ -102,6 +103,11 @@ bench: $(STAMP)
 	$(PY) bench/ingest_speed.py
 	$(PY) bench/metrics_speed.py
 	$(PY) bench/camvid.py
+
+# 1,000 generated images through a throw-away Label Studio: import, pre-annotations, 600 labelled, export, ingest;
+# seconds and peak memory per stage beside label-studio-sdk doing the same import and push.
+bench-labelstudio: $(STAMP) $(LS_STAMP)
+	$(PY) bench/labelstudio_scale.py --n 1000 --label 600
 
 clean:
 	-[ -x $(PY) ] && $(PY) -m fiftyone_views db stop

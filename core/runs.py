@@ -68,7 +68,13 @@ class Run:
         if not self.info_path.is_file():
             raise SegLoopError("not a run folder (no run.json)", path=self.dir,
                                fix="give a folder written by python -m train.run (ls runs/)")
-        return read_json(self.info_path, "run.json")
+        info = read_json(self.info_path, "run.json")
+        if not isinstance(info, dict):  # valid JSON, but every reader expects its keys
+            kinds = {list: "an array", str: "a string", bool: "true/false", type(None): "null"}
+            kind = kinds.get(type(info), "a number")
+            raise SegLoopError(f"run.json is not a JSON object (it holds {kind})", path=self.info_path,
+                               fix="restore run.json from a backup, or train the run again (python -m train.run)")
+        return info
 
     def update_info(self, **fields: Any) -> None:
         info = json.loads(self.info_path.read_text()) if self.info_path.is_file() else {}
@@ -81,15 +87,11 @@ class Run:
         cfg = read_yaml(self.config_path) if self.config_path.is_file() else {}
         return str((cfg.get("data") or {}).get("versions_root") or "data/versions")
 
-    def dataset_ref(self, version: str | None = None) -> str:
+    def dataset_ref(self, version: str | None = None) -> str | Path:
         """The dataset version the run trained on (or ``version``), as a reference to resolve under
-        ``versions_root``: its recorded folder while that still exists, else ``name@hash``, because a run pulled
-        into another clone (DVC, a copied folder) records an absolute path of the machine that trained it."""
+        ``versions_root``."""
         info = self.info()
-        recorded = info.get("dataset_path")
-        if version is None and recorded and (Path(recorded) / "manifest.json").is_file():
-            return str(recorded)
-        return version or info["dataset_version"]
+        return version or dataset_ref(info.get("dataset_path", ""), info["dataset_version"])
 
     @property
     def task(self) -> str:
@@ -128,6 +130,13 @@ class Run:
             tmp = self.metrics_path.with_name(f".{METRICS}.tmp")
             tmp.write_text("".join(line + "\n" for line in keep))
             os.replace(tmp, self.metrics_path)
+
+
+def dataset_ref(path: str | Path, version: str) -> str | Path:
+    """What a run recorded about its dataset, as a reference: the version folder it trained on while that still
+    holds a version (it may lie outside data/versions), else its ``name@hash``, found again under the versions root,
+    because a run pulled into another clone (DVC, a copied folder) records a path of the machine that trained it."""
+    return path if path and (Path(path) / "manifest.json").is_file() else version
 
 
 def resolve_run(run: str | Path, runs_dir: str | Path = "runs") -> Path:

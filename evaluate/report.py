@@ -33,7 +33,7 @@ from core.errors import SegLoopError
 from core.fsio import atomic_dir
 from core.runs import Run, find_checkpoint
 from evaluate.gallery import make_triptychs
-from ingest.version import DatasetVersion, dataset_ref, resolve_version
+from ingest.version import DatasetVersion, resolve_version
 from train.checkpoint import load_model
 from train.config import TRAIN_DEFAULT, WHY, shown_command
 
@@ -299,7 +299,8 @@ def build_report(runs: list[str | Path], out: str | Path, gallery: int = 6, pdf:
     chromium = _chromium() if pdf else None
     loaded = [_load_run(Path(r)) for r in runs]
     first = loaded[0]
-    ds = DatasetVersion(resolve_version(dataset_ref(first["info"]["dataset_path"], first["info"]["dataset_version"])))
+    first_run = Run(first["dir"])
+    ds = DatasetVersion(resolve_version(first_run.dataset_ref(), first_run.versions_root))
     m = ds.manifest
     expl = config_explanations()
     out = Path(out)

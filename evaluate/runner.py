@@ -21,8 +21,8 @@ from tqdm import tqdm
 
 from core.errors import SegLoopError
 from core.fsio import atomic_dir, save_png, write_json_atomic
-from core.runs import find_checkpoint, resolve_run
-from ingest.version import DatasetVersion, dataset_ref, resolve_version
+from core.runs import dataset_ref, find_checkpoint, resolve_run
+from ingest.version import DatasetVersion, resolve_version
 from metrics.semantic import SemSegEvaluator
 from train.checkpoint import load_model
 from train.data import resize_image

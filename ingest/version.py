@@ -34,6 +34,7 @@ from core.fsio import (
     sha256_json,
     stale_temporaries,
 )
+from core.runs import dataset_ref  # noqa: F401  TEMP re-export
 from ingest import coco
 from ingest.cityscapes import CityscapesSource, DemoCitySource
 from ingest.labelstudio import LabelStudioSource
@@ -379,12 +380,6 @@ def list_versions(root: str | Path = "data/versions") -> list[dict[str, Any]]:
             out.append({"version": m["version"], "path": d, "created": m["created"], "counts": m["counts"],
                         "taxonomy": m["taxonomy"]["name"]})
     return sorted(out, key=lambda v: v["created"])
-
-
-def dataset_ref(path: str | Path, version: str) -> str | Path:
-    """What a run recorded about its dataset, as a reference: the folder it trained on while that still exists
-    (it may lie outside data/versions), else its ``name@hash`` (found again under the versions root)."""
-    return path if Path(path).exists() else version
 
 
 def resolve_version(ref: str | Path, root: str | Path = "data/versions") -> Path:
