@@ -36,7 +36,10 @@ def _choices(args: argparse.Namespace) -> list[lib.RunChoice]:
             except SegLoopError as exc:
                 st.error(str(exc))
         return out
-    return lib.list_runs(args.runs_dir, args.checkpoint)
+    choices, problems = lib.list_runs(args.runs_dir, args.checkpoint)
+    for problem in problems:  # a corrupt run.json costs that run's entry, not the page
+        st.error(problem)
+    return choices
 
 
 def _label(c: lib.RunChoice) -> str:
@@ -92,7 +95,7 @@ def main() -> None:
     args = _args()
     choices = _choices(args)
     if not choices:
-        st.error(f"No runs to show: nothing under {Path(args.runs_dir).resolve()}. Fix: {TRAIN_FIX}")
+        st.error(f"No runs to show: no readable run under {Path(args.runs_dir).resolve()}. Fix: {TRAIN_FIX}")
         return
     labels = {_label(c): c for c in choices}
     trained = [label for label, c in labels.items() if c.trained]

@@ -9,8 +9,10 @@ cannot show anything. This module imports no torch: the page loads the models.
 
 from __future__ import annotations
 
+import errno
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -19,7 +21,8 @@ from pathlib import Path
 
 from core.errors import SegLoopError
 from core.runs import Run, resolve_run
-from core.services import free_port, port_free, terminate
+from core.services import free_port, terminate
+from train.config import _DEVICE as DEVICE_FORM  # the pattern train.device is checked against; no torch import
 
 ROOT = Path(__file__).resolve().parent.parent
 PAGE = Path(__file__).resolve().parent / "app_page.py"
@@ -29,7 +32,14 @@ MAX_UPLOAD_MB = 50  # Streamlit's own upload limit (server.maxUploadSize); the p
 
 def check_trained(run: str | Path, which: str = "best", runs_dir: str | Path = "runs") -> Path:
     """A run folder that has the checkpoint, else the error naming the run and the training command."""
-    path = resolve_run(run, runs_dir)
+    try:
+        path = resolve_run(run, runs_dir)
+    except SegLoopError:
+        if Path(run).exists():  # not "not found": it is there, but a file
+            raise SegLoopError("is a file, not a run folder", path=run,
+                               fix="give a run folder (runs/<name>, written by python -m train.run) or a run's name"
+                               ) from None
+        raise
     if not Run(path).checkpoint_path(which).is_file():
         raise SegLoopError(f"run '{path.name}' has no checkpoint ({which}.pt) to demo", path=path,
                            fix=TRAIN_FIX.replace("<name>", path.name).replace("<run>", str(path)))
@@ -57,9 +67,37 @@ def streamlit_env() -> dict[str, str]:
     return env
 
 
+def check_device(device: str) -> None:
+    """``--device`` spelt as ``auto``, ``cpu``, ``cuda`` or ``cuda:N``, checked here without torch so a typo is an
+    error at the terminal; whether this machine has that GPU is checked when the page loads a model
+    (``train.infer.pick_device``), since asking torch here would import it into the launcher."""
+    if not DEVICE_FORM.match(device):
+        raise SegLoopError(f"--device must be auto, cpu, cuda or cuda:N, got {device!r}",
+                           fix="pass --device auto (a GPU when there is one), cpu, cuda or cuda:N")
+
+
+def check_port(port: int) -> None:
+    """A port the demo can bind on 127.0.0.1, else why not: taken by another program, or privileged (below 1024
+    a user who is not root may not listen, which is not the same problem as a port in use)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as Streamlit binds: TIME_WAIT is free
+        try:
+            s.bind(("127.0.0.1", port))
+        except PermissionError:
+            raise SegLoopError(f"port {port} on 127.0.0.1 is privileged: only root may listen on it",
+                               fix="pick a --port of 1024 or above, or leave it out") from None
+        except OSError as exc:
+            if exc.errno != errno.EADDRINUSE:
+                raise SegLoopError(f"cannot listen on port {port} of 127.0.0.1 ({exc.strerror})",
+                                   fix="pick another --port, or leave it out") from None
+            raise SegLoopError(f"port {port} on 127.0.0.1 is in use",
+                               fix="pick another --port, or leave it out (ss -ltnp shows who holds it)") from None
+
+
 def app_args(runs: list[str], runs_dir: str, which: str, device: str) -> list[str]:
-    """The page's script arguments, after checking the runs: each named run must have its checkpoint; with none
-    named, ``runs_dir`` must hold at least one trained run."""
+    """The page's script arguments, after checking the runs and the device: each named run must have its
+    checkpoint; with none named, ``runs_dir`` must hold at least one trained run."""
+    check_device(device)
     if runs:
         paths = [str(check_trained(r, which, runs_dir).resolve()) for r in runs]
     else:
@@ -96,8 +134,8 @@ def serve(runs: list[str], port: int | None = None, runs_dir: str = "runs", whic
     script_args = app_args(runs, runs_dir, which, device)
     if port is None:
         port = free_port()
-    elif not port_free(port):
-        raise SegLoopError(f"port {port} on 127.0.0.1 is in use", fix="pick another --port, or leave it out")
+    else:
+        check_port(port)
     url = f"http://127.0.0.1:{port}"
     proc = subprocess.Popen(streamlit_command(port, script_args), env=streamlit_env())
     previous = signal.signal(signal.SIGTERM, _interrupt)  # a plain kill stops Streamlit too, as Ctrl-C does

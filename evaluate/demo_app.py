@@ -27,7 +27,7 @@ from typing import Any
 import cv2
 import numpy as np
 import torch
-from PIL import Image, ImageDraw, UnidentifiedImageError
+from PIL import Image, ImageDraw, ImageOps, UnidentifiedImageError
 
 from core.errors import SegLoopError
 from core.runs import Run
@@ -72,6 +72,7 @@ class DemoModel:
     amp: bool
     dataset_ref: str | Path
     versions_root: str
+    checkpoint_mtime_ns: int = 0  # the checkpoint file version loaded: predictions are remembered per version
 
 
 @dataclass
@@ -118,14 +119,22 @@ def describe_run(path: str | Path, which: str = "best") -> RunChoice:
                      run.checkpoint_path(which).is_file())
 
 
-def list_runs(runs_dir: str | Path = "runs", which: str = "best") -> list[RunChoice]:
+def list_runs(runs_dir: str | Path = "runs", which: str = "best") -> tuple[list[RunChoice], list[str]]:
     """Every run folder under ``runs_dir`` (trained or not: the page says why an untrained one cannot be shown),
-    trained runs first, then by name."""
+    trained runs first, then by name; and one note per run whose ``run.json`` cannot be read, so that one corrupt
+    run costs its own entry, not the whole page."""
     root = Path(runs_dir)
     if not root.is_dir():
-        return []
-    found = [describe_run(d, which) for d in sorted(root.iterdir()) if Run(d).info_path.is_file()]
-    return sorted(found, key=lambda r: (not r.trained, r.name))
+        return [], []
+    found, problems = [], []
+    for d in sorted(root.iterdir()):
+        if not Run(d).info_path.is_file():
+            continue
+        try:
+            found.append(describe_run(d, which))
+        except SegLoopError as exc:
+            problems.append(f"run '{d.name}' is left out: {exc}")
+    return sorted(found, key=lambda r: (not r.trained, r.name)), problems
 
 
 def load_demo_model(run: str | Path, which: str = "best", device: str = "auto") -> DemoModel:
@@ -145,7 +154,8 @@ def _load_cached(path: str, which: str, device: str, mtime_ns: int) -> DemoModel
                                     for c in t["classes"]], int(t.get("ignore_index", 255)))
     return DemoModel(Path(path), ckpt_path, model, dev, channels_last, ckpt["model_spec"]["task"], taxonomy,
                      tuple(cfg["data"]["image_size"]), bool(cfg["train"]["amp"]),
-                     dataset_ref(ckpt["dataset_path"], ckpt["dataset_version"]), cfg["data"]["versions_root"])
+                     dataset_ref(ckpt["dataset_path"], ckpt["dataset_version"]), cfg["data"]["versions_root"],
+                     mtime_ns)
 
 
 def dataset_images(dm: DemoModel, split: str = "test") -> tuple[DatasetVersion | None, list[dict[str, Any]], str]:
@@ -175,7 +185,8 @@ def decode_upload(data: bytes, name: str = "upload", max_pixels: int = MAX_PIXEL
                                    f"{max_pixels / 1e6:.0f}", path=name,
                                    fix="downscale it (e.g. to 2048 pixels wide) and upload it again")
             img.load()
-            return np.array(img.convert("RGB"))
+            # a phone photo is stored sideways with an EXIF orientation tag: show it the way up the camera saw it
+            return np.array(ImageOps.exif_transpose(img).convert("RGB"))
     except SegLoopError:
         raise
     except Image.DecompressionBombError as exc:  # Pillow refuses it at open, before our own check
@@ -218,14 +229,17 @@ def predict(dm: DemoModel, image: np.ndarray, score_threshold: float = SCORE_THR
     return Prediction(image, labels, ent, seconds, "semantic")
 
 
-_PREDICTIONS: OrderedDict[tuple[int, str], Prediction] = OrderedDict()
+_PREDICTIONS: OrderedDict[tuple[str, int, str, str], Prediction] = OrderedDict()
 _LOCK = threading.Lock()
 
 
 def predict_cached(dm: DemoModel, image: np.ndarray, score_threshold: float = SCORE_THRESHOLD) -> Prediction:
     """``predict``, remembered for the last few (model, image) pairs: moving the opacity or threshold slider reruns
-    the page, and only the drawing should run again, not the model (seconds per image for Mask R-CNN on a CPU)."""
-    key = (id(dm), hashlib.sha1(np.ascontiguousarray(image).data).hexdigest() + str(image.shape))
+    the page, and only the drawing should run again, not the model (seconds per image for Mask R-CNN on a CPU).
+    The model is named by its checkpoint file and that file's version, not by ``id(dm)``: a model evicted from the
+    load cache frees its id for the next one, whose predictions must not be taken for its own."""
+    key = (str(dm.checkpoint.resolve()), dm.checkpoint_mtime_ns, str(dm.device),
+           hashlib.sha1(np.ascontiguousarray(image).data).hexdigest() + str(image.shape))
     with _LOCK:  # each browser session runs the page in its own thread
         pred = _PREDICTIONS.get(key)
     if pred is None:

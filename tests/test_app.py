@@ -100,6 +100,15 @@ def test_instance_run_prediction_threshold_and_uncertainty(instance_run):
     np.testing.assert_array_equal(lib.predict_cached(dm, image, 0.9).labels,
                                   paint_instances(again.results, image.shape[:2], 255, 0.9))
 
+    # Remembered per checkpoint file version, not per Python object: another object for the same file finds the
+    # prediction (an id freed by an evicted model is not what names it), another version of the file does not.
+    import dataclasses
+
+    same = dataclasses.replace(dm)
+    assert same is not dm and lib.predict_cached(same, image, 0.05).seconds == again.seconds
+    retrained = dataclasses.replace(dm, checkpoint_mtime_ns=dm.checkpoint_mtime_ns + 1)
+    assert lib.predict_cached(retrained, image, 0.05).seconds != again.seconds  # the model ran again
+
     # The drawing rules, on detections whose scores are known: two cars overlapping, a person below threshold.
     h, w = image.shape[:2]
     a, b, c = (np.zeros((h, w), bool) for _ in range(3))
@@ -157,6 +166,25 @@ def test_upload_that_is_not_an_image_or_too_large_is_refused():
         lib.decode_upload(buf.getvalue(), "grey.png", max_pixels=500)
 
 
+def test_upload_is_turned_the_way_its_exif_orientation_says():
+    """A phone photo stored landscape with orientation 6 (turn 90 degrees clockwise to view) is shown portrait,
+    its stored left edge at the top."""
+    stored = np.zeros((20, 30, 3), np.uint8)
+    stored[:, :15] = (255, 0, 0)  # left half red, right half blue
+    stored[:, 15:] = (0, 0, 255)
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    buf = io.BytesIO()
+    Image.fromarray(stored).save(buf, "JPEG", quality=95, exif=exif.tobytes())
+    img = lib.decode_upload(buf.getvalue(), "phone.jpg")
+    assert img.shape == (30, 20, 3)
+    top, bottom = img[:12].reshape(-1, 3).mean(0), img[-12:].reshape(-1, 3).mean(0)
+    assert top[0] > 200 and top[2] < 50 and bottom[2] > 200 and bottom[0] < 50
+    plain = io.BytesIO()
+    Image.fromarray(stored).save(plain, "JPEG", quality=95)  # no tag: as stored
+    assert lib.decode_upload(plain.getvalue(), "plain.jpg").shape == (20, 30, 3)
+
+
 def test_cli_refuses_a_run_without_checkpoints(evaluated_run, tmp_path, capsys):
     run = tmp_path / "runs" / "untrained"
     run.mkdir(parents=True)
@@ -166,9 +194,87 @@ def test_cli_refuses_a_run_without_checkpoints(evaluated_run, tmp_path, capsys):
     assert "untrained" in err and "best.pt" in err and "python -m train.run" in err
     assert run_cli(evaluate_main, ["app", "--runs-dir", str(tmp_path / "runs")]) == 2  # nothing trained there
     assert "no trained run" in capsys.readouterr().err
-    choices = lib.list_runs(tmp_path / "runs")
-    assert [(c.name, c.trained) for c in choices] == [("untrained", False)]
+    choices, problems = lib.list_runs(tmp_path / "runs")
+    assert [(c.name, c.trained) for c in choices] == [("untrained", False)] and problems == []
     assert run_cli(evaluate_main, ["app", str(evaluated_run), "--port", "0"]) == 2  # argparse: not a port
+    capsys.readouterr()
+    somefile = tmp_path / "notes.txt"
+    somefile.write_text("not a run\n")
+    assert run_cli(evaluate_main, ["app", str(somefile)]) == 2
+    err = capsys.readouterr().err
+    assert "notes.txt" in err and "is a file, not a run folder" in err and "not found" not in err
+
+
+def test_cli_refuses_a_device_it_cannot_use(evaluated_run, capsys):
+    """``--device`` is checked at the terminal (spelling, no torch in the launcher) and again where the model is
+    loaded (a GPU this machine lacks): an error message either way, never torch's RuntimeError in the page."""
+    import torch
+
+    from train.infer import pick_device
+
+    assert run_cli(evaluate_main, ["app", str(evaluated_run), "--device", "bogus"]) == 2
+    err = capsys.readouterr().err
+    assert "--device" in err and "'bogus'" in err and "auto, cpu, cuda or cuda:N" in err
+    code = (f"import sys; from evaluate.app_server import app_args; app_args([{str(evaluated_run)!r}], 'runs', 'best', "
+            "'cuda:1'); assert 'torch' not in sys.modules, 'the launcher imported torch'")
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT)
+    with pytest.raises(SegLoopError, match="must be auto, cpu, cuda or cuda:N"):
+        pick_device("bogus")
+    missing = f"cuda:{torch.cuda.device_count()}" if torch.cuda.is_available() else "cuda"
+    with pytest.raises(SegLoopError, match="nvidia-smi"):
+        pick_device(missing)
+    with pytest.raises(SegLoopError, match="CUDA GPU"):
+        lib.load_demo_model(evaluated_run, device=missing)
+    assert pick_device("cpu").type == "cpu"
+
+
+def _as_unprivileged_user(check) -> str:
+    """The message of the ``SegLoopError`` that ``check`` raises as a user who is not root (run as such, or in a
+    forked child that drops to ``nobody``), or ``bound`` when it raises none."""
+    def outcome() -> str:
+        try:
+            check()
+        except SegLoopError as exc:
+            return str(exc)
+        return "bound"
+
+    if os.geteuid() != 0:
+        return outcome()
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child only drops its user, binds and reports: no exec, no other thread
+        try:
+            os.close(r)
+            os.setgid(65534)
+            os.setuid(65534)
+            os.write(w, outcome().encode())
+        finally:
+            os._exit(0)
+    os.close(w)
+    with os.fdopen(r) as f:
+        out = f.read()
+    os.waitpid(pid, 0)
+    return out
+
+
+def test_cli_says_why_a_port_cannot_be_used(evaluated_run, capsys):
+    import socket
+
+    from evaluate.app_server import check_port
+
+    with socket.socket() as held:
+        held.bind(("127.0.0.1", 0))
+        held.listen()
+        port = held.getsockname()[1]
+        assert run_cli(evaluate_main, ["app", str(evaluated_run), "--port", str(port)]) == 2
+        err = capsys.readouterr().err
+        assert f"port {port} on 127.0.0.1 is in use" in err and "privileged" not in err
+    check_port(port)  # free again
+    # port 80 as a user who is not root: privileged, which is not "in use"
+    out = _as_unprivileged_user(lambda: check_port(80))
+    if out == "bound":
+        pytest.skip("this machine lets every user listen on port 80 (net.ipv4.ip_unprivileged_port_start)")
+    assert "port 80 on 127.0.0.1 is privileged" in out and "1024 or above" in out and "in use" not in out
 
 
 def _start(run: Path, port: int, home: Path) -> tuple[subprocess.Popen, list[str]]:
@@ -246,7 +352,7 @@ def test_page_overlays_an_uploaded_image_in_chromium(evaluated_run, demo_version
                 assert abs(share - r.share) < 0.03, (r.name, share, r.share)
             body = page.inner_text("body")
             assert f"{rows[0].name}: {rows[0].share:.1%}" in body
-            assert "inference" in body and "ms on cpu" in body
+            assert "inference" in body and f"ms on {dm.device.type}" in body
             assert "softmax entropy" in body
 
             page.locator("input[type=file]").first.set_input_files(str(bad))
@@ -272,10 +378,16 @@ def test_page_lists_runs_with_task_and_training_state(evaluated_run, tmp_path):
     info = json.loads((evaluated_run / "run.json").read_text())
     (runs / "later" / "run.json").write_text(json.dumps({**info, "task": "instance"}))
     (runs / "not-a-run").mkdir()
-    choices = lib.list_runs(runs)
+    for name, text in (("torn", '{"task": "semantic", "data'), ("listed", "[1, 2]")):
+        (runs / name).mkdir()
+        (runs / name / "run.json").write_text(text)
+    choices, problems = lib.list_runs(runs)
     assert [(c.name, c.task, c.trained) for c in choices] == [("tiny", "semantic", True),
                                                               ("later", "instance", False)]
     assert choices[0].dataset == info["dataset_version"]
+    assert len(problems) == 2, problems  # one note per unreadable run, in name order
+    assert "'listed'" in problems[0] and "not a JSON object" in problems[0] and "an array" in problems[0]
+    assert "'torn'" in problems[1] and "does not parse as JSON" in problems[1]
 
 
 def test_page_says_why_an_untrained_run_cannot_be_shown(evaluated_run, tmp_path, monkeypatch):
@@ -296,3 +408,29 @@ def test_page_says_why_an_untrained_run_cannot_be_shown(evaluated_run, tmp_path,
     at = AppTest.from_file(str(ROOT / "evaluate" / "app_page.py"), default_timeout=60).run()
     assert not at.exception and not at.error
     assert len(at.get("image")) == 2  # the trained run listed first: its overlay and uncertainty of a test image
+
+    (runs / "torn").mkdir()
+    (runs / "torn" / "run.json").write_text("[]")  # valid JSON, not an object: that run's note, not a traceback
+    at = AppTest.from_file(str(ROOT / "evaluate" / "app_page.py"), default_timeout=60).run()
+    assert not at.exception
+    assert [e.value for e in at.error if "torn" in e.value and "not a JSON object" in e.value]
+    assert len(at.get("image")) == 2  # the readable runs are still offered and shown
+
+
+def test_page_shows_a_semantic_and_an_instance_run_side_by_side(evaluated_run, instance_run, monkeypatch):
+    """Two runs named on the command line: both are picked, each gets its column with its heading, overlay and
+    uncertainty map of the same test image, and the instance run its detections table."""
+    from streamlit.testing.v1 import AppTest
+
+    inst = instance_run.run_dir
+    monkeypatch.setattr(sys, "argv", ["app_page.py", str(evaluated_run), str(inst)])
+    at = AppTest.from_file(str(ROOT / "evaluate" / "app_page.py"), default_timeout=180).run()
+    assert not at.exception and not at.error
+    assert len(at.multiselect[0].value) == 2
+    columns = at.columns
+    assert len(columns) == 2
+    for col, (name, task) in zip(columns, ((evaluated_run.name, "semantic"), (inst.name, "instance")), strict=True):
+        assert [h.value for h in col.subheader] == [f"{name} ({task})"]
+        images = col.get("image")
+        assert len(images) == 2  # overlay and uncertainty
+    assert not columns[0].dataframe and len(columns[1].dataframe) == 1

@@ -8,6 +8,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from core.errors import SegLoopError
+from train.config import device_problem
 from train.data import normalize
 
 
@@ -32,10 +34,22 @@ def use_channels_last(model: nn.Module, device: torch.device, requested: bool) -
     return True
 
 
+DEVICE_FIX = "use auto (a GPU when there is one), cpu, or a cuda:N this machine has (nvidia-smi lists them)"
+
+
 def pick_device(name: str) -> torch.device:
+    """The torch device for ``auto``, ``cpu``, ``cuda`` or ``cuda:N``. A device this machine lacks (``cuda``
+    without a GPU, ``cuda:3`` on a 2-GPU machine) or a misspelt one is a ``SegLoopError`` naming it, not torch's
+    ``RuntimeError`` deep inside model loading or a page that shows a traceback."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
+    problem = device_problem(name)
+    if problem:
+        raise SegLoopError(f"device {problem}", fix=DEVICE_FIX)
+    try:
+        return torch.device(name)
+    except RuntimeError as exc:
+        raise SegLoopError(f"device {name!r} is not one torch knows ({exc})", fix=DEVICE_FIX) from None
 
 
 @torch.no_grad()
