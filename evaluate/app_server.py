@@ -22,7 +22,7 @@ from pathlib import Path
 from core.errors import SegLoopError
 from core.runs import Run, resolve_run
 from core.services import free_port, terminate
-from train.config import _DEVICE as DEVICE_FORM  # the pattern train.device is checked against; no torch import
+from train.config import DEVICE_PATTERN as DEVICE_FORM  # the pattern train.device is checked against; no torch import
 
 ROOT = Path(__file__).resolve().parent.parent
 PAGE = Path(__file__).resolve().parent / "app_page.py"

@@ -30,14 +30,14 @@ import torch
 from PIL import Image, ImageDraw, ImageOps, UnidentifiedImageError
 
 from core.errors import SegLoopError
-from core.runs import Run
+from core.runs import Run, dataset_ref
 from evaluate.app_server import check_trained
 from evaluate.gallery import _font, outline
 from evaluate.instance_eval import SCORE_THRESHOLD, instance_uncertainty, paint_instances, predict_instances
 from evaluate.runner import load_for_inference, normalised_entropy
 from ingest.coco import decode_rle, train_index
 from ingest.taxonomy import ClassDef, Taxonomy
-from ingest.version import DatasetVersion, dataset_ref, resolve_version
+from ingest.version import DatasetVersion, resolve_version
 from train.data import resize_image
 from train.infer import predict_logits
 

@@ -34,7 +34,6 @@ from core.fsio import (
     sha256_json,
     stale_temporaries,
 )
-from core.runs import dataset_ref  # noqa: F401  TEMP re-export
 from ingest import coco
 from ingest.cityscapes import CityscapesSource, DemoCitySource
 from ingest.labelstudio import LabelStudioSource

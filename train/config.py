@@ -34,13 +34,13 @@ LOSS_NAMES = ("cross_entropy", "dice", "ce_dice")
 OPTIM_NAMES = ("adamw", "sgd")
 SCHEDULE_NAMES = ("cosine", "poly", "constant")
 SPLIT_NAMES = ("train", "val", "test")
-_DEVICE = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
+DEVICE_PATTERN = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
 
 
 def device_problem(value: Any) -> str | None:
     """A device that this machine has: ``cuda`` without a visible GPU (or ``cuda:3`` on a 2-GPU machine) would
     otherwise fail after the dataset is loaded, or, worse, silently train on the CPU."""
-    if not isinstance(value, str) or not _DEVICE.match(value):
+    if not isinstance(value, str) or not DEVICE_PATTERN.match(value):
         return f"must be auto, cpu, cuda or cuda:N, got {value!r}"
     if not value.startswith("cuda"):
         return None
