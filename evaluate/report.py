@@ -349,8 +349,9 @@ def _table(header: list[str], rows: list[list[Any]]) -> str:
 def _code(value: Any) -> str:
     """Inline code holding ``value`` (a longer backtick fence when the value itself holds backticks)."""
     text = str(value)
-    fence = "``" if "`" in text else "`"
-    return f"{fence}{text}{fence}"
+    fence = "`" * (max((len(run) for run in re.findall(r"`+", text)), default=0) + 1)
+    pad = " " if text.startswith("`") or text.endswith("`") else ""  # CommonMark strips one space each side
+    return f"{fence}{pad}{text}{pad}{fence}"
 
 
 def _reasons(cfg: dict[str, Any], defaults: dict[str, Any]) -> dict[str, str]:
@@ -495,12 +496,35 @@ def _num(v: float | None) -> str:
     return "-" if v is None or (isinstance(v, float) and np.isnan(v)) else f"{v:.4f}"
 
 
+_SAFE_URL = re.compile(r"^(https?://|[^:]*$)")  # web links and relative paths only (no javascript:, data:, ...)
+
+
 def _inline(text: str) -> str:
+    """Markdown inline syntax as HTML. Code spans are taken out first, so a value shown as code never becomes a
+    link or bold text; only web and relative URLs become links or images (a config value is user input)."""
+    spans: list[str] = []
+
+    def keep(m: re.Match[str]) -> str:
+        body = m.group(2)
+        if body.startswith(" ") and body.endswith(" ") and body.strip():
+            body = body[1:-1]
+        spans.append(f"<code>{html.escape(body)}</code>")
+        return f"\0{len(spans) - 1}\0"
+
+    text = re.sub(r"(`+)(.+?)(?<!`)\1(?!`)", keep, text)
     text = html.escape(text)
-    text = re.sub(r"!\[([^\]]*)\]\(([^)]+)\)", r'<img alt="\1" src="\2">', text)
-    text = re.sub(r"\[([^\]]+)\]\(([^)]+)\)", r'<a href="\2">\1</a>', text)
+
+    def link(m: re.Match[str], image: bool) -> str:
+        label, url = m.group(1), html.unescape(m.group(2))
+        if not _SAFE_URL.match(url):
+            return m.group(0)
+        url = html.escape(url)
+        return f'<img alt="{label}" src="{url}">' if image else f'<a href="{url}">{label}</a>'
+
+    text = re.sub(r"!\[([^\]]*)\]\(([^)]+)\)", lambda m: link(m, True), text)
+    text = re.sub(r"\[([^\]]+)\]\(([^)]+)\)", lambda m: link(m, False), text)
     text = re.sub(r"\*\*([^*]+)\*\*", r"<strong>\1</strong>", text)
-    return re.sub(r"(``?)(.+?)\1", r"<code>\2</code>", text)
+    return re.sub(r"\0(\d+)\0", lambda m: spans[int(m.group(1))], text)
 
 
 def _td(cell: str) -> str:

@@ -5,7 +5,7 @@ import shutil
 import pytest
 
 from core.errors import SegLoopError
-from evaluate.report import build_report, config_explanations
+from evaluate.report import _code, _inline, build_report, config_explanations
 from evaluate.runner import evaluate_run
 from tests.browser import launch
 
@@ -22,6 +22,22 @@ def test_config_comments_explain_hyperparameters():
     args = _model_args_help({"task": "semantic", "name": "resunet", "args": {}})
     assert "number of down-samplings" in args["depth"]
     assert "GroupNorm" in _model_args_help({"task": "instance", "name": "maskrcnn", "args": {}})["norm"]
+
+
+@pytest.mark.parametrize("value", ["`a", "a``b", "x`", "[1](2)", "**b**", "<script>", "plain"])
+def test_a_value_shown_as_code_stays_code(value):
+    """Config values are user input: whatever they hold renders as the same text in one code element."""
+    import html as html_lib
+
+    rendered = _inline(_code(value))
+    assert rendered.startswith("<code>") and rendered.endswith("</code>") and rendered.count("<code>") == 1
+    assert html_lib.unescape(rendered[len("<code>"):-len("</code>")]) == value
+
+
+def test_only_web_and_relative_links_render():
+    assert _inline("[x](https://a.example/b)") == '<a href="https://a.example/b">x</a>'
+    assert _inline("![i](img/a.png)") == '<img alt="i" src="img/a.png">'
+    assert "<a" not in _inline("[click](javascript:alert(1))") and "<img" not in _inline("![i](data:x)")
 
 
 def test_report_sections_and_browser(tiny_run, tmp_path):

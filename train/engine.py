@@ -397,6 +397,8 @@ class RunFolder(HookBase):
         })
         write_json_atomic(t.run_dir / "run.json", info)
         t.writer = SummaryWriter(str(t.run_dir / "tb"), purge_step=t.step if t.ckpt else None)
+        if t.ckpt is None:  # once per run: a resume continues the session its config started
+            write_hparams(t.writer, t.cfg)
         print(f"run {t.run_dir}: {t.task.name}, {t.dataset.version}, {len(t.train_set)} train / {len(t.val_set)} "
               f"val images, {t.spec['name']} {t.spec['args']}, device {t.device}"
               + (f" x{t.world}" if t.world > 1 else ""))
@@ -416,7 +418,9 @@ class RunFolder(HookBase):
 
     def after_train(self) -> None:
         t = self.trainer
-        write_hparams(t.writer, t.cfg, Run(t.run_dir).read_metrics(), t.best, t.step)
+        if t.best.get("epoch", -1) >= 0:  # the hparams table's column for the best checkpoint's score
+            t.writer.add_scalar(f"best/{t.best['metric']}", t.best["value"], t.step)
+        write_hparams(t.writer, t.cfg, end=True)
         t.writer.close()
         Run(t.run_dir).update_info(
             best_metric=t.best["metric"], best_value=t.best["value"], best_epoch=t.best["epoch"], steps=t.step,
@@ -513,24 +517,17 @@ def hparam_value(value: Any) -> bool | int | float | str:
     return json.dumps(value)
 
 
-def write_hparams(writer: SummaryWriter, cfg: dict[str, Any], records: list[dict[str, Any]], best: dict[str, Any],
-                  step: int) -> None:
-    """The run's flattened config and final metrics for TensorBoard's hparams plugin, so that ``tensorboard --logdir
-    runs`` compares every run in one table. Written into the run's own ``tb/`` events (``SummaryWriter.add_hparams``
-    would open a sub-run folder per call); the plugin reads each metric's value from the run's scalar of that tag."""
+def write_hparams(writer: SummaryWriter, cfg: dict[str, Any], end: bool = False) -> None:
+    """The run's flattened config for TensorBoard's hparams plugin (a session start, written once when the run is
+    created) or its end (``end=True``), so that ``tensorboard --logdir runs`` compares every run in one table. No
+    experiment summary is written: with none, the plugin builds its columns from every run's config keys and scalar
+    tags, so semantic and instance runs, and models with different arguments, all keep their own columns (one run's
+    experiment summary would fix the columns for all). Metric values come from the runs' own scalars."""
     from torch.utils.tensorboard.summary import hparams
 
-    last = records[-1] if records else {}
-    metrics = {"train/epoch_loss": last.get("train_loss")}
-    metrics.update({k.replace("val_", "val/", 1): v for k, v in last.items()
-                    if k.startswith("val_") and isinstance(v, float)})
-    if best.get("epoch", -1) >= 0:
-        metrics[f"best/{best['metric']}"] = best["value"]
-        writer.add_scalar(f"best/{best['metric']}", best["value"], step)
     hp = {k: hparam_value(v) for k, v in flatten({k: v for k, v in cfg.items() if k != WHY}).items()}
-    file_writer = writer._get_file_writer()
-    for summary in hparams(hp, {k: v for k, v in metrics.items() if v is not None}):
-        file_writer.add_summary(summary)
+    _, start, finish = hparams(hp, {})
+    writer._get_file_writer().add_summary(finish if end else start)
 
 
 def train(cfg: dict[str, Any], progress: bool = True) -> TrainResult:

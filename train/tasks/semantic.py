@@ -91,18 +91,21 @@ class SemanticTask(Task):
 
     @torch.no_grad()
     def validation_step(self, model: nn.Module, batch: dict[str, Any]
-                        ) -> tuple[list[torch.Tensor], dict[str, torch.Tensor]]:
+                        ) -> tuple[list[torch.Tensor], dict[str, torch.Tensor] | None]:
         """Argmax maps and the training loss (same weights, smoothing, ignore value) from one forward pass, on the
         logits upsampled to each label's full resolution, as the validation metrics see them."""
         labels = batch["label"]
         chunks = self._logits(model, batch)
         targets = [labels] if isinstance(labels, torch.Tensor) else [lb[None] for lb in labels]
-        loss = torch.stack([self.loss_fn(logits, y.to(self.device).long()).float()
-                            for logits, y in zip(chunks, targets, strict=True)]).mean()
-        return [m for logits in chunks for m in logits.argmax(1)], {self.cfg["loss"]["name"]: loss}
+        ignore = self.taxonomy.ignore_index
+        # an image with no labelled pixel has no loss (cross-entropy over no pixel is NaN): it is left out
+        terms = [self.loss_fn(logits, y.to(self.device).long()).float()
+                 for logits, y in zip(chunks, targets, strict=True) if bool((y != ignore).any())]
+        losses = {self.cfg["loss"]["name"]: torch.stack(terms).mean()} if terms else None
+        return [m for logits in chunks for m in logits.argmax(1)], losses
 
     @torch.no_grad()
-    def validation_loss(self, model: nn.Module, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
+    def validation_loss(self, model: nn.Module, batch: dict[str, Any]) -> dict[str, torch.Tensor] | None:
         return self.validation_step(model, batch)[1]
 
     def record(self, metrics: dict[str, Any]) -> dict[str, Any]:
