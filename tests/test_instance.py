@@ -13,6 +13,7 @@ import pytest
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
+from annotate.project import prediction_version
 from core.errors import SegLoopError
 from tests.conftest import instance_overrides, tiny_overrides
 from train.config import load_train_config
@@ -185,7 +186,8 @@ def test_label_studio_gets_one_polygon_per_instance_and_next_ranks_by_instance_u
                      and r["score"] >= index[sha]["score_threshold"]]
         outlined = [r for r in confident if mask_polygons(decode_rle(r["segmentation"]), 1, 1)]
         pred = client.get("/api/predictions", task=task["id"])[-1]
-        assert pred["model_version"] == instance_run.run_dir.name
+        assert pred["model_version"] == prediction_version(instance_run.run_dir)  # the run's name @ its best.pt
+        assert pred["model_version"].startswith(f"{instance_run.run_dir.name}@")
         regions = pred["result"]
         assert all(r["type"] == "polygonlabels" and len(r["value"]["polygonlabels"]) == 1 for r in regions)
         assert sorted((r["score"], r["value"]["polygonlabels"][0]) for r in regions) == sorted(
