@@ -9,6 +9,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from tensorboard.plugins.hparams import plugin_data_pb2
 
 from core.errors import ConfigError
+from tests.conftest import ROOT
 from train.config import load_train_config, shown_command, train_command
 
 
@@ -77,6 +78,21 @@ def test_why_reasons_are_validated_and_kept(tmp_path):
         load_train_config(bad)
     with pytest.raises(ConfigError, match="non-empty string"):
         load_train_config(None, ["why.optim.lr=3"])
+
+
+def test_a_reason_goes_stale_with_its_value_through_every_layer(tmp_path):
+    """A base's reason explains the base's value: a child file or the command line that changes the key without
+    a reason of its own drops it; one that gives a new reason replaces it; other reasons are inherited."""
+    demo = load_train_config("configs/experiments/demo.yaml")["why"]
+    child = tmp_path / "child.yaml"
+    child.write_text(f"base: {(ROOT / 'configs/experiments/demo.yaml').as_posix()}\n"
+                     "optim: {lr: 0.001}\ntrain: {epochs: 5}\nwhy: {train.epochs: \"5 epochs: a smoke test\"}\n")
+    why = load_train_config(child)["why"]
+    assert "optim.lr" not in why and why["train.epochs"] == "5 epochs: a smoke test"
+    assert why["optim.name"] == demo["optim.name"] and why["augment.hflip"] == demo["augment.hflip"]
+    cli = load_train_config("configs/experiments/demo.yaml", ["optim.lr=0.01", "why={optim.lr: halved twice}"])
+    assert cli["why"]["optim.lr"] == "halved twice"
+    assert "augment.hflip" not in load_train_config("configs/experiments/demo.yaml", ["augment={hflip: 0.0}"])["why"]
 
 
 def test_hparams_plugin_reads_config_and_final_metrics(tiny_run):

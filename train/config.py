@@ -180,18 +180,47 @@ RULES[WHY] = Rule(check=why_problem, fix="give each reason under the config key 
                                          "why: {optim.lr: \"halved: the loss diverged at 0.006\"}")
 
 
+def _drop_changed(why: dict[str, str], keys: list[str], kept: set[str] | dict[str, str]) -> None:
+    """Remove the reasons of ``keys`` (and of the keys under them) that ``kept`` does not give again."""
+    for key in keys:
+        for explained in [w for w in why if (w == key or w.startswith(key + ".")) and w not in kept]:
+            del why[explained]
+
+
+def file_reasons(path: str | Path) -> dict[str, str]:
+    """The ``why:`` reasons of a config file and its ``base:`` chain, flat. A layer that sets a key without giving
+    a reason drops the reason its bases gave for that key: it explained the value the layer replaced."""
+    from core.config import BASE_KEY, flatten, project_path, read_yaml
+
+    path = project_path(path)
+    data = read_yaml(path)
+    base = data.pop(BASE_KEY, None)
+    why: dict[str, str] = {}
+    for b in [base] if isinstance(base, str) else list(base or []):
+        why.update(file_reasons(path.parent / b))
+    own = flatten(data.pop(WHY, None) or {})
+    _drop_changed(why, list(flatten(data)), own)
+    why.update(own)
+    return why
+
+
 def load_train_config(config: str | Path | None = None, overrides: list[str] | None = None) -> dict[str, Any]:
-    """The resolved config. ``why`` comes back as a flat ``{dotted key: reason}`` map; a reason given by the config
-    file for a key that the command line then changes is dropped (it explained another value)."""
+    """The resolved config. ``why`` comes back as a flat ``{dotted key: reason}`` map; a reason given for a key that
+    a later layer (a config file over its base, the command line over the file) changes without a reason of its own
+    is dropped: it explained another value."""
     from core.config import flatten, parse_override
 
     cfg = resolve_config(TRAIN_DEFAULT, config, overrides, NULLABLE, RULES)
-    why = flatten(cfg.get(WHY) or {})
-    changed = [parse_override(o)[0] for o in overrides or []]
-    given = {k.removeprefix(WHY + ".") for k in changed if k.startswith(WHY + ".")}
-    for key in [k for k in changed if k != WHY and not k.startswith(WHY + ".")]:
-        for explained in [w for w in why if (w == key or w.startswith(key + ".")) and w not in given]:
-            del why[explained]
+    why = file_reasons(config if config is not None else TRAIN_DEFAULT)
+    given: dict[str, str] = {}  # reasons on the command line: why.KEY="..." or why={KEY: "..."}
+    changed: list[str] = []
+    for key, value in map(parse_override, overrides or []):
+        if key == WHY or key.startswith(WHY + "."):
+            given.update(flatten({key.removeprefix(WHY).lstrip("."): value}) if key != WHY else flatten(value or {}))
+        else:
+            changed.append(key)
+    _drop_changed(why, changed, given)
+    why.update(given)
     cfg[WHY] = why
     return cfg
 
