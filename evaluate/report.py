@@ -16,7 +16,6 @@ import html
 import json
 import platform
 import re
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +27,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from core.browser import CHROMIUM_ARGS, INSTALL, require_chromium
 from core.config import flatten, load_with_bases
 from core.errors import SegLoopError
 from core.fsio import atomic_dir
@@ -37,8 +37,6 @@ from ingest.version import DatasetVersion, resolve_version
 from train.checkpoint import load_model
 from train.config import TRAIN_DEFAULT, WHY, shown_command
 
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-                 "--no-first-run", "--disable-sync"]
 WORST_SHOWN = 5  # classes whose per-class curve is drawn
 
 BIBLIOGRAPHY = [
@@ -265,10 +263,11 @@ def _environment() -> list[tuple[str, str]]:
 
 def _chromium() -> str:
     """Chromium and Playwright, checked before anything is written: printing needs both."""
-    exe = shutil.which("chromium") or "/usr/bin/chromium"
-    if not Path(exe).is_file():
-        raise SegLoopError("--pdf prints the report with headless Chromium, which is not installed", path=exe,
-                           fix="apt-get install chromium (or leave out --pdf: report.html prints from any browser)")
+    try:
+        exe = str(require_chromium("--pdf (the report printed by a browser)"))
+    except SegLoopError as exc:
+        raise SegLoopError(exc.message, path=exc.path,
+                           fix=f"{INSTALL} (or leave out --pdf: report.html prints from any browser)") from None
     try:
         import playwright.sync_api  # noqa: F401
     except ImportError:
@@ -279,18 +278,25 @@ def _chromium() -> str:
 
 def print_pdf(html_file: Path, pdf: Path, chromium: str) -> None:
     """``report.html`` printed by headless Chromium (the page as a browser shows it, images included)."""
+    from playwright.sync_api import Error as PlaywrightError
     from playwright.sync_api import sync_playwright
 
-    with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=chromium, headless=True, args=CHROMIUM_ARGS)
-        try:
-            page = browser.new_page()
-            page.goto(html_file.resolve().as_uri())
-            page.wait_for_load_state("load")
-            page.pdf(path=str(pdf), format="A4", print_background=True,
-                     margin={"top": "12mm", "bottom": "12mm", "left": "10mm", "right": "10mm"})
-        finally:
-            browser.close()
+    try:
+        with sync_playwright() as pw:
+            browser = pw.chromium.launch(executable_path=chromium, headless=True, args=CHROMIUM_ARGS)
+            try:
+                page = browser.new_page()
+                page.goto(html_file.resolve().as_uri())
+                page.wait_for_load_state("load")
+                page.pdf(path=str(pdf), format="A4", print_background=True,
+                         margin={"top": "12mm", "bottom": "12mm", "left": "10mm", "right": "10mm"})
+            finally:
+                browser.close()
+    except PlaywrightError as exc:  # a Chromium that does not start, or a page that does not load in time
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise SegLoopError(f"Chromium could not print the report: {first}", path=chromium,
+                           fix=f"check that `{chromium} --headless --dump-dom about:blank` runs, or leave out --pdf"
+                           ) from None
 
 
 def build_report(runs: list[str | Path], out: str | Path, gallery: int = 6, pdf: bool = False) -> Path:

@@ -1,19 +1,17 @@
-"""Headless Debian chromium for the browser tests, driven by Playwright (no browser is ever downloaded)."""
+"""Headless Debian chromium for the browser tests, driven by Playwright (no browser is ever downloaded), launched
+as the product launches it (core.browser)."""
 
 from __future__ import annotations
 
-import shutil
-from pathlib import Path
-
 import pytest
 
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-        "--no-first-run", "--disable-sync"]
+from core.browser import CHROMIUM_ARGS, INSTALL, chromium_path
+
+CHROMIUM = str(chromium_path() or "/usr/bin/chromium")
 
 
 def launch(pw):
     """A headless chromium browser; fails the test with the fix when Debian's chromium is missing."""
-    if not Path(CHROMIUM).is_file():
-        pytest.fail("Debian chromium is needed for browser tests: apt-get install chromium (.ci/run does it)")
-    return pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=ARGS)
+    if chromium_path() is None:
+        pytest.fail(f"Debian chromium is needed for browser tests: {INSTALL} (.ci/run does it)")
+    return pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)

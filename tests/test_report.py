@@ -5,7 +5,7 @@ import shutil
 import pytest
 
 from core.errors import SegLoopError
-from evaluate.report import _code, _inline, build_report, config_explanations
+from evaluate.report import _code, _inline, build_report, config_explanations, print_pdf
 from evaluate.runner import evaluate_run
 from tests.browser import launch
 
@@ -32,6 +32,14 @@ def test_a_value_shown_as_code_stays_code(value):
     rendered = _inline(_code(value))
     assert rendered.startswith("<code>") and rendered.endswith("</code>") and rendered.count("<code>") == 1
     assert html_lib.unescape(rendered[len("<code>"):-len("</code>")]) == value
+
+
+def test_a_chromium_that_does_not_start_is_a_clear_error(tmp_path):
+    page = tmp_path / "report.html"
+    page.write_text("<p>x</p>")
+    with pytest.raises(SegLoopError, match="Chromium could not print the report") as err:
+        print_pdf(page, tmp_path / "report.pdf", "/bin/false")
+    assert "leave out --pdf" in err.value.fix and not (tmp_path / "report.pdf").exists()
 
 
 def test_only_web_and_relative_links_render():
