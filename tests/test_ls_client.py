@@ -1,5 +1,6 @@
 """The Label Studio client's failure handling: a server answering 5xx is retried with backoff, then reported."""
 
+import contextlib
 import http.server
 import threading
 
@@ -7,6 +8,18 @@ import pytest
 
 from annotate.client import LabelStudio
 from core.errors import SegLoopError
+
+
+@contextlib.contextmanager
+def _serving(handler: type[http.server.BaseHTTPRequestHandler]):
+    """A local HTTP server answering with ``handler`` for the duration of the block (it tests the client's own
+    handling of broken answers, which a healthy Label Studio never gives)."""
+    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    try:
+        yield srv
+    finally:
+        srv.shutdown()
 
 
 class _Failing(http.server.BaseHTTPRequestHandler):
@@ -23,16 +36,12 @@ class _Failing(http.server.BaseHTTPRequestHandler):
 
 
 def test_5xx_is_retried_then_reported():
-    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Failing)
-    threading.Thread(target=srv.serve_forever, daemon=True).start()
-    try:
+    with _serving(_Failing) as srv:
         client = LabelStudio(f"http://127.0.0.1:{srv.server_port}", "x" * 40, retries=3, backoff=0.01)
         with pytest.raises(SegLoopError, match="answered 503") as e:
             client.projects()
         assert _Failing.hits == 4  # the first try and three retries
         assert "server log" in str(e.value)
-    finally:
-        srv.shutdown()
 
 
 class _Hangup(http.server.BaseHTTPRequestHandler):
@@ -52,9 +61,7 @@ class _Hangup(http.server.BaseHTTPRequestHandler):
 def test_a_broken_connection_is_resent_only_when_the_request_is_safe_to_repeat():
     from annotate.client import ConnectionLost
 
-    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Hangup)
-    threading.Thread(target=srv.serve_forever, daemon=True).start()
-    try:
+    with _serving(_Hangup) as srv:
         client = LabelStudio(f"http://127.0.0.1:{srv.server_port}", "x" * 40, retries=2, backoff=0.01)
         with pytest.raises(ConnectionLost, match="broke during POST /api/projects/1/import"):
             client.post("/api/projects/1/import", [{"data": {}}], resend=False)
@@ -62,8 +69,6 @@ def test_a_broken_connection_is_resent_only_when_the_request_is_safe_to_repeat()
         with pytest.raises(SegLoopError, match="unreachable after 3 tries"):
             client.get("/api/projects")
         assert _Hangup.hits == 4  # a read is retried: the first try and two retries
-    finally:
-        srv.shutdown()
 
 
 class _Gateway(http.server.BaseHTTPRequestHandler):
@@ -84,9 +89,7 @@ class _Gateway(http.server.BaseHTTPRequestHandler):
 def test_a_gateway_error_to_a_create_is_not_resent_blindly():
     from annotate.client import ConnectionLost
 
-    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Gateway)
-    threading.Thread(target=srv.serve_forever, daemon=True).start()
-    try:
+    with _serving(_Gateway) as srv:
         client = LabelStudio(f"http://127.0.0.1:{srv.server_port}", "x" * 40, retries=3, backoff=0.01)
         with pytest.raises(ConnectionLost, match="gateway answered 502") as e:
             client.post("/api/projects/1/import", [{"data": {}}], resend=False)
@@ -95,8 +98,6 @@ def test_a_gateway_error_to_a_create_is_not_resent_blindly():
         with pytest.raises(SegLoopError, match="answered 502"):
             client.post("/api/projects/1/import", [{"data": {}}])  # a request safe to repeat is retried
         assert _Gateway.hits == 1 + 4
-    finally:
-        srv.shutdown()
 
 
 BODY = b'[{"id": 1, "data": {"image": "a.png"}}, {"id": 2, "data": {"image": "b.png"}}]'
@@ -125,9 +126,7 @@ class _Truncating(http.server.BaseHTTPRequestHandler):
 
 
 def test_an_interrupted_download_is_restarted_from_scratch_or_reported(tmp_path):
-    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Truncating)
-    threading.Thread(target=srv.serve_forever, daemon=True).start()
-    try:
+    with _serving(_Truncating) as srv:
         client = LabelStudio(f"http://127.0.0.1:{srv.server_port}", "x" * 40, retries=2, backoff=0.01)
         TRUNCATE["first"], _Truncating.hits = 2, 0  # two short answers, then the whole body
         out = tmp_path / "export.json"
@@ -140,5 +139,3 @@ def test_an_interrupted_download_is_restarted_from_scratch_or_reported(tmp_path)
         with open(out, "wb") as fh, pytest.raises(SegLoopError, match=r"ended early .*got 39 of 78 bytes"):
             client.download_to("/api/projects/1/exports/1/download", fh)
         assert _Truncating.hits == 3
-    finally:
-        srv.shutdown()
