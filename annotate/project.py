@@ -14,22 +14,21 @@ import uuid
 from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 from urllib.parse import unquote, urlparse
 
-import cv2
-import numpy as np
 from tqdm import tqdm
 
 from annotate.client import LIGHT_TASK_FIELDS, ConnectionLost, LabelStudio
 from annotate.labeling_config import config_differences, config_labels, labeling_config
 from annotate.server import document_root
 from core.errors import SegLoopError
-from core.fsio import atomic_path, raise_os_error, read_json, read_label, sha256_file
-from ingest.coco import decode_rle, train_index
+from core.fsio import atomic_path, raise_os_error, sha256_file
+from core.runs import INDEX, read_index
 from ingest.images import list_images
 from ingest.labelstudio import UPLOAD_PREFIX, snapshot_name, upload_relpath
-from ingest.ls_brush import encode_mask
 from ingest.taxonomy import Taxonomy
+from tasks import get as get_task
 
 
 def snapshot_root() -> Path:
@@ -302,12 +301,13 @@ def _upload_once(client: LabelStudio, project_id: int, f: Path, orphans_before: 
     return []
 
 
-def _prediction_index(run_dir: Path) -> dict[str, tuple[Path, dict]]:
-    """sha256 -> (folder, entry) over every prediction set a run has (eval/<split>/ and predict/<name>/)."""
-    out: dict[str, tuple[Path, dict]] = {}
-    for idx in sorted(run_dir.glob("eval/*/index.json")) + sorted(run_dir.glob("predict/*/index.json")):
-        for sha, entry in read_json(idx)["images"].items():
-            out[sha] = (idx.parent, entry)
+def _prediction_index(run_dir: Path) -> dict[str, tuple[Path, dict, str]]:
+    """sha256 -> (folder, entry, task) over every prediction set a run has (eval/<split>/ and predict/<name>/)."""
+    out: dict[str, tuple[Path, dict, str]] = {}
+    for idx in sorted(run_dir.glob(f"eval/*/{INDEX}")) + sorted(run_dir.glob(f"predict/*/{INDEX}")):
+        index = read_index(idx)
+        for sha, entry in index["images"].items():
+            out[sha] = (idx.parent, entry, index["task"])
     return out
 
 
@@ -322,87 +322,9 @@ def prediction_version(run_dir: Path) -> str:
         st = best.stat()
         h.update(f"best.pt {st.st_size} {st.st_mtime_ns}".encode())
     else:
-        for idx in sorted(run_dir.glob("eval/*/index.json")) + sorted(run_dir.glob("predict/*/index.json")):
+        for idx in sorted(run_dir.glob(f"eval/*/{INDEX}")) + sorted(run_dir.glob(f"predict/*/{INDEX}")):
             h.update(str(idx.relative_to(run_dir)).encode() + b"\0" + idx.read_bytes())
     return f"{run_dir.name}@{h.hexdigest()[:10]}"
-
-
-def mask_polygons(mask: np.ndarray, width: int, height: int) -> list[tuple[list[list[float]], np.ndarray]]:
-    """Outer contours of a mask's connected components as Label Studio polygons (percent coordinates), each with
-    the component's own pixels (for its score); specks under 4 pixels are dropped."""
-    n, comp = cv2.connectedComponents(mask.astype(np.uint8), connectivity=8)
-    out = []
-    for k in range(1, n):
-        part = comp == k
-        contours, _ = cv2.findContours(part.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
-        c = max(contours, key=cv2.contourArea)
-        if cv2.contourArea(c) < 4 or len(c) < 3:
-            continue
-        pts = c[:, 0, :].astype(np.float64)
-        out.append(([[float(x) * 100 / width, float(y) * 100 / height] for x, y in pts], part))
-    return out
-
-
-def prediction_result(pred: np.ndarray, uncertainty: np.ndarray | None, taxonomy: Taxonomy,
-                      tools: list[str]) -> tuple[list[dict], float]:
-    """Label Studio result regions for a semantic prediction, each scored by 1 - its mean normalised entropy.
-
-    Classes with instances (cars, persons, ...) become one polygon per connected component, an instance each, when
-    the project has the polygon tool; other classes become one brush per class (polygons per component when the
-    project has no brush)."""
-    h, w = pred.shape
-    conf = 1 - (uncertainty.astype(np.float32) / 255 if uncertainty is not None else np.zeros_like(pred, np.float32))
-    result: list[dict] = []
-    for cls in np.unique(pred):
-        if cls >= taxonomy.num_classes:
-            continue
-        mask = pred == cls
-        name = taxonomy.classes[int(cls)].name
-        score = float(conf[mask].mean())
-        base = {"to_name": "image", "original_width": w, "original_height": h, "image_rotation": 0, "score": score}
-        as_polygons = "polygon" in tools and (taxonomy.has_instances(int(cls)) or "brush" not in tools)
-        if not as_polygons:
-            result.append({**base, "from_name": "brush", "type": "brushlabels", "id": f"seg{cls}",
-                           "value": {"format": "rle", "rle": encode_mask(mask), "brushlabels": [name]}})
-            continue
-        for k, (poly, part) in enumerate(mask_polygons(mask, w, h)):
-            result.append({**base, "score": float(conf[part].mean()), "from_name": "polygon",
-                           "type": "polygonlabels", "id": f"ins{cls}_{k}",
-                           "value": {"points": poly, "polygonlabels": [name], "closed": True}})
-    return result, float(conf.mean())
-
-
-def instance_result(results: list[dict], width: int, height: int, taxonomy: Taxonomy,
-                    tools: list[str]) -> tuple[list[dict], float]:
-    """Label Studio regions for an instance model's detections: one polygon per instance (its mask's largest
-    component; a brush when the project has no polygon tool), scored by the detection's own score."""
-    out: list[dict] = []
-    for k, r in enumerate(sorted(results, key=lambda r: -r["score"])):
-        mask = decode_rle(r["segmentation"])
-        name = taxonomy.classes[train_index(r["category_id"])].name
-        base = {"to_name": "image", "original_width": width, "original_height": height, "image_rotation": 0,
-                "score": float(r["score"])}
-        if "polygon" in tools:
-            parts = mask_polygons(mask, width, height)
-            if not parts:
-                continue
-            poly, _ = max(parts, key=lambda p: int(p[1].sum()))
-            out.append({**base, "from_name": "polygon", "type": "polygonlabels", "id": f"inst{k}",
-                        "value": {"points": poly, "polygonlabels": [name], "closed": True}})
-        else:
-            out.append({**base, "from_name": "brush", "type": "brushlabels", "id": f"inst{k}",
-                        "value": {"format": "rle", "rle": encode_mask(mask), "brushlabels": [name]}})
-    return out, float(np.mean([r["score"] for r in out])) if out else 0.0
-
-
-def _instance_results(folder: Path, cache: dict[Path, dict]) -> dict:
-    """An instance prediction folder's ``instances.json`` by image id (read once per folder)."""
-    if folder not in cache:
-        by_image: dict = {}
-        for r in read_json(folder / "instances.json", "instance predictions (COCO results)"):
-            by_image.setdefault(r["image_id"], []).append(r)
-        cache[folder] = by_image
-    return cache[folder]
 
 
 def check_run_classes(project: dict, taxonomy: Taxonomy, run_dir: Path) -> None:
@@ -442,7 +364,7 @@ def push_predictions(client: LabelStudio, project: dict, run_dir: Path, taxonomy
                            fix=f"python -m evaluate predict {run_dir} --images DIR (or evaluate run)")
     version = prediction_version(run_dir)
     done = missing = already = 0
-    instances: dict[Path, dict] = {}
+    readers: dict[str, Any] = {}  # task -> its Label Studio part (one per push: it caches what it read)
     parts: list[bytes] = []
     ids: list[int] = []
     path = f"/api/projects/{project['id']}/import/predictions"
@@ -470,16 +392,10 @@ def push_predictions(client: LabelStudio, project: dict, run_dir: Path, taxonomy
             if task.get("total_predictions") and _has_prediction(client, task["id"], version):
                 already += 1
                 continue
-            folder, entry = hit
-            pred = read_label(folder / entry["prediction"])
-            if "image_id" in entry and (folder / "instances.json").is_file():  # an instance model's detections
-                threshold = entry.get("score_threshold", 0.5)
-                dets = [r for r in _instance_results(folder, instances).get(entry["image_id"], [])
-                        if r["score"] >= threshold]
-                result, score = instance_result(dets, pred.shape[1], pred.shape[0], taxonomy, tools)
-            else:
-                unc = read_label(folder / entry["uncertainty"]) if entry.get("uncertainty") else None
-                result, score = prediction_result(pred, unc, taxonomy, tools)
+            folder, entry, task_name = hit
+            if task_name not in readers:
+                readers[task_name] = get_task(task_name).labelstudio()
+            result, score = readers[task_name].regions(folder, entry, taxonomy, tools)
             part = json.dumps({"task": task["id"], "result": result, "score": score, "model_version": version}).encode()
             parts.append(part)
             ids.append(task["id"])

@@ -16,8 +16,10 @@ from pathlib import Path
 from typing import Any
 
 from core.errors import SegLoopError
-from core.fsio import read_json, sha256_file
+from core.fsio import sha256_file
+from core.runs import INDEX, read_index
 from ingest.images import list_images
+from tasks import get as get_task
 
 STRATEGIES = ("entropy", "margin", "random")
 
@@ -26,8 +28,12 @@ def pool_scores(run_dir: Path, pool: str | Path, strategy: str, seed: int = 0) -
     if strategy not in STRATEGIES:
         raise SegLoopError(f"unknown strategy '{strategy}'", fix=f"use one of: {', '.join(STRATEGIES)}")
     index: dict[str, dict] = {}
-    for idx in sorted(run_dir.glob("predict/*/index.json")):
-        index.update(read_json(idx)["images"])
+    regions: dict[str, Any] = {}  # sha256 -> the Label Studio part of the task that predicted it
+    for idx in sorted(run_dir.glob(f"predict/*/{INDEX}")):
+        pset = read_index(idx)
+        part = get_task(pset["task"]).labelstudio()
+        index.update(pset["images"])
+        regions.update(dict.fromkeys(pset["images"], part))
     files = list_images(pool)
     rng = random.Random(seed)
     out, missing = [], []
@@ -40,9 +46,10 @@ def pool_scores(run_dir: Path, pool: str | Path, strategy: str, seed: int = 0) -
         if strategy == "entropy":
             score = entry["mean_uncertainty"]
         elif strategy == "margin":
-            if "mean_margin" not in entry:
-                raise SegLoopError(f"run {run_dir.name} is an instance model: its predictions have no class "
-                                   f"margin", fix="use --strategy entropy (1 - the mean score of its detections)")
+            problem = regions[sha].margin_problem(entry)
+            if problem:
+                raise SegLoopError(f"run {run_dir.name} cannot be ranked by margin: {problem}",
+                                   fix="use --strategy entropy (the mean uncertainty of each image)")
             score = 1.0 - entry["mean_margin"]
         else:
             score = rng.random()

@@ -132,7 +132,8 @@ def synthetic_run(run: Path, city: Path) -> Path:
     with a flat uncertainty, in the layout ``evaluate predict`` writes."""
     import numpy as np
 
-    from core.fsio import read_label, save_png, sha256_file, write_json_atomic
+    from core.fsio import read_label, save_png, sha256_file
+    from core.runs import write_index
     from ingest.taxonomy import cityscapes_labels, load_taxonomy
 
     tax = load_taxonomy("cityscapes")
@@ -151,18 +152,20 @@ def synthetic_run(run: Path, city: Path) -> Path:
         pred = lut[read_label(gt)]
         save_png(out / "pred" / f"{sha}.png", pred)
         save_png(out / "uncertainty" / f"{sha}.png", np.full(pred.shape, 40, np.uint8))
-        index[sha] = {"image": str(img), "prediction": f"pred/{sha}.png", "uncertainty": f"uncertainty/{sha}.png"}
-    write_json_atomic(out / "index.json", {"run": run.name, "classes": tax.names, "images": index})
+        index[sha] = {"image": str(img), "prediction": f"pred/{sha}.png", "uncertainty": f"uncertainty/{sha}.png",
+                      "mean_uncertainty": 40 / 255}
+    write_index(out, run.name, "semantic", tax.names, index)
     return run
 
 
 def sdk_inputs(files: list[Path], run: Path, project: dict, work: Path) -> tuple[Path, Path]:
     """The same task data and regions SegLoop sends, as JSON lines for the SDK's side."""
     from annotate.labeling_config import config_labels
-    from annotate.project import _local_url, prediction_result
+    from annotate.project import _local_url
     from annotate.server import document_root
     from core.fsio import read_json, read_label, sha256_file
     from ingest.taxonomy import load_taxonomy
+    from tasks.semantic.labelstudio import semantic_regions
 
     tax = load_taxonomy("cityscapes")
     tools = [t for t in ("polygon", "brush") if t in config_labels(project["label_config"])]
@@ -176,7 +179,7 @@ def sdk_inputs(files: list[Path], run: Path, project: dict, work: Path) -> tuple
                                  "file": str(f.resolve().relative_to(root))}) + "\n")
             entry = index[sha]
             folder = run / "predict" / "bench"
-            result, score = prediction_result(read_label(folder / entry["prediction"]),
+            result, score = semantic_regions(read_label(folder / entry["prediction"]),
                                               read_label(folder / entry["uncertainty"]), tax, tools)
             pf.write(json.dumps({"sha256": sha, "result": result, "score": score}) + "\n")
     return tasks_file, preds_file

@@ -26,6 +26,8 @@ CONFIG = "config.yaml"
 METRICS = "metrics.jsonl"
 CHECKPOINTS = "checkpoints"
 CHECKPOINT_NAMES = ("best", "last")
+INDEX = "index.json"  # under eval/<split>/ and predict/<name>/: what the labeling loop reads of a prediction set
+DEFAULT_TASK = "semantic"  # the task of runs, checkpoints and prediction sets written before tasks were recorded
 
 
 class Run:
@@ -95,8 +97,8 @@ class Run:
 
     @property
     def task(self) -> str:
-        """``semantic`` or ``instance``; runs written before tasks existed are semantic."""
-        return self.info().get("task", "semantic")
+        """The run's task name (``tasks.get`` finds its plugin); runs written before tasks existed are semantic."""
+        return self.info().get("task", DEFAULT_TASK)
 
     def find_checkpoint(self, which: str = "best") -> Path:
         path = self.checkpoint_path(which)
@@ -130,6 +132,29 @@ class Run:
             tmp = self.metrics_path.with_name(f".{METRICS}.tmp")
             tmp.write_text("".join(line + "\n" for line in keep))
             os.replace(tmp, self.metrics_path)
+
+
+def write_index(folder: Path, run: str, task: str, classes: list[str], images: dict[str, dict[str, Any]]) -> None:
+    """The one writer of a prediction set's ``index.json``: image sha256 -> its entry, every entry with ``image``
+    (the file predicted), ``prediction`` (the painted train-index PNG, relative to ``folder``), ``uncertainty`` (a
+    per-pixel map or None) and ``mean_uncertainty`` (the image's one number for choosing what to label next, in
+    [0, 1]); a task adds its own keys (``mean_margin``, ``image_id``, ...). ``task`` names the plugin that reads the
+    rest of the folder (``tasks.get(task)``), so no reader guesses a task from which keys or files are present."""
+    for sha, entry in images.items():
+        missing = [k for k in ("image", "prediction", "uncertainty", "mean_uncertainty") if k not in entry]
+        if missing:
+            raise ValueError(f"index entry {sha} lacks {', '.join(missing)}")
+    write_json_atomic(folder / INDEX, {"run": run, "task": task, "classes": classes, "images": images})
+
+
+def read_index(path: Path) -> dict[str, Any]:
+    """A prediction set's ``index.json`` (``task`` filled in for sets written before it was recorded)."""
+    index = read_json(path, "prediction index")
+    if not isinstance(index, dict) or not isinstance(index.get("images"), dict):
+        raise SegLoopError("not a prediction index (no 'images' map)", path=path,
+                           fix="re-run the command that wrote it (python -m evaluate run / predict)")
+    index.setdefault("task", DEFAULT_TASK)
+    return index
 
 
 def dataset_ref(path: str | Path, version: str) -> str | Path:

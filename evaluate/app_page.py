@@ -81,11 +81,10 @@ def _show(col, dm: lib.DemoModel, image, caption: str, opacity: float, threshold
                 f'background:{r.hex};border:1px solid #000;margin-right:6px"></span>{r.name}: '
                 f'{r.share:.1%}</div>' for r in rows), unsafe_allow_html=True)
         else:
-            st.info("no class predicted" if dm.task == "semantic" else "no detection at this score threshold")
-        what = "softmax entropy / ln C" if dm.task == "semantic" else "1 - score of each detection"
+            st.info(dm.app.empty_message)
         st.image(lib.uncertainty_image(pred), output_format="PNG",
-                 caption=f"uncertainty ({what}); image: {pred.image_uncertainty:.3f}")
-        if dm.task == "instance":
+                 caption=f"uncertainty ({dm.app.uncertainty_caption}); image: {pred.image_uncertainty:.3f}")
+        if dm.app.has_detections:
             st.dataframe(lib.detections_table(pred, dm.taxonomy), hide_index=True)
 
 

@@ -5,10 +5,9 @@ safely, predicting one image, blending the prediction over it, the legend with p
 picture all live here, so tests call them directly and the browser test can compare the page's pixels with the
 library's own overlay of the same image.
 
-Semantic runs show the argmax classes and the normalised softmax entropy (as ``evaluate run`` writes it). Instance
-runs show the detections scored at least the chosen threshold, painted and outlined with their scores, and an
-uncertainty map where each detection's pixels hold 1 - its score (the per-image figure is
-``evaluate.instance_eval.instance_uncertainty``).
+What is predicted and drawn for a run is its task's app part (``tasks/<name>/app.py``): a semantic run's classes
+and softmax entropy, an instance run's detections above the chosen score threshold with their outlines, scores and
+table. The page lays out whatever the task gives it.
 """
 
 from __future__ import annotations
@@ -16,9 +15,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import io
-import math
 import threading
-import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,19 +24,17 @@ from typing import Any
 import cv2
 import numpy as np
 import torch
-from PIL import Image, ImageDraw, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 
+import tasks
 from core.errors import SegLoopError
-from core.runs import Run, dataset_ref
+from core.runs import DEFAULT_TASK, Run, dataset_ref
 from evaluate.app_server import check_trained
-from evaluate.gallery import _font, outline
-from evaluate.instance_eval import SCORE_THRESHOLD, instance_uncertainty, paint_instances, predict_instances
-from evaluate.runner import load_for_inference, normalised_entropy
-from ingest.coco import decode_rle, train_index
+from evaluate.inference import Inference, load_for_inference
 from ingest.taxonomy import ClassDef, Taxonomy
 from ingest.version import DatasetVersion, resolve_version
+from tasks.instance.results import SCORE_THRESHOLD
 from train.data import resize_image
-from train.infer import predict_logits
 
 MAX_PIXELS = 40_000_000  # uploads above this (e.g. 8000 x 5000) are refused before they are decoded
 
@@ -63,9 +58,7 @@ class DemoModel:
 
     run: Path
     checkpoint: Path
-    model: torch.nn.Module
-    device: torch.device
-    channels_last: bool
+    inference: Inference
     task: str
     taxonomy: Taxonomy
     image_size: tuple[int, int]
@@ -73,6 +66,19 @@ class DemoModel:
     dataset_ref: str | Path
     versions_root: str
     checkpoint_mtime_ns: int = 0  # the checkpoint file version loaded: predictions are remembered per version
+
+    @property
+    def model(self) -> torch.nn.Module:
+        return self.inference.model
+
+    @property
+    def device(self) -> torch.device:
+        return self.inference.device
+
+    @property
+    def app(self) -> Any:
+        """The run's task's app part: what is predicted and drawn."""
+        return tasks.get(self.task).app()
 
 
 @dataclass
@@ -84,15 +90,13 @@ class Prediction:
     uncertainty: np.ndarray  # float32 in [0, 1], same size as the image
     seconds: float
     task: str
-    results: list[dict[str, Any]] = field(default_factory=list)  # COCO results of an instance run
+    results: list[dict[str, Any]] = field(default_factory=list)  # COCO results of a detecting run
     score_threshold: float = SCORE_THRESHOLD
 
     @property
     def image_uncertainty(self) -> float:
-        """One number per image: mean entropy (semantic) or 1 - mean confident score (instance)."""
-        if self.task == "instance":
-            return instance_uncertainty(self.results, self.score_threshold)
-        return float(self.uncertainty.mean())
+        """One number per image, as the labeling loop ranks images (the task's own measure)."""
+        return tasks.get(self.task).app().image_uncertainty(self)
 
 
 @dataclass(frozen=True)
@@ -115,7 +119,7 @@ def describe_run(path: str | Path, which: str = "best") -> RunChoice:
     """What the page lists for a run folder (``run.json`` only: no torch, no checkpoint read)."""
     run = Run(path)
     info = run.info()
-    return RunChoice(run.dir, run.name, info.get("task", "semantic"), str(info.get("dataset_version", "?")),
+    return RunChoice(run.dir, run.name, info.get("task", DEFAULT_TASK), str(info.get("dataset_version", "?")),
                      run.checkpoint_path(which).is_file())
 
 
@@ -147,12 +151,13 @@ def load_demo_model(run: str | Path, which: str = "best", device: str = "auto") 
 @functools.lru_cache(maxsize=4)
 def _load_cached(path: str, which: str, device: str, mtime_ns: int) -> DemoModel:
     ckpt_path = Run(path).checkpoint_path(which)
-    model, ckpt, dev, channels_last = load_for_inference(ckpt_path, device)
+    inf = load_for_inference(ckpt_path, device)
+    ckpt = inf.ckpt
     cfg = ckpt["config"]
     t = ckpt["taxonomy"]
     taxonomy = Taxonomy(t["name"], [ClassDef(c["name"], c["index"], tuple(c["color"]), c.get("instances", False))
                                     for c in t["classes"]], int(t.get("ignore_index", 255)))
-    return DemoModel(Path(path), ckpt_path, model, dev, channels_last, ckpt["model_spec"]["task"], taxonomy,
+    return DemoModel(Path(path), ckpt_path, inf, inf.task, taxonomy,
                      tuple(cfg["data"]["image_size"]), bool(cfg["train"]["amp"]),
                      dataset_ref(ckpt["dataset_path"], ckpt["dataset_version"]), cfg["data"]["versions_root"],
                      mtime_ns)
@@ -212,21 +217,7 @@ def display_size(image: np.ndarray, side: int = DISPLAY_SIDE) -> np.ndarray:
 def predict(dm: DemoModel, image: np.ndarray, score_threshold: float = SCORE_THRESHOLD) -> Prediction:
     """One image through the run's model, at the displayed size; ``seconds`` is the model's time alone."""
     image = display_size(image)
-    if dm.task == "instance":
-        return _predict_instance(dm, image, score_threshold)
-    x = torch.from_numpy(resize_image(image, dm.image_size))[None]
-    sync = dm.device.type == "cuda"
-    if sync:
-        torch.cuda.synchronize()
-    t0 = time.perf_counter()
-    logits = predict_logits(dm.model, x, image.shape[:2], dm.device, dm.amp, dm.channels_last)
-    if sync:
-        torch.cuda.synchronize()
-    seconds = time.perf_counter() - t0
-    probs = logits.softmax(1)[0]
-    labels = probs.argmax(0).byte().cpu().numpy()
-    ent = normalised_entropy(probs, math.log(dm.taxonomy.num_classes)).float().cpu().numpy()
-    return Prediction(image, labels, ent, seconds, "semantic")
+    return with_threshold(dm.app.predict(dm, image), dm.taxonomy, score_threshold)
 
 
 _PREDICTIONS: OrderedDict[tuple[str, int, str, str], Prediction] = OrderedDict()
@@ -251,33 +242,10 @@ def predict_cached(dm: DemoModel, image: np.ndarray, score_threshold: float = SC
     return with_threshold(pred, dm.taxonomy, score_threshold)
 
 
-def _predict_instance(dm: DemoModel, image: np.ndarray, score_threshold: float) -> Prediction:
-    from metrics.coco import outputs_to_results
-
-    sync = dm.device.type == "cuda"
-    if sync:
-        torch.cuda.synchronize()
-    t0 = time.perf_counter()
-    out = predict_instances(dm.model, image, dm.device, dm.amp)
-    if sync:
-        torch.cuda.synchronize()
-    seconds = time.perf_counter() - t0
-    results = outputs_to_results(0, out)
-    pred = Prediction(image, np.empty(0, np.uint8), np.empty(0, np.float32), seconds, "instance", results)
-    return with_threshold(pred, dm.taxonomy, score_threshold)
-
-
 def with_threshold(pred: Prediction, taxonomy: Taxonomy, score_threshold: float) -> Prediction:
-    """An instance prediction re-painted at another score threshold (no second pass through the model)."""
-    if pred.task != "instance":
-        return pred
-    shape = pred.image.shape[:2]
-    labels = paint_instances(pred.results, shape, taxonomy.ignore_index, score_threshold)
-    unc = np.zeros(shape, np.float32)
-    for r in sorted(pred.results, key=lambda r: r["score"]):  # higher scores on top, as painted
-        if r["score"] >= score_threshold and "segmentation" in r:
-            unc[decode_rle(r["segmentation"])] = 1 - r["score"]
-    return Prediction(pred.image, labels, unc, pred.seconds, "instance", pred.results, score_threshold)
+    """The prediction as shown at another score threshold (no second pass through the model); a prediction
+    without scores is shown as it is."""
+    return tasks.get(pred.task).app().with_threshold(pred, taxonomy, score_threshold)
 
 
 # ----------------------------------------------------------------------------------------------------- drawing
@@ -285,28 +253,14 @@ def with_threshold(pred: Prediction, taxonomy: Taxonomy, score_threshold: float)
 
 def overlay(pred: Prediction, taxonomy: Taxonomy, opacity: float = 0.6, scores: bool = True) -> np.ndarray:
     """The image with the predicted classes blended in at ``opacity`` (1: taxonomy colours only, 0: the image);
-    pixels without a class (ignore, no instance) keep the image. Instance runs get each kept detection outlined
-    in white, with its score at its box."""
+    pixels without a class (ignore, no instance) keep the image. The task adds its own marks (a detecting run's
+    outlines, and with ``scores`` each detection's class and score)."""
     opacity = float(np.clip(opacity, 0, 1))
     img = pred.image.astype(np.float32)
     colours = taxonomy.colorize(pred.labels).astype(np.float32)
     painted = (pred.labels != taxonomy.ignore_index)[..., None]
     out = np.where(painted, img * (1 - opacity) + colours * opacity, img).round().astype(np.uint8)
-    if pred.task != "instance":
-        return out
-    kept = [r for r in pred.results if r["score"] >= pred.score_threshold and "segmentation" in r]
-    out = outline(out, [decode_rle(r["segmentation"]) for r in kept])
-    if not scores or not kept:
-        return out
-    canvas = Image.fromarray(out)
-    draw = ImageDraw.Draw(canvas)
-    font = _font()
-    for r in kept:
-        x, y = r.get("bbox", [0, 0, 0, 0])[:2]
-        name = taxonomy.classes[train_index(r["category_id"])].name
-        draw.text((x + 2, y + 1), f"{name} {r['score']:.2f}", fill=(255, 255, 255), font=font, stroke_width=2,
-                  stroke_fill=(0, 0, 0))
-    return np.asarray(canvas)
+    return tasks.get(pred.task).app().decorate(out, pred, taxonomy, scores)
 
 
 def legend(pred: Prediction, taxonomy: Taxonomy) -> list[LegendRow]:
@@ -326,8 +280,5 @@ def uncertainty_image(pred: Prediction) -> np.ndarray:
 
 
 def detections_table(pred: Prediction, taxonomy: Taxonomy) -> list[dict[str, Any]]:
-    """An instance prediction's detections at or above its threshold, highest score first."""
-    rows = [{"class": taxonomy.classes[train_index(r["category_id"])].name, "score": round(r["score"], 3),
-             "pixels": int(decode_rle(r["segmentation"]).sum()) if "segmentation" in r else 0}
-            for r in pred.results if r["score"] >= pred.score_threshold]
-    return sorted(rows, key=lambda r: -r["score"])
+    """A detecting run's detections at or above its threshold, highest score first (empty for a class map)."""
+    return tasks.get(pred.task).app().detections(pred, taxonomy)

@@ -18,11 +18,10 @@ import cv2
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
+import tasks
 from core.errors import SegLoopError
 from core.fsio import atomic_dir, read_image
-from evaluate.instances import load_instance_results
 from evaluate.results import EvalResults
-from ingest.coco import decode_rle
 from ingest.taxonomy import Taxonomy
 
 LEGEND_H = 22
@@ -112,42 +111,22 @@ def make_triptychs(run: str | Path, split: str = "test", n: int = 100, seed: int
         picked = [rows[i] for i in order[:n]]
     kind = "worst" if worst else f"random-seed{seed}"
     dest = Path(out) if out else res.run_dir / "triptychs" / f"{split}-{kind}"
-    instance_run = res.metrics.get("task") == "instance"
-    if instance_run:  # outlines: the ground truth's instances and the model's confident ones
-        results = load_instance_results(res.dir, res.metrics.get("score_threshold")) or {}
-        gt_anns: dict[int, list[dict]] = {}
-        for a in ds.coco(split)["annotations"]:
-            gt_anns.setdefault(int(a["image_id"]), []).append(a)
+    triage = tasks.get(res.metrics.get("task")).triage(res)
     with atomic_dir(dest, replace=True) as tmp:
         cards = []
         for rank, row in enumerate(picked, 1):
             im = res.image(row)
             score = res.score(row)
             name = f"{rank:03d}_{row['key'].replace('/', '__')}.png"
-            instances = None
-            if instance_run:
-                title = (f"{row['key']}   thing-class mIoU {score:.3f}   TP {row['tp']}  FP {row['fp']}  "
-                         f"FN {row['fn']}")
-                instances = ([decode_rle(a["segmentation"]) for a in gt_anns.get(int(im["id"]), [])],
-                             [decode_rle(r["segmentation"]) for r in results.get(int(im["id"]), [])])
-            else:
-                title = f"{row['key']}   mIoU {score:.3f}   pixel acc {float(row['pixel_acc']):.3f}"
             triptych(read_image(ds.image_path(im)), ds.load_semantic(im), res.prediction(row), ds.taxonomy,
-                     title, instances).save(tmp / name)
+                     triage.title(row, score), triage.outlines(im)).save(tmp / name)
             cards.append((rank, row, score, name))
-        (tmp / "index.html").write_text(_index_html(res.run_dir.name, split, kind, cards, res.metrics))
+        (tmp / "index.html").write_text(_index_html(res.run_dir.name, split, kind, cards, res.metrics,
+                                                    triage.summary()))
     return dest, picked, note
 
 
-def _split_summary(metrics: dict) -> str:
-    if metrics.get("task") == "instance":
-        ap = metrics["segm"]["AP"]
-        return (f"Instance outlines in white. Split mask AP {ap if ap is None else f'{ap:.4f}'}, thing-class mIoU "
-                f"{metrics['things_mIoU']:.4f}")
-    return f"Split mIoU {metrics['mIoU']:.4f}, pixel accuracy {metrics['pixel_acc']:.4f}"
-
-
-def _index_html(run: str, split: str, kind: str, cards: list, metrics: dict) -> str:
+def _index_html(run: str, split: str, kind: str, cards: list, metrics: dict, summary: str) -> str:
     items = "\n".join(
         f'<figure data-rank="{rank}" data-score="{score:.6f}" data-key="{html.escape(row["key"])}">'
         f'<img src="{html.escape(name)}" loading="lazy" alt="{html.escape(row["key"])}">'
@@ -159,7 +138,7 @@ def _index_html(run: str, split: str, kind: str, cards: list, metrics: dict) -> 
 figure{{margin:0;width:100%;max-width:900px}} img{{width:100%}} button{{margin-right:.5em}}</style>
 <script>{SORT_JS}</script></head>
 <body><h1>{html.escape(run)}: {len(cards)} {split} images ({kind})</h1>
-<p>image | ground truth | prediction. {_split_summary(metrics)} ({metrics['dataset_version']}).</p>
+<p>image | ground truth | prediction. {summary} ({metrics['dataset_version']}).</p>
 <p><button onclick="sortBy('score', true)">sort by score</button><button onclick="sortBy('rank', true)">sort by
 pick order</button><button onclick="sortBy('key', false)">sort by name</button></p>
 <div id="grid">

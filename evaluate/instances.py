@@ -17,33 +17,27 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import cv2
 import numpy as np
 from pycocotools import mask as mask_utils
 
 from core.errors import SegLoopError
 from core.fsio import read_json
 from ingest.coco import decode_rle, train_index
+from ingest.geometry import MIN_COMPONENT_PIXELS, mask_components
 from ingest.records import Instance
 from ingest.taxonomy import Taxonomy
 from metrics.coco import greedy_match
 
-MIN_COMPONENT_PIXELS = 16  # specks of a semantic prediction are not objects
-
 
 def components_as_instances(pred: np.ndarray, taxonomy: Taxonomy, uncertainty: np.ndarray | None = None,
                             min_pixels: int = MIN_COMPONENT_PIXELS) -> list[Instance]:
-    """Instances of a semantic prediction: each 8-connected component of an instance class."""
+    """Instances of a semantic prediction: each component of an instance class (``ingest.geometry``)."""
     conf = None if uncertainty is None else 1 - uncertainty.astype(np.float32) / 255
     out: list[Instance] = []
     for cls in np.unique(pred):
         if cls >= taxonomy.num_classes or not taxonomy.has_instances(int(cls)):
             continue
-        n, comp = cv2.connectedComponents((pred == cls).astype(np.uint8), connectivity=8)
-        for k in range(1, n):
-            part = comp == k
-            if part.sum() < min_pixels:
-                continue
+        for part in mask_components(pred == cls, min_pixels):
             score = float(conf[part].mean()) if conf is not None else None
             out.append(Instance(int(cls), part, 0, score))
     return out

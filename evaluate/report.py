@@ -12,6 +12,7 @@ Images are written beside the report; ``pdf=True`` prints the HTML page to ``rep
 
 from __future__ import annotations
 
+import functools
 import html
 import json
 import platform
@@ -25,8 +26,10 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 import torch
+from markdown_it import MarkdownIt
 from PIL import Image
 
+import tasks
 from core.browser import CHROMIUM_ARGS, INSTALL, require_chromium
 from core.config import flatten, load_with_bases
 from core.errors import SegLoopError
@@ -92,9 +95,7 @@ def config_explanations() -> dict[str, str]:
 
 def _model_args_help(spec: dict[str, Any]) -> dict[str, str]:
     """Meaning of each of a model's arguments, from its registry entry's docstring."""
-    from train.tasks import TASKS
-
-    models = TASKS.get(spec["task"]).models
+    models = tasks.get(spec["task"]).training().models
     return models.describe(spec["name"]) if spec["name"] in models else {}
 
 
@@ -112,72 +113,13 @@ def _load_run(run: Path) -> dict[str, Any]:
     from torch.utils.flop_counter import FlopCounterMode
 
     with torch.no_grad(), FlopCounterMode(display=False) as fc:
-        if ckpt["model_spec"]["task"] == "instance":  # backbone, FPN, RPN and the heads' fixed part
-            model([torch.zeros(3, *hw)])
-        else:
-            model(torch.zeros(1, 3, *hw))
+        model(tasks.get(ckpt["model_spec"]["task"]).evaluation().flops_input(hw))
     params = sum(p.numel() for p in model.parameters())
     size_mb = (sum(p.numel() * p.element_size() for p in model.parameters())
                + sum(b.numel() * b.element_size() for b in model.buffers())) / 2**20
     return {"dir": run, "name": run.name, "info": info, "curve": metrics, "test": json.loads(test.read_text()),
             "config": ckpt["config"], "spec": ckpt["model_spec"], "params": params, "size_mb": size_mb,
-            "gflops": fc.get_total_flops() / 1e9, "hw": hw}
-
-
-def _architecture_png(spec: dict[str, Any], hw: tuple[int, int], path: Path) -> None:
-    """Block diagram: encoder-decoder levels (channels, resolution) with skips for semantic models; the stages of
-    a two-stage detector for instance models."""
-    if spec["task"] == "instance":
-        _detector_png(spec, path)
-        return
-    args = spec["args"]
-    depth, width = args.get("depth", 4), args.get("width", 16)
-    stride = args.get("stem_stride", 1)
-    fig, ax = plt.subplots(figsize=(10, 3.6))
-    ax.axis("off")
-    for i in range(depth + 1):
-        ch = width * 2**i
-        h, w = hw[0] // (stride * 2**i), hw[1] // (stride * 2**i)
-        y = depth - i
-        ax.add_patch(plt.Rectangle((i * 1.1, y), 1.0, 0.7, color="#4c72b0", alpha=0.85))
-        ax.text(i * 1.1 + 0.5, y + 0.35, f"enc {i}\n{ch} ch\n{h}x{w}", ha="center", va="center", color="white",
-                fontsize=7)
-        if i < depth:
-            x = (2 * depth - i) * 1.1
-            ax.add_patch(plt.Rectangle((x, y), 1.0, 0.7, color="#dd8452", alpha=0.85))
-            ax.text(x + 0.5, y + 0.35, f"dec {i}\n{ch} ch", ha="center", va="center", color="white", fontsize=7)
-            join = "concat" if spec["name"] == "resunet" else "add"
-            ax.annotate("", xy=(x, y + 0.35), xytext=(i * 1.1 + 1.0, y + 0.35),
-                        arrowprops={"arrowstyle": "->", "color": "grey", "ls": "--"})
-            ax.text((i * 1.1 + 1.0 + x) / 2, y + 0.45, f"skip ({join})", ha="center", fontsize=6, color="grey")
-    ax.set_xlim(-0.2, (2 * depth + 1) * 1.1)
-    ax.set_ylim(-0.3, depth + 1)
-    ax.set_title(f"{spec['name']}: residual blocks down (stride 2), bilinear up + residual block; "
-                 f"1x1 head to classes" + (f"; stem stride {stride}" if stride > 1 else ""), fontsize=9)
-    fig.savefig(path, dpi=110, bbox_inches="tight")
-    plt.close(fig)
-
-
-def _detector_png(spec: dict[str, Any], path: Path) -> None:
-    args = spec["args"]
-    stages = [(f"{args.get('backbone', 'resnet50')}\n({args.get('norm', 'group')} norm)", "#4c72b0"),
-              ("FPN\nmulti-scale features", "#4c72b0"), ("RPN\nanchors " + str(list(args.get(
-                  "anchor_sizes", [32, 64, 128, 256, 512]))), "#55a868"), ("RoIAlign 7x7\nbox head: class + box",
-                                                                          "#dd8452"),
-              ("RoIAlign 14x14\nmask head: 28x28 mask", "#c44e52")]
-    fig, ax = plt.subplots(figsize=(10, 1.8))
-    ax.axis("off")
-    for i, (text, color) in enumerate(stages):
-        ax.add_patch(plt.Rectangle((i * 1.3, 0), 1.1, 0.8, color=color, alpha=0.85))
-        ax.text(i * 1.3 + 0.55, 0.4, text, ha="center", va="center", color="white", fontsize=7)
-        if i:
-            ax.annotate("", xy=(i * 1.3, 0.4), xytext=(i * 1.3 - 0.2, 0.4), arrowprops={"arrowstyle": "->"})
-    ax.set_xlim(-0.1, len(stages) * 1.3)
-    ax.set_ylim(-0.1, 1.0)
-    ax.set_title(f"{spec['name']}: two-stage instance segmentation, images resized to shorter side "
-                 f"{args.get('min_size', 256)} (at most {args.get('max_size', 1024)})", fontsize=9)
-    fig.savefig(path, dpi=110, bbox_inches="tight")
-    plt.close(fig)
+            "gflops": fc.get_total_flops() / 1e9, "hw": hw, "report": tasks.get(ckpt["model_spec"]["task"]).report()}
 
 
 def _plot(path: Path, title: str, ylabel: str, series: list[tuple[str, list[int], list[Any], str]]) -> None:
@@ -215,9 +157,9 @@ def _curve_pngs(runs: list[dict[str, Any]], out: Path) -> list[tuple[str, str]]:
 
 
 def _class_curves_png(run: dict[str, Any], path: Path) -> str | None:
-    """The per-class validation score (semantic ``val_iou``, instance ``val_ap``) over the epochs for the run's worst
-    test classes; None when the run recorded no per-class scores."""
-    key = "val_ap" if run["spec"]["task"] == "instance" else "val_iou"
+    """The per-class validation score (the task's per-class metric: IoU, AP) over the epochs for the run's worst
+    test classes; its label, or None when the run recorded no per-class scores."""
+    key, label = tasks.get(run["spec"]["task"]).per_class_metric
     if not any(isinstance(m.get(key), dict) for m in run["curve"]):
         return None
     seen = {n for m in run["curve"] for n in (m.get(key) or {})}
@@ -225,7 +167,6 @@ def _class_curves_png(run: dict[str, Any], path: Path) -> str | None:
     if not worst:
         last = run["curve"][-1].get(key) or {}
         worst = sorted((n for n, v in last.items() if v is not None), key=lambda n: last[n])[:WORST_SHOWN]
-    label = "AP" if key == "val_ap" else "IoU"
     ep = [m["epoch"] for m in run["curve"]]
     _plot(path, f"{run['name']}: validation {label} of the worst test classes", label,
           [(n, ep, [(m.get(key) or {}).get(n) for m in run["curve"]], "-") for n in worst])
@@ -321,7 +262,7 @@ def build_report(runs: list[str | Path], out: str | Path, gallery: int = 6, pdf:
             key = json.dumps(r["spec"], sort_keys=True)
             if key not in archs:
                 archs[key] = r
-                _architecture_png(r["spec"], r["hw"], tmp / f"arch_{len(archs)}.png")
+                r["report"].architecture_png(r["spec"], r["hw"], tmp / f"arch_{len(archs)}.png")
                 r["arch_png"] = f"arch_{len(archs)}.png"
             else:
                 r["arch_png"] = archs[key]["arch_png"]
@@ -340,12 +281,7 @@ def _cell(value: Any) -> str:
     return re.sub(r"\s*\n\s*", " ", str(value)).replace("|", "\\|")
 
 
-def _split_row(line: str) -> list[str]:
-    """The cells of one Markdown table row, ``\\|`` back to ``|`` (the inverse of ``_cell``)."""
-    return [c.strip().replace("\\|", "|") for c in re.split(r"(?<!\\)\|", line.strip()[1:-1])]
-
-
-def _table(header: list[str], rows: list[list[Any]]) -> str:
+def table(header: list[str], rows: list[list[Any]]) -> str:
     """The one table renderer: every cell escaped, so a value holding ``|`` stays in its column."""
     lines = ["| " + " | ".join(_cell(c) for c in header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(_cell(c) for c in row) + " |" for row in rows]
@@ -377,13 +313,8 @@ def _coverage(r: dict[str, Any], ds: DatasetVersion) -> dict[str, str]:
     cfg, spec, test = r["config"], r["spec"], r["test"]
     args = ", ".join(f"{k}={v}" for k, v in spec["args"].items())
     model = f"{spec['name']} ({spec['task']}; {args or 'default arguments'}), {r['params'] / 1e6:.2f} M parameters"
-    if spec["task"] == "instance":
-        terms = next((list(m["train_losses"]) for m in reversed(r["curve"]) if "train_losses" in m), [])
-        loss = "Mask R-CNN multi-task loss: " + (" + ".join(terms) or "RPN, box and mask terms")
-    else:
-        lc = cfg["loss"]
-        loss = (f"{lc['name']}, class weights {lc['class_weights'] if lc['class_weights'] is not None else 'none'}, "
-                f"label smoothing {lc['label_smoothing']}")
+    part = r["report"]
+    loss = part.loss(cfg, r["curve"])
     counts = ds.manifest["counts"] if r["info"]["dataset_version"] == ds.version else {}
     splits = ", ".join(f"{counts[s]['images']} {s}" for s in counts) if counts else ""
     data = (f"{r['info']['dataset_version']} ({splits} images); trained on '{cfg['data']['train_split']}', "
@@ -391,19 +322,12 @@ def _coverage(r: dict[str, Any], ds: DatasetVersion) -> dict[str, str]:
     a, augs = cfg["augment"], []
     if a.get("hflip"):
         augs.append(f"horizontal flip p={a['hflip']}")
-    if spec["task"] == "semantic" and list(a.get("scale", [1, 1])) != [1, 1]:
-        augs.append(f"scale {a['scale'][0]}-{a['scale'][1]} then crop")
-    if spec["task"] == "instance" and isinstance(spec["args"].get("min_size"), list):
-        augs.append(f"scale jitter (shorter side {spec['args']['min_size']})")
+    augs += part.geometric_augmentations(spec, a)
     if a.get("color"):
         augs.append(f"colour jitter p={a['color']} (brightness {a['brightness']}, contrast {a['contrast']}, "
                     f"saturation {a['saturation']}, hue {a['hue']})")
-    if spec["task"] == "instance" and a.get("copy_paste"):
-        augs.append(f"copy-paste p={a['copy_paste']}")
-    metrics = (["mIoU", "pixel accuracy", "mean Dice", "per-class IoU and Dice"] if "mIoU" in test and
-               spec["task"] == "semantic" else [])
-    if "segm" in test:
-        metrics += ["COCO mask AP", "box AP" if "bbox" in test else "", "thing-class mIoU (painted masks)"]
+    augs += part.mixing_augmentations(spec, a)
+    metrics = part.metrics(test)
     metrics.append(f"inference time ({test['timing']['device']})" if "timing" in test else "")
     fold = cfg["data"]["fold"]
     return {"model": model, "loss": loss, "data": data, "augmentations": "; ".join(augs) or "none",
@@ -421,14 +345,14 @@ def _markdown(runs: list[dict], ds: DatasetVersion, m: dict, expl: dict[str, str
     s += ["## Problem", "",
           f"Semantic segmentation of street scenes: every pixel gets one of {tax.num_classes} classes of the "
           f"'{tax.name}' taxonomy (pixels labelled void are ignored, value {tax.ignore_index}).", "",
-          _table(["index", "class", "colour", "instances"],
+          table(["index", "class", "colour", "instances"],
                  [[c.index, c.name, "#{:02x}{:02x}{:02x}".format(*c.color), "yes" if c.has_instances else ""]
                   for c in tax.classes]), ""]
     s += ["## Dataset", "", f"Version `{m['version']}` (created {m['created']}), split rule `{m['split']['mode']}` "
           f"(seed {m['split']['seed']}).", ""]
-    s += [_table(["source", "type", "root", "images", "content hash"],
+    s += [table(["source", "type", "root", "images", "content hash"],
                  [[x["name"], x["type"], x["root"], x["images"], x["content_hash"][:12]] for x in m["sources"]]), ""]
-    s += [_table(["class"] + [f"{sp} images" for sp in splits] + [f"{sp} instances" for sp in splits],
+    s += [table(["class"] + [f"{sp} images" for sp in splits] + [f"{sp} instances" for sp in splits],
                  [["(all)"] + [m["counts"][sp]["images"] for sp in splits]
                   + [m["counts"][sp]["instances"] for sp in splits]]
                  + [[c.name] + [m["counts"][sp]["images_per_class"].get(c.name, 0) for sp in splits]
@@ -446,7 +370,7 @@ def _markdown(runs: list[dict], ds: DatasetVersion, m: dict, expl: dict[str, str
         model_expl = {f"model.args.{k}": v for k, v in _model_args_help(r["spec"]).items()}
         reasons = _reasons(r["config"], defaults)
         s += [f"### {r['name']}", "", "Command:", "", "```", shown_command(r["info"].get("command", "")), "```", "",
-              _table(["key", "value", "meaning", "why"],
+              table(["key", "value", "meaning", "why"],
                      [[_code(k), _code(v), expl.get(k, model_expl.get(k, "")), reasons[k]]
                       for k, v in flatten({k: v for k, v in r["config"].items() if k != WHY}).items()]), ""]
     s += ["## Coverage (tick what you have checked)", "",
@@ -454,7 +378,7 @@ def _markdown(runs: list[dict], ds: DatasetVersion, m: dict, expl: dict[str, str
           "results.", ""]
     cover = {r["name"]: _coverage(r, ds) for r in runs}
     aspects = list(next(iter(cover.values())))
-    s += [_table(["aspect", *cover, "reviewed"], [[a, *(c[a] for c in cover.values()), "[ ]"] for a in aspects]), ""]
+    s += [table(["aspect", *cover, "reviewed"], [[a, *(c[a] for c in cover.values()), "[ ]"] for a in aspects]), ""]
     s += ["## Loss and metrics", "", DEFINITIONS, ""]
     s += ["## Curves", ""]
     s += [f"![{caption}]({name})" for name, caption in curves] + [""]
@@ -466,115 +390,53 @@ def _markdown(runs: list[dict], ds: DatasetVersion, m: dict, expl: dict[str, str
     s += ["## Comparison (test split)", "",
           "Semantic and instance runs share the thing-class mIoU (an instance model's masks painted into a class "
           "map, higher scores on top); mask AP is COCO's (IoU .50:.95), equal to pycocotools' COCOeval.", "",
-          _table(["run", "task", "model", "parameters", "best val", "test mIoU", "thing-class mIoU", "mask AP",
+          table(["run", "task", "model", "parameters", "best val", "test mIoU", "thing-class mIoU", "mask AP",
                   "mask AP50", "box AP", "ms / image", "train time"],
                  [[r["name"], r["spec"]["task"], r["spec"]["name"], f"{r['params'] / 1e6:.2f} M",
                    f"{r['info'].get('best_metric', 'mIoU')} "
                    f"{r['info'].get('best_value', r['info'].get('best_val_mIoU', float('nan'))):.4f}",
-                   _num(r["test"].get("mIoU")), _num(r["test"].get("things_mIoU")),
-                   _num(r["test"].get("segm", {}).get("AP")), _num(r["test"].get("segm", {}).get("AP50")),
-                   _num(r["test"].get("bbox", {}).get("AP")),
+                   num(r["test"].get("mIoU")), num(r["test"].get("things_mIoU")),
+                   num(r["test"].get("segm", {}).get("AP")), num(r["test"].get("segm", {}).get("AP50")),
+                   num(r["test"].get("bbox", {}).get("AP")),
                    f"{r['test']['timing']['ms_per_image_mean']:.1f} ({r['test']['timing']['device']})",
                    f"{r['info'].get('train_seconds', 0):.0f} s at {r['info'].get('train_images_per_second', 0)} img/s"]
                   for r in runs]), ""]
     s += ["## Worst classes", ""]
     for r in runs:
-        t = r["test"]
-        if r["spec"]["task"] == "instance":
-            ap, box = t["segm"]["per_class"], t.get("bbox", {}).get("per_class", {})
-            s += [f"### {r['name']} (mask AP per class)", "",
-                  _table(["class", "mask AP", "box AP", "IoU (painted)"],
-                         [[n, _num(ap.get(n)), _num(box.get(n)), _num(t["thing_iou"].get(n))]
-                          for n in t["worst_classes"]]), ""]
-            continue
-        pc = t["per_class"]
-        s += [f"### {r['name']}", "", _table(["class", "IoU", "Dice", "ground-truth pixels"],
-                                             [[n, f"{pc[n]['iou']:.4f}", f"{pc[n]['dice']:.4f}", pc[n]["gt_pixels"]]
-                                              for n in t["worst_classes"]]), ""]
+        s += r["report"].worst_classes(r["name"], r["test"])
     s += ["## Gallery (test images, image | ground truth | prediction)", ""]
     s += [f"![{g}](gallery/{g})" for g in gallery] + ["", "All: [gallery/index.html](gallery/index.html)", ""]
-    s += ["## Runtime environment", "", _table(["", ""], _environment()), ""]
+    s += ["## Runtime environment", "", table(["", ""], _environment()), ""]
     s += ["## References", ""] + [f"{i}. {b}" for i, b in enumerate(BIBLIOGRAPHY, 1)] + [""]
     return "\n".join(s)
 
 
-def _num(v: float | None) -> str:
+def num(v: float | None) -> str:
     return "-" if v is None or (isinstance(v, float) and np.isnan(v)) else f"{v:.4f}"
 
 
 _SAFE_URL = re.compile(r"^(https?://|[^:]*$)")  # web links and relative paths only (no javascript:, data:, ...)
 
 
+@functools.cache
+def _md() -> MarkdownIt:
+    """CommonMark with tables, raw HTML off (a config value or a reason is user input, shown as text), and links and
+    images only to web or relative addresses."""
+    md = MarkdownIt("commonmark", {"html": False}).enable("table")
+    md.validateLink = lambda url: bool(_SAFE_URL.match(url.strip()))
+    return md
+
+
 def _inline(text: str) -> str:
-    """Markdown inline syntax as HTML. Code spans are taken out first, so a value shown as code never becomes a
-    link or bold text; only web and relative URLs become links or images (a config value is user input)."""
-    spans: list[str] = []
-
-    def keep(m: re.Match[str]) -> str:
-        body = m.group(2)
-        if body.startswith(" ") and body.endswith(" ") and body.strip():
-            body = body[1:-1]
-        spans.append(f"<code>{html.escape(body)}</code>")
-        return f"\0{len(spans) - 1}\0"
-
-    text = re.sub(r"(`+)(.+?)(?<!`)\1(?!`)", keep, text)
-    text = html.escape(text)
-
-    def link(m: re.Match[str], image: bool) -> str:
-        label, url = m.group(1), html.unescape(m.group(2))
-        if not _SAFE_URL.match(url):
-            return m.group(0)
-        url = html.escape(url)
-        return f'<img alt="{label}" src="{url}">' if image else f'<a href="{url}">{label}</a>'
-
-    text = re.sub(r"!\[([^\]]*)\]\(([^)]+)\)", lambda m: link(m, True), text)
-    text = re.sub(r"\[([^\]]+)\]\(([^)]+)\)", lambda m: link(m, False), text)
-    text = re.sub(r"\*\*([^*]+)\*\*", r"<strong>\1</strong>", text)
-    return re.sub(r"\0(\d+)\0", lambda m: spans[int(m.group(1))], text)
-
-
-def _td(cell: str) -> str:
-    """A table cell's HTML; a reviewer's ``[ ]`` becomes a checkbox."""
-    return '<input type="checkbox">' if cell == "[ ]" else _inline(cell)
+    """One line of Markdown as inline HTML."""
+    return _md().renderInline(text)
 
 
 def _html(md: str, title: str) -> str:
-    """The report's Markdown (headings, tables, lists, code blocks, images) as one self-contained page."""
-    out, in_code, table, in_list = [], False, [], False
-    for line in md.splitlines() + [""]:
-        if line.startswith("```"):
-            out.append("</pre>" if in_code else "<pre>")
-            in_code = not in_code
-            continue
-        if in_code:
-            out.append(html.escape(line))
-            continue
-        if line.startswith("|"):
-            table.append(line)
-            continue
-        if table:
-            rows = [_split_row(r) for r in table if not r.startswith("|---")]
-            out.append("<table><tr>" + "".join(f"<th>{_inline(c)}</th>" for c in rows[0]) + "</tr>"
-                       + "".join("<tr>" + "".join(f"<td>{_td(c)}</td>" for c in r) + "</tr>" for r in rows[1:])
-                       + "</table>")
-            table = []
-        is_item = bool(re.match(r"^(- |\d+\. )", line)) or (in_list and line.startswith("  "))
-        if in_list and not is_item:
-            out.append("</ul>")
-            in_list = False
-        if m := re.match(r"^(#+) (.*)$", line):
-            out.append(f"<h{len(m.group(1))}>{_inline(m.group(2))}</h{len(m.group(1))}>")
-        elif re.match(r"^(- |\d+\. )", line):
-            if not in_list:
-                out.append("<ul>")
-                in_list = True
-            out.append("<li>" + _inline(re.sub(r"^(- |\d+\. )", "", line)))
-        elif in_list and line.startswith("  "):
-            out.append(_inline(line))
-        elif line.strip():
-            out.append(f"<p>{_inline(line)}</p>")
+    """The report's Markdown as one self-contained page; a reviewer's ``[ ]`` table cell becomes a checkbox."""
+    body = _md().render(md).replace("<td>[ ]</td>", '<td><input type="checkbox"></td>')
     style = ("body{font-family:sans-serif;max-width:1100px;margin:2em auto;line-height:1.4}"
              "table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:2px 6px;font-size:13px}"
              "img{max-width:100%}pre{background:#f4f4f4;padding:.5em;overflow-x:auto}")
     return (f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
-            f"<style>{style}</style></head><body>\n" + "\n".join(out) + "\n</body></html>\n")
+            f"<style>{style}</style></head><body>\n" + body + "\n</body></html>\n")

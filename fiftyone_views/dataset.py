@@ -4,7 +4,10 @@ Each sample holds the image, the ground truth and the prediction as ``fo.Segment
 ``prediction``), the instances as ``fo.Detections`` with masks (``gt_instances``, ``pred_instances``, each
 detection marked ``eval`` = tp / fp / fn as FiftyOne's own evaluations do), and scores computed with SegLoop's
 confusion matrix — ``miou``, ``dice``, ``pixel_acc``, ``class_iou.<class>`` — plus instance ``tp`` / ``fp`` /
-``fn`` and ``instance_errors`` (FP + FN). FiftyOne's own ``evaluate_segmentations`` gives no per-sample IoU, and its
+``fn`` and ``instance_errors`` (FP + FN). A run that scores its detections has every detection the evaluation scored
+in ``pred_instances``, with its ``confidence``; TP / FP / FN count those at or above the evaluation's threshold (as
+``per_image.csv``), the others are marked ``below_threshold``, and the saved view ``confident_detections`` and the
+worst views show the confident ones only. FiftyOne's own ``evaluate_segmentations`` gives no per-sample IoU, and its
 per-sample Dice is a running total; these fields match ``per_image.csv`` exactly.
 
 The App draws mask value 0 as transparent background, and Cityscapes' train index 0 is ``road``: masks are
@@ -30,17 +33,12 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
+import tasks
 from core.errors import SegLoopError
 from core.fsio import atomic_dir, read_label, save_png
 from core.metrics import confusion, scores_from_matrix
 from core.services import owner_alive
-from evaluate.instances import (
-    InstanceMatch,
-    coco_instances,
-    components_as_instances,
-    load_instance_results,
-    match_instances,
-)
+from evaluate.instances import InstanceMatch, coco_instances, match_instances
 from evaluate.results import EvalResults
 from ingest.coco import category_id
 from ingest.records import Instance
@@ -156,16 +154,20 @@ def detections(fo, instances: list[Instance], status: list[str], ious: list[floa
     return fo.Detections(detections=dets)
 
 
-def _predicted_instances(image_id: int, pred: np.ndarray, uncertainty: np.ndarray | None, taxonomy: Taxonomy,
-                         results: dict[int, list[dict]] | None) -> tuple[list[Instance], str]:
-    """Predicted instances of one image, and where they come from."""
-    if results is not None:
-        return coco_instances(results.get(image_id, [])), "instances.json"
-    return components_as_instances(pred, taxonomy, uncertainty), "semantic components"
+def _match(triage: Any, gt: list[Instance], pred: list[Instance]) -> InstanceMatch:
+    """Ground truth matched to the predictions the evaluation counted (scored at least its threshold, as its
+    per-image TP / FP / FN); the others are kept with the status ``below_threshold``, for the App's slider."""
+    cut = triage.score_threshold
+    counted = [i for i, p in enumerate(pred) if cut is None or p.score is None or p.score >= cut]
+    sub = match_instances(gt, [pred[i] for i in counted])
+    m = InstanceMatch(["below_threshold"] * len(pred), sub.gt_status, [0.0] * len(pred))
+    for k, i in enumerate(counted):
+        m.pred_status[i], m.pred_iou[i] = sub.pred_status[k], sub.pred_iou[k]
+    return m
 
 
-def _sample(fo, res: EvalResults, row: dict[str, Any], im: dict[str, Any], gt_anns: list[dict],
-            results: dict[int, list[dict]] | None, tmp: Path, masks_dir: Path):
+def _sample(fo, res: EvalResults, triage: Any, row: dict[str, Any], im: dict[str, Any], gt_anns: list[dict],
+            tmp: Path, masks_dir: Path):
     """One FiftyOne sample: masks written for the App under ``tmp`` (later ``masks_dir``), scores, instances."""
     ds, tax = res.version, res.version.taxonomy
     label, pred = ds.load_semantic(im), res.prediction(row)
@@ -179,9 +181,9 @@ def _sample(fo, res: EvalResults, row: dict[str, Any], im: dict[str, Any], gt_an
     unc_path = res.uncertainty_path(row)
     unc = read_label(unc_path) if unc_path else None
     gt_inst = coco_instances(gt_anns)
-    pred_inst, instance_source = _predicted_instances(int(im["id"]), pred, unc, tax, results)
-    m: InstanceMatch = match_instances(gt_inst, pred_inst)
-    scores = sample_scores(pred, label, tax, things_only=res.metrics.get("task") == "instance")
+    pred_inst = triage.predicted_instances(im, pred, unc)
+    m = _match(triage, gt_inst, pred_inst)
+    scores = sample_scores(pred, label, tax, things_only=triage.things_only)
     sample = fo.Sample(
         filepath=str(ds.image_path(im)), tags=[res.split], key=row["key"], sha256=im["sha256"],
         group=im.get("group"), source=im.get("source"),
@@ -193,7 +195,7 @@ def _sample(fo, res: EvalResults, row: dict[str, Any], im: dict[str, Any], gt_an
         class_iou=fo.DynamicEmbeddedDocument(**scores["class_iou"]),
         tp=m.tp, fp=m.fp, fn=m.fn, instance_errors=m.fp + m.fn,
         mean_uncertainty=float(unc.mean() / 255) if unc is not None else None)
-    return sample, instance_source
+    return sample
 
 
 def load_run(run: str | Path, split: str = "test", db_dir: str | Path | None = None, tag_k: int = 10,
@@ -214,7 +216,8 @@ def load_run(run: str | Path, split: str = "test", db_dir: str | Path | None = N
         pid = fo.load_dataset(tmp_name).info.get("loader_pid")
         raise SegLoopError(f"another load of '{name}' is running (process {pid})", path=res.run_dir,
                            fix="wait for it to finish, or stop it and load again")
-    results = load_instance_results(res.dir, res.metrics.get("score_threshold"))
+    triage = tasks.get(res.metrics.get("task")).triage(res)
+    instance_source = triage.instance_source
     gt_by_image: dict[int, list[dict]] = {}
     for a in ds.coco(split)["annotations"]:
         gt_by_image.setdefault(int(a["image_id"]), []).append(a)
@@ -228,11 +231,10 @@ def load_run(run: str | Path, split: str = "test", db_dir: str | Path | None = N
             dataset = fo.Dataset(tmp_name)
             dataset.info = {"loader_pid": os.getpid(), "loader_host": socket.gethostname()}
             dataset.save()
-            samples, instance_source = [], ""
+            samples = []
             for row in tqdm(res.rows, desc=f"loading {name} into FiftyOne", disable=not progress):
                 im = res.image(row)
-                sample, instance_source = _sample(fo, res, row, im, gt_by_image.get(int(im["id"]), []), results,
-                                                  tmp, masks_dir)
+                sample = _sample(fo, res, triage, row, im, gt_by_image.get(int(im["id"]), []), tmp, masks_dir)
                 samples.append(sample)
                 if len(samples) == ADD_BATCH:  # bounded memory: instance masks add up on large splits
                     dataset.add_samples(samples, dynamic=True, progress=False)
@@ -242,8 +244,7 @@ def load_run(run: str | Path, split: str = "test", db_dir: str | Path | None = N
             _configure(fo, dataset, tax)
             dataset.info = {**dataset.info, "run": str(res.run_dir), "split": split, "dataset_version": ds.version,
                             "taxonomy": tax.name, "instances_from": instance_source,
-                            "split_mIoU": res.metrics.get("mIoU", res.metrics.get("things_mIoU")),
-                            "split_mask_AP": res.metrics.get("segm", {}).get("AP"),
+                            **triage.headline(), "score_threshold": res.metrics.get("score_threshold"),
                             "worst_classes": res.metrics["worst_classes"],
                             "masks": str(masks_dir), "loaded": time.strftime("%Y-%m-%dT%H:%M:%S")}
             views = save_views(dataset, res, tag_k)

@@ -4,6 +4,9 @@
 - ``worst_instances``: samples with instance mistakes, most FP + FN first (then lowest mIoU);
 - ``class_<name>_fails``: for the split's three worst classes, the samples where the class is in the ground
   truth or the prediction, lowest IoU of that class first;
+- ``confident_detections`` (runs whose detections carry scores): every sample, its predicted instances filtered to
+  the evaluation's score threshold; the worst views show the same filter. The dataset itself holds every detection
+  the evaluation scored, with its confidence, so the App's confidence slider reaches below the threshold;
 - ``random_100``: 100 samples picked from their content hashes, the same images as
   ``fiftyone_views triptychs --seed 0``, whenever the dataset is rebuilt from the same version.
 
@@ -26,20 +29,28 @@ RELABEL_TAG = "relabel"
 RANDOM_N = 100
 
 
-def worst_views(dataset, worst_classes: list[str]) -> dict[str, Any]:
-    """The sorted triage views of a loaded dataset (ties broken by key, so the order is reproducible)."""
+CONFIDENT_VIEW = "confident_detections"
+
+
+def worst_views(dataset, worst_classes: list[str], score_threshold: float | None = None) -> dict[str, Any]:
+    """The sorted triage views of a loaded dataset (ties broken by key, so the order is reproducible). With
+    ``score_threshold``, each view shows the predicted instances scored at least that (the detections its TP / FP /
+    FN counted), and ``confident_detections`` is every sample so filtered."""
     from fiftyone import ViewField as F
 
     from fiftyone_views.dataset import field_name
 
-    views = {
-        "worst_miou": dataset.exists("miou").sort_by([("miou", 1), ("key", 1)]),
-        "worst_instances": dataset.match(F("instance_errors") > 0).sort_by(
-            [("instance_errors", -1), ("miou", 1), ("key", 1)]),
-    }
+    base = dataset
+    views: dict[str, Any] = {}
+    if score_threshold is not None:
+        base = dataset.filter_labels("pred_instances", F("confidence") >= score_threshold, only_matches=False)
+        views[CONFIDENT_VIEW] = base
+    views["worst_miou"] = base.exists("miou").sort_by([("miou", 1), ("key", 1)])
+    views["worst_instances"] = base.match(F("instance_errors") > 0).sort_by(
+        [("instance_errors", -1), ("miou", 1), ("key", 1)])
     for cls in worst_classes[:3]:
         f = f"class_iou.{field_name(cls)}"
-        views[f"class_{field_name(cls)}_fails"] = dataset.exists(f).sort_by([(f, 1), ("key", 1)])
+        views[f"class_{field_name(cls)}_fails"] = base.exists(f).sort_by([(f, 1), ("key", 1)])
     return views
 
 
@@ -47,10 +58,10 @@ def save_views(dataset, res: EvalResults, tag_k: int = 10) -> dict[str, int]:
     """Save the triage views on the dataset and tag the worst samples; returns each view's size."""
     dataset.untag_samples([RELABEL_TAG])
     sizes = {}
-    for name, view in worst_views(dataset, res.metrics["worst_classes"]).items():
+    for name, view in worst_views(dataset, res.metrics["worst_classes"], res.metrics.get("score_threshold")).items():
         dataset.save_view(name, view, overwrite=True)
         sizes[name] = len(view)
-        if tag_k > 0:
+        if tag_k > 0 and name != CONFIDENT_VIEW:
             view.limit(tag_k).tag_samples([name, RELABEL_TAG])
     ids, shas = dataset.values(["id", "sha256"])
     picked = [ids[i] for i in identity_order(shas, 0)[:RANDOM_N]]

@@ -39,3 +39,17 @@ def check_polygon(points: Any, path: str | Path | None, where: str = "polygon") 
         raise SegLoopError(f"{where}: a polygon needs at least {MIN_POINTS} points, got {len(points)}", path=path,
                            fix=_FIX)
     return np.asarray(points, dtype=np.float64)
+
+
+MIN_COMPONENT_PIXELS = 16  # specks of a predicted class map are not objects
+
+
+def mask_components(mask: np.ndarray, min_pixels: int = MIN_COMPONENT_PIXELS) -> list[np.ndarray]:
+    """The 8-connected components of a boolean mask, each at least ``min_pixels`` pixels: what a class map's
+    objects are. Triage counts them as instances and Label Studio pre-annotations outline them, with this one
+    rule, so the labeling loop and triage see the same objects."""
+    import cv2
+
+    n, comp = cv2.connectedComponents(mask.astype(np.uint8), connectivity=8)
+    parts = [comp == k for k in range(1, n)]
+    return [p for p in parts if int(p.sum()) >= min_pixels]

@@ -183,7 +183,7 @@ def test_upload_import_for_a_remote_server(client, demo_version, tmp_path):
 
 
 def test_things_become_one_polygon_per_instance():
-    from annotate.project import prediction_result
+    from tasks.semantic.labelstudio import semantic_regions as prediction_result
 
     pred = np.full((40, 60), TAX.index_of("road"), np.uint8)
     pred[5:15, 5:15] = TAX.index_of("car")

@@ -26,7 +26,7 @@ from core.errors import SegLoopError, run_cli
 from core.fsio import read_label
 from evaluate import demo_app as lib
 from evaluate.__main__ import main as evaluate_main
-from evaluate.instance_eval import instance_uncertainty, paint_instances
+from tasks.instance.results import instance_uncertainty, paint_instances
 from tests.browser import launch
 from tests.conftest import ROOT
 from tests.netutil import LOOPBACK, free_port, listening_addresses

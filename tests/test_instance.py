@@ -119,12 +119,22 @@ def test_fiftyone_shows_the_models_instances_and_ranks_by_its_errors(fiftyone_db
     rows = {r["key"]: r for r in csv.DictReader(open(run / "eval" / "test" / "per_image.csv"))}
     threshold = result["score_threshold"]
     results = json.loads((run / "eval" / "test" / "instances.json").read_text())
+    confident_view = {s["key"]: s for s in ds.load_saved_view("confident_detections")}
+    assert len(confident_view) == len(ds)
     for sample in ds:
         row = rows[sample["key"]]
         assert (sample["tp"], sample["fp"], sample["fn"]) == (int(row["tp"]), int(row["fp"]), int(row["fn"]))
-        confident = [r for r in results if r["image_id"] == int(row["image_id"]) and r["score"] >= threshold]
+        scored = sorted(r["score"] for r in results if r["image_id"] == int(row["image_id"]))
         shown = sample["pred_instances"].detections if sample["pred_instances"] else []
-        assert len(shown) == len(confident)
+        # every detection the evaluation scored is in FiftyOne, with its confidence, for the App's slider
+        assert sorted(d["confidence"] for d in shown) == pytest.approx(scored)
+        below = [d for d in shown if d["confidence"] < threshold]
+        assert all(d["eval"] == "below_threshold" for d in below)
+        assert all(d["eval"] in ("tp", "fp", "crowd") for d in shown if d["confidence"] >= threshold)
+        # the saved view (and the worst views) show the confident ones: those its TP / FP counted
+        view_dets = confident_view[sample["key"]]["pred_instances"]
+        kept = view_dets.detections if view_dets else []
+        assert len(kept) == sum(s >= threshold for s in scored)
         assert set(sample["class_iou"].to_dict()) - {"_cls"} <= {"person", "rider", "car", "truck", "bus", "train",
                                                                  "motorcycle", "bicycle"}
     worst = ds.load_saved_view("worst_instances")
@@ -174,7 +184,7 @@ def test_label_studio_gets_one_polygon_per_instance_and_next_ranks_by_instance_u
     assert main(["import", "--project", "instances", "--images", str(pool)]) == 0
     assert main(["predict", "--project", "instances", "--run", str(instance_run.run_dir)]) == 0
     project = client.project_by_title("instances")
-    from annotate.project import mask_polygons
+    from annotate.regions import mask_polygons
     from ingest.coco import decode_rle
 
     tasks = client.tasks(project["id"])

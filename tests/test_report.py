@@ -44,7 +44,7 @@ def test_a_chromium_that_does_not_start_is_a_clear_error(tmp_path):
 
 def test_only_web_and_relative_links_render():
     assert _inline("[x](https://a.example/b)") == '<a href="https://a.example/b">x</a>'
-    assert _inline("![i](img/a.png)") == '<img alt="i" src="img/a.png">'
+    assert _inline("![i](img/a.png)") == '<img src="img/a.png" alt="i" />'
     assert "<a" not in _inline("[click](javascript:alert(1))") and "<img" not in _inline("![i](data:x)")
 
 

@@ -36,12 +36,12 @@ def test_instance_val_losses_per_term_and_model_untouched(instance_run):
 def test_instance_validation_loss_keeps_the_rng_and_the_mode(instance_run, demo_version):
     """Computing the loss in train mode changes no running statistic, leaves the model in eval mode, and draws
     nothing from the caller's RNG once the hook isolates it (the engine does so for every validation)."""
+    import tasks
     from train.checkpoint import load_model
-    from train.tasks import TASKS
 
     model, ckpt = load_model(instance_run.run_dir / "checkpoints" / "last.pt")
     model.eval()
-    task = TASKS.get("instance")(ckpt["config"], demo_version.taxonomy, torch.device("cpu"), False, False)
+    task = tasks.get("instance").training()(ckpt["config"], demo_version.taxonomy, torch.device("cpu"), False, False)
     _, val = task.datasets(demo_version, None, "val", None)
     batch = task.collate([val[0], val[1]])
     before = {k: v.clone() for k, v in model.state_dict().items()}

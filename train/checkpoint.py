@@ -22,9 +22,10 @@ import numpy as np
 import torch
 from torch import nn
 
+import tasks
 from core.errors import SegLoopError
 from core.fsio import atomic_path
-from core.runs import find_checkpoint
+from core.runs import DEFAULT_TASK, find_checkpoint
 from train.models.registry import INIT_ONLY_ARGS
 
 # NumPy arrays in checkpoints of earlier SegLoop versions (their RNG state): array reconstruction only, no code
@@ -95,7 +96,7 @@ def normalize_spec(spec: dict[str, Any]) -> dict[str, Any]:
     """``{task, name, args}``; checkpoints written before tasks existed stored ``{name, **args}`` (semantic)."""
     if "args" in spec and "task" in spec:
         return spec
-    return {"task": "semantic", "name": spec["name"],
+    return {"task": DEFAULT_TASK, "name": spec["name"],
             "args": {k: v for k, v in spec.items() if k not in ("name", "task", "args")}}
 
 
@@ -126,9 +127,7 @@ def check_compatible(ckpt: dict[str, Any], spec: dict[str, Any], class_names: li
 def architecture(spec: dict[str, Any]) -> dict[str, Any]:
     """A spec's arguments with the model's defaults filled in and initialisation-only ones left out: what two
     checkpoints must share to hold weights of the same shapes (``{}`` and ``{width: 16}`` are the same resunet)."""
-    from train.tasks import TASKS
-
-    models = TASKS.get(spec["task"]).models
+    models = tasks.get(spec["task"]).training().models
     if spec["name"] not in models:
         return dict(spec["args"])
     full = {**models.defaults(spec["name"], ("num_classes",)), **spec["args"]}
@@ -137,9 +136,7 @@ def architecture(spec: dict[str, Any]) -> dict[str, Any]:
 
 def build_from_spec(spec: dict[str, Any], num_classes: int) -> nn.Module:
     """A checkpoint's model with its initial weights untouched (the checkpoint's own replace them)."""
-    from train.tasks import TASKS
-
-    task = TASKS.get(spec["task"])
+    task = tasks.get(spec["task"]).training()
     args = {k: v for k, v in spec["args"].items() if k not in INIT_ONLY_ARGS}
     return task.models.build(spec["name"], args, num_classes=task.num_outputs(num_classes))
 

@@ -13,6 +13,7 @@ from typing import Any
 
 from core.config import Rule, resolve_config
 from core.names import name_problem
+from tasks import TASK_NAMES
 
 ROOT = Path(__file__).resolve().parent.parent
 TRAIN_DEFAULT = ROOT / "configs" / "train" / "default.yaml"
@@ -78,8 +79,6 @@ def class_weights_problem(value: Any) -> str | None:
 def _ordered_range(value: Any) -> str | None:
     return None if value[0] <= value[1] else f"must be [low, high] with low <= high, got {value!r}"
 
-
-TASK_NAMES = ("semantic", "instance")  # train/tasks/__init__.py TASKS
 
 RULES: dict[str, Rule] = {
     "task": Rule(choices=TASK_NAMES),

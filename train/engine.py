@@ -27,6 +27,7 @@ from torch.utils.data import DataLoader, DistributedSampler, RandomSampler
 from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
+import tasks
 from core.config import dump_yaml, flatten
 from core.errors import SegLoopError
 from core.fsio import write_json_atomic, write_text_atomic
@@ -45,7 +46,7 @@ from train.config import WHY, train_command
 from train.data import worker_init
 from train.infer import pick_device
 from train.schedule import WarmupSchedule
-from train.tasks import TASKS, Task
+from train.task import Task
 
 
 @dataclass
@@ -139,7 +140,7 @@ class Trainer:
             torch.backends.cudnn.benchmark = True
         seed_everything(tc["seed"] + self.rank)
 
-        task_cls = TASKS.get(cfg["task"])  # model name and arguments fail here, before any dataset is built
+        task_cls = tasks.get(cfg["task"]).training()  # model name and arguments fail here, before any dataset is built
         task_cls.models.check_args(cfg["model"]["name"], dict(cfg["model"]["args"] or {}), ("num_classes",))
         resume = cfg["resume"]
         self.ckpt: dict[str, Any] | None = None

@@ -20,10 +20,10 @@ from train.engine import train
 
 def print_models() -> None:
     """Every registered model per task, with each argument's default and meaning (``model.name``, ``model.args``)."""
-    from train.tasks import TASKS
+    import tasks
 
-    for task in TASKS.names():
-        models = TASKS.get(task).models
+    for task in tasks.TASK_NAMES:
+        models = tasks.get(task).training().models
         print(f"task={task}")
         for name in models.names():
             help_ = models.describe(name)

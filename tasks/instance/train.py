@@ -15,7 +15,7 @@ from metrics.coco import STAT_NAMES, CocoInstanceEvaluator
 from train.infer import autocast_for
 from train.instance_data import GroupedBatchSampler, InstanceDataset, aspect_groups, collate_instances
 from train.models import INSTANCE_MODELS
-from train.tasks.base import Task
+from train.task import Task
 
 MASK_THRESHOLD = 0.5  # mask probability above which a pixel belongs to the instance (torchvision's convention)
 

@@ -15,7 +15,7 @@ from train.data import SplitDataset, build_augment, collate, normalize, resize_i
 from train.infer import autocast_for, predict_logits, use_channels_last
 from train.losses import build_loss
 from train.models import SEMANTIC_MODELS
-from train.tasks.base import Task
+from train.task import Task
 
 
 class BatchSemSegEvaluator(SemSegEvaluator):

@@ -1,10 +1,10 @@
-"""The task seam: what differs between semantic and instance segmentation, behind one interface.
+"""The training half of the task seam: what the training loop asks of a task.
 
-The training loop (train/engine.py) knows nothing of labels, models or metrics. A task supplies its datasets and
-collate, its model registry, a train step returning named losses, a detectron2-style evaluator (reset / process /
-evaluate) with the inference that feeds it, and the metric that picks ``best.pt``. What ``evaluate run`` writes
-for a task (prediction files, per-image scores) is its predictor in ``evaluate/`` (keyed by the task's name), which
-reuses the task's inference. A new model is one module registered in its task's registry.
+The training loop (train/engine.py) knows nothing of labels, models or metrics. A task's training part supplies its
+datasets and collate, its model registry, a train step returning named losses, a detectron2-style evaluator
+(reset / process / evaluate) with the inference that feeds it, and the metric that picks ``best.pt``. Each task's
+subclass lives in its own package under ``tasks/`` (``tasks/<name>/train.py``), beside that task's evaluation and
+reader parts; ``tasks.get(name).training()`` finds it.
 """
 
 from __future__ import annotations
