@@ -5,13 +5,11 @@ from __future__ import annotations
 import xml.etree.ElementTree as ET
 from xml.sax.saxutils import quoteattr
 
-from ingest.taxonomy import Taxonomy
+from ingest.taxonomy import Taxonomy, hex_color
 
 TOOLS = {"polygon": "PolygonLabels", "brush": "BrushLabels"}
 
 
-def hex_color(rgb: tuple[int, int, int]) -> str:
-    return "#{:02x}{:02x}{:02x}".format(*rgb)
 
 
 def labeling_config(taxonomy: Taxonomy, tools: list[str]) -> str:

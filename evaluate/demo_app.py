@@ -31,7 +31,7 @@ from core.errors import SegLoopError
 from core.runs import DEFAULT_TASK, Run, dataset_ref
 from evaluate.app_server import check_trained
 from evaluate.inference import Inference, load_for_inference
-from ingest.taxonomy import ClassDef, Taxonomy
+from ingest.taxonomy import ClassDef, Taxonomy, hex_color
 from ingest.version import DatasetVersion, resolve_version
 from tasks.instance.results import SCORE_THRESHOLD
 from train.data import resize_image
@@ -109,7 +109,7 @@ class LegendRow:
 
     @property
     def hex(self) -> str:
-        return "#{:02x}{:02x}{:02x}".format(*self.color)
+        return hex_color(self.color)
 
 
 # ----------------------------------------------------------------------------------------------------- runs

@@ -346,7 +346,7 @@ def _markdown(runs: list[dict], ds: DatasetVersion, m: dict, expl: dict[str, str
           f"Semantic segmentation of street scenes: every pixel gets one of {tax.num_classes} classes of the "
           f"'{tax.name}' taxonomy (pixels labelled void are ignored, value {tax.ignore_index}).", "",
           table(["index", "class", "colour", "instances"],
-                 [[c.index, c.name, "#{:02x}{:02x}{:02x}".format(*c.color), "yes" if c.has_instances else ""]
+                 [[c.index, c.name, c.hex, "yes" if c.has_instances else ""]
                   for c in tax.classes]), ""]
     s += ["## Dataset", "", f"Version `{m['version']}` (created {m['created']}), split rule `{m['split']['mode']}` "
           f"(seed {m['split']['seed']}).", ""]

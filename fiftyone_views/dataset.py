@@ -42,7 +42,7 @@ from evaluate.instances import InstanceMatch, coco_instances, match_instances
 from evaluate.results import EvalResults
 from ingest.coco import category_id
 from ingest.records import Instance
-from ingest.taxonomy import Taxonomy
+from ingest.taxonomy import Taxonomy, hex_color
 
 SEMANTIC_FIELDS = ["ground_truth", "prediction"]
 INSTANCE_FIELDS = ["gt_instances", "pred_instances"]
@@ -103,8 +103,6 @@ def mask_targets(taxonomy: Taxonomy) -> dict[int, str]:
     return {category_id(c.index): c.name for c in taxonomy.classes}
 
 
-def hex_color(rgb: tuple[int, int, int] | list[int]) -> str:
-    return "#{:02x}{:02x}{:02x}".format(*rgb)
 
 
 def sample_scores(pred: np.ndarray, label: np.ndarray, taxonomy: Taxonomy, things_only: bool = False

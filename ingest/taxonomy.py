@@ -34,6 +34,15 @@ class ClassDef:
     color: tuple[int, int, int]
     has_instances: bool = False
 
+    @property
+    def hex(self) -> str:
+        return hex_color(self.color)
+
+
+def hex_color(rgb: tuple[int, int, int] | list[int]) -> str:
+    """``#rrggbb`` of an RGB colour: how Label Studio, FiftyOne, the app and the report all name a class colour."""
+    return "#{:02x}{:02x}{:02x}".format(*rgb)
+
 
 @dataclass(frozen=True)
 class CityscapesLabel:
