@@ -4,7 +4,8 @@
 ``instances.json`` (COCO results: RLE masks, boxes, scores), ``metrics.json`` (mask and box AP, AP50, AP75, APs/m/l,
 AR, per-class AP; the thing classes' IoU from the painted instances, so semantic and instance runs share one
 comparison table), ``per_class.csv``, ``per_image.csv`` (TP / FP / FN at IoU 0.5 of the detections scored at least
-``SCORE_THRESHOLD``, the image's thing-class mIoU), ``pred/<image>.png`` (the painted instances as train indices,
+``SCORE_THRESHOLD``, matched by ``evaluate.instances.match_instances`` as FiftyOne's samples are, so the two never
+disagree; the image's thing-class mIoU), ``pred/<image>.png`` (the painted instances as train indices,
 255 where no instance) and ``index.json`` (what ``annotate`` reads).
 """
 
@@ -21,8 +22,9 @@ from tqdm import tqdm
 from core.fsio import read_image, save_png, sha256_file, write_json_atomic
 from core.runs import write_index
 from evaluate.inference import Inference, fmt, show
+from evaluate.instances import coco_instances, match_instances
 from ingest.version import DatasetVersion
-from metrics.coco import CocoInstanceEvaluator, evaluate_instances, outputs_to_results
+from metrics.coco import CocoInstanceEvaluator, outputs_to_results
 from tasks.instance.results import SCORE_THRESHOLD, ThingIoU, instance_uncertainty, paint_instances
 
 
@@ -58,6 +60,9 @@ class InstanceEvaluation:
         coco = ds.coco(split)
         evaluator = CocoInstanceEvaluator(coco)
         things = ThingIoU(tax)
+        gt_by_image: dict[int, list[dict[str, Any]]] = {}
+        for a in coco["annotations"]:
+            gt_by_image.setdefault(int(a["image_id"]), []).append(a)
         (tmp / "pred").mkdir()
         times: list[float] = []
         rows: list[dict[str, Any]] = []
@@ -70,19 +75,16 @@ class InstanceEvaluation:
             name = im["key"].replace("/", "__") + ".png"
             save_png(tmp / "pred" / name, pred)
             miou = things.process(pred, ds.load_semantic(im))
+            confident = [r for r in results if r["score"] >= SCORE_THRESHOLD]
+            m = match_instances(coco_instances(gt_by_image.get(int(im["id"]), [])), coco_instances(confident))
             rows.append({"image_id": im["id"], "key": im["key"], "file": im["file_name"],
-                         "prediction": f"pred/{name}", "mIoU": miou,
-                         "detections": sum(r["score"] >= SCORE_THRESHOLD for r in results)})
+                         "prediction": f"pred/{name}", "tp": m.tp, "fp": m.fp, "fn": m.fn,
+                         "instance_errors": m.fp + m.fn, "detections": len(confident), "mIoU": miou})
             index[im["sha256"]] = {"image": str(ds.image_path(im)), "prediction": f"pred/{name}",
                                    "uncertainty": None, "mean_uncertainty": instance_uncertainty(results),
                                    "image_id": im["id"], "score_threshold": SCORE_THRESHOLD}
         metrics = evaluator.evaluate()
         metrics.pop("per_image")
-        confident = [r for r in evaluator.results() if r["score"] >= SCORE_THRESHOLD]
-        per_image = {p["image_id"]: p for p in evaluate_instances(evaluator.gt, confident, ["segm"])["segm"].per_image}
-        for row in rows:
-            p = per_image.get(row["image_id"], {"tp": 0, "fp": 0, "fn": 0})
-            row.update(tp=p["tp"], fp=p["fp"], fn=p["fn"], instance_errors=p["fp"] + p["fn"])
         metrics.update(things.evaluate())
         metrics["score_threshold"] = SCORE_THRESHOLD
         per_class = metrics["segm"]["per_class"]
