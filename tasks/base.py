@@ -18,6 +18,15 @@ def _load(ref: str) -> Any:
     return getattr(importlib.import_module(module), attr)
 
 
+PART_MODULES = {"train": "Task", "evaluate": "Evaluation", "app": "App", "triage": "Triage",
+                "labelstudio": "Regions", "report": "Report"}
+
+
+def standard_parts(package: str, prefix: str) -> dict[str, str]:
+    """The parts of a task laid out the usual way: ``<package>.<part>:<Prefix><Kind>`` for every part."""
+    return {part: f"{package}.{part}:{prefix}{kind}" for part, kind in PART_MODULES.items()}
+
+
 class TaskPlugin:
     """One task, by its parts. ``parts`` maps a part's name to ``module:attribute``:
 

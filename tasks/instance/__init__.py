@@ -2,20 +2,13 @@
 
 from typing import ClassVar
 
-from tasks.base import TaskPlugin
+from tasks.base import TaskPlugin, standard_parts
 
 
 class InstancePlugin(TaskPlugin):
     name = "instance"
     description = "instance segmentation: a mask, class and score per object (COCO mask and box AP)"
-    parts: ClassVar[dict[str, str]] = {
-        "train": "tasks.instance.train:InstanceTask",
-        "evaluate": "tasks.instance.evaluate:InstanceEvaluation",
-        "app": "tasks.instance.app:InstanceApp",
-        "triage": "tasks.instance.triage:InstanceTriage",
-        "labelstudio": "tasks.instance.labelstudio:InstanceRegions",
-        "report": "tasks.instance.report:InstanceReport",
-    }
+    parts: ClassVar[dict[str, str]] = standard_parts("tasks.instance", "Instance")
     per_class_metric = ("val_ap", "AP")
 
 

@@ -2,20 +2,13 @@
 
 from typing import ClassVar
 
-from tasks.base import TaskPlugin
+from tasks.base import TaskPlugin, standard_parts
 
 
 class SemanticPlugin(TaskPlugin):
     name = "semantic"
     description = "semantic segmentation: a class for every pixel (mIoU, pixel accuracy, Dice)"
-    parts: ClassVar[dict[str, str]] = {
-        "train": "tasks.semantic.train:SemanticTask",
-        "evaluate": "tasks.semantic.evaluate:SemanticEvaluation",
-        "app": "tasks.semantic.app:SemanticApp",
-        "triage": "tasks.semantic.triage:SemanticTriage",
-        "labelstudio": "tasks.semantic.labelstudio:SemanticRegions",
-        "report": "tasks.semantic.report:SemanticReport",
-    }
+    parts: ClassVar[dict[str, str]] = standard_parts("tasks.semantic", "Semantic")
     per_class_metric = ("val_iou", "IoU")
 
 
