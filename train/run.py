@@ -24,7 +24,7 @@ def print_models() -> None:
 
     for task in tasks.TASK_NAMES:
         models = tasks.get(task).training().models
-        print(f"task={task}")
+        print(f"task={task}  ({tasks.get(task).description})")
         for name in models.names():
             help_ = models.describe(name)
             print(f"  model.name={name}")
