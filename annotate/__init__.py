@@ -1,1 +1,1 @@
-"""The labeling loop with Label Studio (issue #3): projects from the taxonomy, imports, pre-annotations, exports."""
+"""The labeling loop with Label Studio: projects from the taxonomy, imports, pre-annotations, exports."""

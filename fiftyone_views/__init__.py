@@ -1,1 +1,1 @@
-"""Triage in FiftyOne (issue #4): datasets from runs, worst-sample views, triptychs and the App."""
+"""Triage in FiftyOne: datasets from runs, worst-sample views, triptychs and the App."""
