@@ -233,8 +233,8 @@ def predict_cached(dm: DemoModel, image: np.ndarray, score_threshold: float = SC
            hashlib.sha1(np.ascontiguousarray(image).data).hexdigest() + str(image.shape))
     with _LOCK:  # each browser session runs the page in its own thread
         pred = _PREDICTIONS.get(key)
-    if pred is None:
-        pred = predict(dm, image)
+    if pred is None:  # the model's output, kept before any threshold: each rerun draws at the slider's
+        pred = dm.app.predict(dm, display_size(image))
         with _LOCK:
             _PREDICTIONS[key] = pred
             while len(_PREDICTIONS) > 8:
