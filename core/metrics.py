@@ -118,3 +118,15 @@ def scores_from_matrix(mat: np.ndarray, class_names: list[str] | None = None) ->
     miou = float(np.nanmean(iou)) if np.isfinite(iou).any() else float("nan")
     mdice = float(np.nanmean(dice)) if np.isfinite(dice).any() else float("nan")
     return Scores(acc, miou, mdice, iou, dice, gt.astype(np.int64), list(class_names or []))
+
+
+def thing_iou(mat: np.ndarray, names: list[str], things: list[int]) -> tuple[dict[str, float | None], float]:
+    """The IoU of each thing class (``things``: train indices) from a confusion matrix over the taxonomy's classes,
+    with possibly one more, last class that no ground truth has ('no instance', the unpainted pixels of an instance
+    model's map), and their mean over the classes that occur (NaN when none does). A thing class's IoU does not
+    depend on how the other pixels are split, so a semantic map and painted instances score on the same figure: the
+    comparison column of ``evaluate run``, the report and FiftyOne."""
+    s = scores_from_matrix(mat)
+    iou = {names[i]: _nan_to_none(s.iou[i]) for i in things}
+    seen = [v for v in iou.values() if v is not None]
+    return iou, float(np.mean(seen)) if seen else float("nan")

@@ -134,6 +134,99 @@ class Run:
             os.replace(tmp, self.metrics_path)
 
 
+def save_checkpoint(path: Path, payload: dict[str, Any]) -> None:
+    """A checkpoint file, written atomically (a kill mid-write leaves the previous one)."""
+    import torch
+
+    from core.fsio import atomic_path
+
+    with atomic_path(path) as tmp:
+        torch.save(payload, tmp)
+
+
+CHECKPOINT_KEYS = ("model", "model_spec", "taxonomy", "epoch", "step", "best", "config", "dataset_version")
+
+
+class RunWriter:
+    """The one writer of a run folder while it trains: ``config.yaml``, ``run.json``, ``metrics.jsonl`` lines,
+    TensorBoard scalars and the checkpoints. SegLoop's own loop calls it from its hooks and a delegated trainer (one
+    that runs its own epochs, as Ultralytics does) from that trainer's callbacks, so every run folder has one form,
+    whoever ran the epochs, and every reader (report, app, ``evaluate run``, resume) finds the same files.
+
+    ``resume_step`` is the step of the checkpoint a resumed run continues from: ``metrics.jsonl`` lines and
+    TensorBoard events written after it (by the session that was killed) are dropped, so no epoch appears twice.
+    TensorBoard is imported only when the writer opens, so a reader of run folders never needs torch.
+    """
+
+    def __init__(self, run_dir: Path, resume_step: int | None = None) -> None:
+        self.run = Run(run_dir)
+        self.resume_step = resume_step
+        self.tb: Any = None
+
+    @property
+    def dir(self) -> Path:
+        return self.run.dir
+
+    def start(self, config_text: str, info: dict[str, Any], command: str) -> bool:
+        """Write the config and ``run.json`` and open TensorBoard; True when this is the run's first session (the
+        caller then writes what is written once per run, such as the hparams session start)."""
+        from torch.utils.tensorboard import SummaryWriter
+
+        from core.fsio import write_text_atomic
+
+        resumed = self.resume_step is not None
+        if resumed:
+            self.run.truncate_metrics(self.resume_step)
+        write_text_atomic(self.run.config_path, config_text)
+        old = self.run.info() if resumed and self.run.info_path.is_file() else {}
+        if resumed and old.get("command"):  # the first command made the config; a resume continues it
+            old["resume_command"] = command
+        else:
+            old["command"] = command
+        old.update(info)
+        write_json_atomic(self.run.info_path, old)
+        self.tb = SummaryWriter(str(self.run.tb_dir), purge_step=self.resume_step if resumed else None)
+        return not resumed
+
+    def scalar(self, tag: str, value: float, step: int) -> None:
+        self.tb.add_scalar(tag, value, step)
+
+    def log(self, record: dict[str, Any]) -> None:
+        """One ``metrics.jsonl`` line (``epoch``, ``step``, ``time_s``, ``lr``, ``train_loss``, optional
+        ``train_losses`` and ``val_loss``, and the task's ``val_*`` figures) and its TensorBoard scalars:
+        ``val_x`` as ``val/x``, per-class maps as ``val_x/<class>``."""
+        with open(self.run.metrics_path, "a") as fh:
+            fh.write(json.dumps(record) + "\n")
+        step = record["step"]
+        self.tb.add_scalar("train/epoch_loss", record["train_loss"], step)
+        for key, value in record.items():
+            if not key.startswith("val_"):
+                continue
+            if isinstance(value, (int, float)) and not isinstance(value, bool):
+                self.tb.add_scalar(key.replace("val_", "val/", 1), value, step)
+            elif isinstance(value, dict):
+                for name, v in value.items():
+                    if v is not None:
+                        self.tb.add_scalar(f"{key}/{name}", v, step)
+
+    def checkpoint(self, name: str, payload: dict[str, Any]) -> Path:
+        """``checkpoints/<name>`` (``best.pt``, ``last.pt``), written atomically. A checkpoint holds tensors and
+        plain data only, read back with ``weights_only=True``, and always the model spec, taxonomy and config, so
+        evaluation rebuilds the model without the training code that made it."""
+        missing = [k for k in CHECKPOINT_KEYS if k not in payload]
+        if missing:
+            raise ValueError(f"checkpoint {name} lacks {', '.join(missing)}")
+        path = self.run.checkpoint_path(name.removesuffix(".pt"))
+        save_checkpoint(path, payload)
+        return path
+
+    def finish(self, **fields: Any) -> None:
+        """The final figures into ``run.json``; TensorBoard flushed and closed."""
+        if self.tb is not None:
+            self.tb.close()
+        self.run.update_info(**fields)
+
+
 def write_index(folder: Path, run: str, task: str, classes: list[str], images: dict[str, dict[str, Any]]) -> None:
     """The one writer of a prediction set's ``index.json``: image sha256 -> its entry, every entry with ``image``
     (the file predicted), ``prediction`` (the painted train-index PNG, relative to ``folder``), ``uncertainty`` (a

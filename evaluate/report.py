@@ -308,6 +308,16 @@ def _reasons(cfg: dict[str, Any], defaults: dict[str, Any]) -> dict[str, str]:
     return out
 
 
+def standard_augmentations(a: dict[str, Any], geometric: list[str], mixing: list[str]) -> list[str]:
+    """SegLoop's own augmentation pipeline in words: flip, the task's geometric steps, colour jitter, mixing."""
+    augs = [f"horizontal flip p={a['hflip']}"] if a.get("hflip") else []
+    augs += geometric
+    if a.get("color"):
+        augs.append(f"colour jitter p={a['color']} (brightness {a['brightness']}, contrast {a['contrast']}, "
+                    f"saturation {a['saturation']}, hue {a['hue']})")
+    return augs + mixing
+
+
 def _coverage(r: dict[str, Any], ds: DatasetVersion) -> dict[str, str]:
     """What one run covers, aspect by aspect, for the reviewer's checklist."""
     cfg, spec, test = r["config"], r["spec"], r["test"]
@@ -319,14 +329,7 @@ def _coverage(r: dict[str, Any], ds: DatasetVersion) -> dict[str, str]:
     splits = ", ".join(f"{counts[s]['images']} {s}" for s in counts) if counts else ""
     data = (f"{r['info']['dataset_version']} ({splits} images); trained on '{cfg['data']['train_split']}', "
             f"validated on '{cfg['data']['val_split']}', tested on 'test'; size {cfg['data']['image_size']}")
-    a, augs = cfg["augment"], []
-    if a.get("hflip"):
-        augs.append(f"horizontal flip p={a['hflip']}")
-    augs += part.geometric_augmentations(spec, a)
-    if a.get("color"):
-        augs.append(f"colour jitter p={a['color']} (brightness {a['brightness']}, contrast {a['contrast']}, "
-                    f"saturation {a['saturation']}, hue {a['hue']})")
-    augs += part.mixing_augmentations(spec, a)
+    augs = part.augmentations(spec, cfg)
     metrics = part.metrics(test)
     metrics.append(f"inference time ({test['timing']['device']})" if "timing" in test else "")
     fold = cfg["data"]["fold"]

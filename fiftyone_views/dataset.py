@@ -36,7 +36,7 @@ from tqdm import tqdm
 import tasks
 from core.errors import SegLoopError
 from core.fsio import atomic_dir, read_label, save_png
-from core.metrics import confusion, scores_from_matrix
+from core.metrics import confusion, scores_from_matrix, thing_iou
 from core.services import owner_alive
 from evaluate.instances import InstanceMatch, coco_instances, match_instances
 from evaluate.results import EvalResults
@@ -116,13 +116,11 @@ def sample_scores(pred: np.ndarray, label: np.ndarray, taxonomy: Taxonomy, thing
         pred = np.where(pred == taxonomy.ignore_index, n, pred)  # 'no instance': an extra, never-true class
         mat = confusion(pred, label, n + 1, taxonomy.ignore_index)
         keep = [c.index for c in taxonomy.classes if c.has_instances]
+        iou, miou = thing_iou(mat, taxonomy.names, keep)
         s = scores_from_matrix(mat)
-        iou, dice = s.iou[keep], s.dice[keep]
-        names = [taxonomy.names[i] for i in keep]
-        return {"miou": _num(np.nanmean(iou)) if np.isfinite(iou).any() else None,
-                "dice": _num(np.nanmean(dice)) if np.isfinite(dice).any() else None,
-                "pixel_acc": _num(s.pixel_acc),
-                "class_iou": {field_name(nm): _num(v) for nm, v in zip(names, iou, strict=True)}}
+        dice = s.dice[keep]
+        return {"miou": _num(miou), "dice": _num(np.nanmean(dice)) if np.isfinite(dice).any() else None,
+                "pixel_acc": _num(s.pixel_acc), "class_iou": {field_name(nm): v for nm, v in iou.items()}}
     s = scores_from_matrix(confusion(pred, label, n, taxonomy.ignore_index))
     return {"miou": _num(s.miou), "dice": _num(s.mdice), "pixel_acc": _num(s.pixel_acc),
             "class_iou": {field_name(nm): _num(v) for nm, v in zip(taxonomy.names, s.iou, strict=True)}}

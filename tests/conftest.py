@@ -147,6 +147,46 @@ def evaluated_instance_run(instance_run, tmp_path_factory):
     return run, evaluate_run(run, "test", progress=False)
 
 
+YOLO = ["task=instance", "model.name=yolo11n-seg", "data.image_size=[64,128]", "optim.lr=0.01",
+        "train.epochs=15", "train.batch_size=4", "schedule.warmup_steps=4", "augment.copy_paste=0.3",
+        "ultralytics={nbs: 4, close_mosaic: 0}"]
+
+
+def yolo_overrides(version, runs, *extra: str) -> list[str]:
+    base = [o for o in tiny_overrides(version, runs) if not o.startswith(("model.args", "data.image_size"))]
+    return [*base, *YOLO, *extra]
+
+
+@pytest.fixture(scope="session")
+def yolo_run(demo_version, tmp_path_factory):
+    """YOLO11n-seg trained by Ultralytics' trainer for 15 short epochs (60 steps) on the demo version at 128 px,
+    with every connection to a non-loopback address refused and recorded: ``(result, attempted connections)``."""
+    from tests.netutil import no_outbound_connections
+    from train.config import load_train_config
+    from train.engine import train
+
+    runs = tmp_path_factory.mktemp("yolo_runs")
+    cfg = load_train_config(None, yolo_overrides(demo_version.path, runs, "output.name=yolo"))
+    with no_outbound_connections() as attempts:
+        result = train(cfg, progress=False)
+    return result, attempts
+
+
+@pytest.fixture(scope="session")
+def evaluated_yolo_run(yolo_run, tmp_path_factory):
+    """A copy of the YOLO run evaluated on the demo test split, offline: (run folder, result, attempts)."""
+    import shutil
+
+    from evaluate.runner import evaluate_run
+    from tests.netutil import no_outbound_connections
+
+    run = tmp_path_factory.mktemp("yolo_eval") / "yolo"
+    shutil.copytree(yolo_run[0].run_dir, run)
+    with no_outbound_connections() as attempts:
+        result = evaluate_run(run, "test", progress=False)
+    return run, result, attempts
+
+
 @pytest.fixture(scope="session")
 def fiftyone_db(tmp_path_factory):
     """FiftyOne isolated for the test session: a real mongod of SegLoop's on a temporary database folder, no user

@@ -65,12 +65,13 @@ def test_report_sections_and_browser(tiny_run, tmp_path):
     evaluate_run(tiny_run.run_dir, "test", progress=False)
     run = tmp_path / "piped"
     shutil.copytree(tiny_run.run_dir, run)
-    from train.checkpoint import load_checkpoint, save_checkpoint
+    from core.runs import save_checkpoint
+    from train.checkpoint import load_checkpoint
 
     ckpt = load_checkpoint(run / "checkpoints" / "best.pt")
     ckpt["config"]["data"]["config"] = "configs/data/a|b.yaml"
     ckpt["config"]["why"] = {"optim.lr": "halved | the loss spiked"}
-    save_checkpoint(run / "checkpoints" / "best.pt", **ckpt)
+    save_checkpoint(run / "checkpoints" / "best.pt", ckpt)
     (run / "run.json").write_text(json.dumps({**info, "command": "/srv/x/train/run.py optim.lr=0.003"}))
     out = build_report([run], tmp_path / "report", gallery=2, pdf=True)
     md = (out / "report.md").read_text()

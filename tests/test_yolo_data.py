@@ -71,10 +71,10 @@ def test_export_of_a_version_round_trips_every_instance(demo_version, tmp_path):
     out = export_yolo(demo_version, tmp_path / "yolo", progress=False)
     data = yaml.safe_load((out / "data.yaml").read_text())
     assert "download" not in data and data["train"] == "images/train"
-    things = [c for c in demo_version.taxonomy.classes if c.has_instances]
-    assert data["names"] == {k: c.name for k, c in enumerate(things)}
+    # YOLO class k is train index k (category k + 1): every class is named, only thing classes have objects
+    assert data["names"] == {c.index: c.name for c in demo_version.taxonomy.classes}
+    things = {c.index for c in demo_version.taxonomy.classes if c.has_instances}
     record = json.loads((out / EXPORT_JSON).read_text())
-    assert record["train_index"] == [c.index for c in things]
     checked = crowd = dropped_total = 0
     for split in ("train", "val", "test"):
         coco = demo_version.coco(split)
@@ -88,7 +88,7 @@ def test_export_of_a_version_round_trips_every_instance(demo_version, tmp_path):
             lines = read_label_polygons(out / "labels" / split / f"{stem}.txt", im["width"], im["height"])
             crowd += sum(bool(a.get("iscrowd")) for a in anns.get(im["id"], []))
             objects = [a for a in anns.get(im["id"], []) if not a.get("iscrowd")
-                       and train_index(a["category_id"]) in record["train_index"]]
+                       and train_index(a["category_id"]) in things]
             if not objects:
                 assert lines == []  # a background image: an empty label file
                 continue
@@ -102,8 +102,7 @@ def test_export_of_a_version_round_trips_every_instance(demo_version, tmp_path):
                 if n == 0:  # only specks: the object is dropped, and counted
                     continue
                 polys = [p for cls, p in lines[k:k + n]]
-                assert {cls for cls, _ in lines[k:k + n]} == {record["train_index"].index(
-                    train_index(a["category_id"]))}
+                assert {cls for cls, _ in lines[k:k + n]} == {train_index(a["category_id"])}
                 back = fill(polys, mask.shape)
                 assert not (back & ~mask).any()
                 assert iou(back, mask) >= 0.99 or dropped

@@ -24,7 +24,6 @@ from torch import nn
 
 import tasks
 from core.errors import SegLoopError
-from core.fsio import atomic_path
 from core.runs import DEFAULT_TASK, find_checkpoint
 from train.models.registry import INIT_ONLY_ARGS
 
@@ -59,11 +58,6 @@ def unwrap(model: nn.Module) -> nn.Module:
     return model.module if hasattr(model, "module") else model
 
 
-def save_checkpoint(path: Path, **payload: Any) -> None:
-    with atomic_path(path) as tmp:
-        torch.save(payload, tmp)
-
-
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
     """Read a checkpoint without unpickling arbitrary objects; anything else is refused with the reason."""
     path = Path(path)
@@ -77,6 +71,12 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
         if found is None:
             raise SegLoopError("cannot read checkpoint (not a checkpoint, or truncated)", path=path,
                                fix="use another checkpoint from runs/<run>/checkpoints/") from None
+        if found.group(1).startswith("ultralytics."):
+            raise SegLoopError(
+                f"{path.name} is an Ultralytics checkpoint, a pickle of Ultralytics' classes ({found.group(1)}), "
+                f"not a SegLoop checkpoint; SegLoop never unpickles it", path=path,
+                fix="start a YOLO model from it with model.init_from=PATH (its tensors are read without running "
+                    "its code), or give a SegLoop run's checkpoint") from None
         raise SegLoopError(
             f"refused to load: the file asks to run {found.group(1)} while loading; a SegLoop checkpoint holds "
             f"tensors and plain data only, and unpickling anything else could run code", path=path,
@@ -90,6 +90,71 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
                            fix="use a checkpoint from runs/<run>/checkpoints/")
     ckpt["model_spec"] = normalize_spec(ckpt["model_spec"])
     return ckpt
+
+
+class _Inert:
+    """What a foreign pickle's classes and functions become when read by ``read_module_pickle``: constructing one,
+    or restoring its state, only records what the pickle gave it. No code of the pickle's choosing runs."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self._args = args
+
+    def __setstate__(self, state: Any) -> None:
+        self._state = state
+
+
+# the only callables a foreign pickle may reach: the tensor and parameter rebuilders (as torch's own weights_only
+# loader allows), the containers an nn.Module's state is made of, and dtype constants
+_REBUILDERS = {("torch._utils", "_rebuild_tensor_v2"), ("torch._utils", "_rebuild_parameter"),
+               ("torch._utils", "_rebuild_parameter_with_state"), ("collections", "OrderedDict"),
+               ("builtins", "set"), ("builtins", "frozenset"), ("torch", "Size")}
+
+
+class _InertUnpickler(pickle.Unpickler):
+    def find_class(self, module: str, name: str) -> Any:
+        module = "builtins" if module == "__builtin__" else module  # protocol 2 names Python 2's module
+        if (module, name) in _REBUILDERS:
+            return super().find_class(module, name)
+        if module == "torch" and isinstance(getattr(torch, name, None), torch.dtype):
+            return getattr(torch, name)
+        return type(name, (_Inert,), {"__module__": f"inert.{module}"})
+
+
+class _InertPickle:
+    """A pickle module for ``torch.load`` whose unpickler turns every class into ``_Inert``."""
+
+    Unpickler = _InertUnpickler
+
+    @staticmethod
+    def load(*args: Any, **kwargs: Any) -> Any:
+        raise pickle.UnpicklingError("legacy (non-zip) checkpoints are not read")
+
+
+def read_module_pickle(path: Path) -> Any:
+    """A ``torch.save`` file of pickled objects (another framework's checkpoint of whole ``nn.Module`` objects), read
+    without running any of its code: every class it names becomes an inert record of its state, and only tensors are
+    rebuilt. ``module_tensors`` turns such a record of a module into its state dict."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=False, pickle_module=_InertPickle)
+    except Exception as exc:
+        raise SegLoopError(f"cannot read {path.name} ({type(exc).__name__}: {str(exc)[:200]})", path=path,
+                           fix="it is truncated or not a checkpoint; use another one") from None
+
+
+def module_tensors(record: Any, prefix: str = "") -> dict[str, torch.Tensor]:
+    """The parameters and persistent buffers of an inert module record, under their state-dict names."""
+    state = getattr(record, "_state", None)
+    if not isinstance(state, dict):
+        return {}
+    out: dict[str, torch.Tensor] = {}
+    skip = state.get("_non_persistent_buffers_set") or set()
+    for group in ("_parameters", "_buffers"):
+        for k, v in (state.get(group) or {}).items():
+            if isinstance(v, torch.Tensor) and k not in skip:
+                out[prefix + k] = v.detach()
+    for k, child in (state.get("_modules") or {}).items():
+        out.update(module_tensors(child, f"{prefix}{k}."))
+    return out
 
 
 def normalize_spec(spec: dict[str, Any]) -> dict[str, Any]:

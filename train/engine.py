@@ -24,27 +24,25 @@ import torch
 import torch.distributed as dist
 from torch import nn
 from torch.utils.data import DataLoader, DistributedSampler, RandomSampler
-from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
 import tasks
 from core.config import dump_yaml, flatten
 from core.errors import SegLoopError
-from core.fsio import write_json_atomic, write_text_atomic
-from core.runs import Run, create_run_dir, has_results, plan_run_dir
+from core.runs import Run, RunWriter, create_run_dir, has_results, plan_run_dir
 from ingest.version import DatasetVersion, build, load_data_config, resolve_version
 from train.checkpoint import (
     check_compatible,
     load_checkpoint,
     model_spec,
     rng_state,
-    save_checkpoint,
     set_rng_state,
     unwrap,
 )
 from train.config import WHY, train_command
 from train.data import worker_init
 from train.infer import pick_device
+from train.models.yolo import ultralytics_weights
 from train.schedule import WarmupSchedule
 from train.task import Task
 
@@ -91,12 +89,17 @@ def transfer_weights(model: nn.Module, source: str | Path) -> dict[str, Any]:
     """Start every layer of ``model`` whose name and shape match from another SegLoop run or checkpoint (transfer
     learning: another taxonomy's head, say, keeps its fresh weights). Nothing matching is an error."""
     path = Run(source).checkpoint_path("best") if Path(source).is_dir() else Path(source)
-    theirs = load_checkpoint(path)["model"]
+    foreign = ultralytics_weights(path) if path.is_file() else None
+    if foreign is not None:  # an Ultralytics .pt (COCO-pretrained YOLO, say): its tensors, none of its code
+        theirs, spec = foreign, {"task": "instance", "name": "Ultralytics"}
+    else:
+        ckpt = load_checkpoint(path)
+        theirs, spec = ckpt["model"], ckpt["model_spec"]
     own = model.state_dict()
     matched = {k: v for k, v in theirs.items() if k in own and own[k].shape == v.shape}
     if not any(not k.endswith("num_batches_tracked") for k in matched):  # a counter alone is no shared layer
-        raise SegLoopError(f"model.init_from shares no layer (same name and shape) with model "
-                           f"{type(model).__name__}", path=path,
+        raise SegLoopError(f"model.init_from is a {spec['task']} {spec['name']} model, which shares no layer (same "
+                           f"name and shape) with this {type(model).__name__}", path=path,
                            fix="start from a run of the same model family, or leave model.init_from empty")
     model.load_state_dict(matched, strict=False)
     report = {"from": str(path), "loaded": len(matched), "of": len(own),
@@ -124,6 +127,10 @@ class HookBase:
 
 
 class Trainer:
+    """SegLoop's training loop (a task may delegate the fit to another trainer: ``Task.delegated_trainer``)."""
+
+    foreign_section: str | None = None  # the config section of another trainer's own arguments this one reads
+
     def __init__(self, cfg: dict[str, Any], progress: bool = True) -> None:
         self.cfg = cfg
         self.progress = progress
@@ -142,6 +149,11 @@ class Trainer:
 
         task_cls = tasks.get(cfg["task"]).training()  # model name and arguments fail here, before any dataset is built
         task_cls.models.check_args(cfg["model"]["name"], dict(cfg["model"]["args"] or {}), ("num_classes",))
+        if cfg.get("ultralytics") and self.foreign_section != "ultralytics":
+            raise SegLoopError(f"the ultralytics: section sets arguments of Ultralytics' trainer, which trains YOLO "
+                               f"models only; {cfg['model']['name']} trains in SegLoop's loop",
+                               fix="remove the ultralytics: section, or set model.name to a YOLO model "
+                                   "(python -m train.run --models)")
         resume = cfg["resume"]
         self.ckpt: dict[str, Any] | None = None
         if resume:
@@ -224,6 +236,11 @@ class Trainer:
                                      collate_fn=self.task.collate)
 
     def _build_model(self) -> None:
+        self._build_network()
+        self._build_optimizer()
+
+    def _build_network(self) -> None:
+        """The model with its starting weights (``model.weights``, ``model.init_from``), on the device."""
         cfg = self.cfg
         self.spec = model_spec(cfg)
         model = self.task.build_model(initialise=not (self.ckpt or cfg["model"]["weights"]))
@@ -242,6 +259,10 @@ class Trainer:
         if self.world > 1:
             self.model = nn.parallel.DistributedDataParallel(
                 model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
+
+    def _build_optimizer(self) -> None:
+        """Loss, optimiser, schedule and scaler; on resume, their state and the run's position."""
+        cfg = self.cfg
         self.task.setup_loss(self.train_set)
         oc = cfg["optim"]
         params = [p for p in self.model.parameters() if p.requires_grad]
@@ -353,53 +374,78 @@ class Trainer:
             losses = {"total": loss, **losses}
         return losses
 
+    def validate(self, model: nn.Module, losses: bool = True) -> dict[str, Any]:
+        """Score the validation split with the task's evaluator (one inference over the loader, as detectron2's
+        ``inference_on_dataset``): the task's ``val_*`` record, with ``val_loss`` when ``losses`` and the task can
+        compute one, and the first images' panels in TensorBoard. A delegated trainer validates through this too."""
+        model.eval()
+        evaluator = self.task.evaluator(self.dataset, self.val_split)
+        evaluator.reset()
+        panels: list[np.ndarray] = []
+        limit = self.cfg["train"]["log_images"]
+        loss_sums: dict[str, float] = {}
+        images = 0
+        # validation draws from its own seeded stream (Mask R-CNN's loss samples proposals): the training stream,
+        # and so a resumed run, stays exactly as without it, and every validation draws the same samples
+        with torch.no_grad(), torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
+            torch.manual_seed(self.cfg["train"]["seed"])
+            for batch in self.val_loader:
+                if losses:
+                    outputs, batch_losses = self.task.validation_step(model, batch)
+                else:
+                    outputs, batch_losses = self.task.inference(model, batch), None
+                evaluator.process(batch, outputs)
+                if len(panels) < limit:
+                    panels += self.task.panels(batch, outputs, limit - len(panels))
+                if batch_losses:
+                    n = len(batch["image"])
+                    images += n
+                    for k, v in batch_losses.items():
+                        loss_sums[k] = loss_sums.get(k, 0.0) + float(v) * n
+        record = self.task.record(evaluator.evaluate())
+        if images:
+            terms = {k: v / images for k, v in loss_sums.items()}
+            record["val_loss"] = sum(terms.values())
+            if len(terms) > 1:
+                record["val_losses"] = terms
+        for i, p in enumerate(panels):
+            self.out.tb.add_image(f"val/panel_{i}", p, self.step, dataformats="HWC")
+        return record
+
     def epoch_losses(self) -> dict[str, float]:
         """Mean of each named loss over this epoch's batches (``total`` when there are several)."""
         return {k: float(v / max(self.batches, 1)) for k, v in self.loss_sums.items()}
 
     def save(self, name: str, epoch: int) -> None:
-        save_checkpoint(
-            self.run_dir / "checkpoints" / name, model=unwrap(self.model).state_dict(),
-            optimizer=self.optimizer.state_dict(), scheduler=self.schedule.state_dict(),
-            scaler=self.scaler.state_dict(), epoch=epoch, step=self.step, best=self.best, rng=rng_state(),
-            config=self.cfg, model_spec=self.spec, taxonomy=self.taxonomy.to_dict(),
-            dataset_version=self.dataset.version, dataset_path=str(self.dataset.path.resolve()),
-            elapsed_s=self.elapsed,
-        )
+        self.out.checkpoint(name, dict(
+            model=unwrap(self.model).state_dict(), optimizer=self.optimizer.state_dict(),
+            scheduler=self.schedule.state_dict(), scaler=self.scaler.state_dict(), epoch=epoch, step=self.step,
+            best=self.best, rng=rng_state(), config=self.cfg, model_spec=self.spec,
+            taxonomy=self.taxonomy.to_dict(), dataset_version=self.dataset.version,
+            dataset_path=str(self.dataset.path.resolve()), elapsed_s=self.elapsed,
+        ))
 
 
 # --------------------------------------------------------------------------------------------------------- hooks
 
 
 class RunFolder(HookBase):
-    """Creates the run folder when training starts (``config.yaml``, ``run.json``, TensorBoard writer); on resume,
-    drops ``metrics.jsonl`` lines written after the checkpoint; at the end, the final figures in ``run.json``."""
+    """Creates the run folder when training starts and opens its ``RunWriter`` (``config.yaml``, ``run.json``,
+    TensorBoard); at the end, the final figures in ``run.json``."""
 
     def before_train(self) -> None:
         t = self.trainer
         if t.ckpt is None:
             t.run_dir = create_run_dir(t.run_dir, t.cfg["output"]["exist_ok"])
             t.created_run_dir = True
-        else:
-            Run(t.run_dir).truncate_metrics(t.step)
-        write_text_atomic(t.run_dir / "config.yaml", dump_yaml(t.cfg))
-        info = Run(t.run_dir).info() if t.ckpt is not None and (t.run_dir / "run.json").is_file() else {}
-        command = train_command(sys.argv, t.cfg)
-        if t.ckpt is not None and info.get("command"):  # the first command made the config; a resume continues it
-            info["resume_command"] = command
-        else:
-            info["command"] = command
-        info.update({
-            "task": t.task.name, "model": t.spec, "dataset_version": t.dataset.version,
-            "dataset_path": str(t.dataset.path.resolve()), "taxonomy": t.taxonomy.name,
-            "device": str(t.device), "world_size": t.world, "torch": torch.__version__,
-            "parameters": sum(p.numel() for p in t.model.parameters()), "best_metric": t.best_metric,
-            **({"init_from": t.init_report} if t.init_report else {}),
-        })
-        write_json_atomic(t.run_dir / "run.json", info)
-        t.writer = SummaryWriter(str(t.run_dir / "tb"), purge_step=t.step if t.ckpt else None)
-        if t.ckpt is None:  # once per run: a resume continues the session its config started
-            write_hparams(t.writer, t.cfg)
+        t.out = RunWriter(t.run_dir, t.step if t.ckpt is not None else None)
+        info = {"task": t.task.name, "model": t.spec, "dataset_version": t.dataset.version,
+                "dataset_path": str(t.dataset.path.resolve()), "taxonomy": t.taxonomy.name,
+                "device": str(t.device), "world_size": t.world, "torch": torch.__version__,
+                "parameters": sum(p.numel() for p in t.model.parameters()), "best_metric": t.best_metric,
+                **({"init_from": t.init_report} if t.init_report else {})}
+        if t.out.start(dump_yaml(t.cfg), info, train_command(sys.argv, t.cfg)):
+            write_hparams(t.out.tb, t.cfg)  # once per run: a resume continues the session its config started
         print(f"run {t.run_dir}: {t.task.name}, {t.dataset.version}, {len(t.train_set)} train / {len(t.val_set)} "
               f"val images, {t.spec['name']} {t.spec['args']}, device {t.device}"
               + (f" x{t.world}" if t.world > 1 else ""))
@@ -409,21 +455,20 @@ class RunFolder(HookBase):
         if t.step % t.cfg["train"]["log_every"] == 0:
             values = {k: float(v.detach()) for k, v in t.losses.items()}
             main = values.get("total", next(iter(values.values())))
-            t.writer.add_scalar("train/loss", main, t.step)
+            t.out.scalar("train/loss", main, t.step)
             if len(values) > 1:
                 for k, v in values.items():
                     if k != "total":
-                        t.writer.add_scalar(f"train_loss/{k}", v, t.step)
-            t.writer.add_scalar("train/lr", t.schedule.get_last_lr()[0], t.step)
+                        t.out.scalar(f"train_loss/{k}", v, t.step)
+            t.out.scalar("train/lr", t.schedule.get_last_lr()[0], t.step)
             t.bar.set_postfix(loss=f"{main:.3f}")
 
     def after_train(self) -> None:
         t = self.trainer
         if t.best.get("epoch", -1) >= 0:  # the hparams table's column for the best checkpoint's score
-            t.writer.add_scalar(f"best/{t.best['metric']}", t.best["value"], t.step)
-        write_hparams(t.writer, t.cfg, end=True)
-        t.writer.close()
-        Run(t.run_dir).update_info(
+            t.out.scalar(f"best/{t.best['metric']}", t.best["value"], t.step)
+        write_hparams(t.out.tb, t.cfg, end=True)
+        t.out.finish(
             best_metric=t.best["metric"], best_value=t.best["value"], best_epoch=t.best["epoch"], steps=t.step,
             train_seconds=round(t.elapsed, 2), train_images_per_second=round(t.images_per_second, 2),
             stopped_by_time_limit=t.stopped_by_time,
@@ -437,37 +482,8 @@ class Validation(HookBase):
         t = self.trainer
         if not ((t.epoch + 1) % t.cfg["train"]["eval_every"] == 0 or t.last_epoch):
             return
-        model = unwrap(t.model)
-        model.eval()
-        evaluator = t.task.evaluator(t.dataset, t.val_split)
-        evaluator.reset()
-        panels: list[np.ndarray] = []
-        limit = t.cfg["train"]["log_images"]
-        loss_sums: dict[str, float] = {}
-        images = 0
-        # validation draws from its own seeded stream (Mask R-CNN's loss samples proposals): the training stream,
-        # and so a resumed run, stays exactly as without it, and every validation draws the same samples
-        with torch.no_grad(), torch.random.fork_rng(devices=[t.device] if t.device.type == "cuda" else []):
-            torch.manual_seed(t.cfg["train"]["seed"])
-            for batch in t.val_loader:
-                outputs, losses = t.task.validation_step(model, batch)
-                evaluator.process(batch, outputs)
-                if len(panels) < limit:
-                    panels += t.task.panels(batch, outputs, limit - len(panels))
-                if losses:
-                    n = len(batch["image"])
-                    images += n
-                    for k, v in losses.items():
-                        loss_sums[k] = loss_sums.get(k, 0.0) + float(v) * n
-        model.train()
-        t.record = t.task.record(evaluator.evaluate())
-        if images:
-            terms = {k: v / images for k, v in loss_sums.items()}
-            t.record["val_loss"] = sum(terms.values())
-            if len(terms) > 1:
-                t.record["val_losses"] = terms
-        for i, p in enumerate(panels):
-            t.writer.add_image(f"val/panel_{i}", p, t.step, dataformats="HWC")
+        t.record = t.validate(unwrap(t.model))
+        t.model.train()
 
 
 class MetricsLog(HookBase):
@@ -483,16 +499,7 @@ class MetricsLog(HookBase):
         if len(losses) > 1:
             record["train_losses"] = {k: v for k, v in losses.items() if k != "total"}
         record.update(t.record)
-        with open(t.run_dir / "metrics.jsonl", "a") as fh:
-            fh.write(json.dumps(record) + "\n")
-        t.writer.add_scalar("train/epoch_loss", record["train_loss"], t.step)
-        for key, value in t.record.items():
-            if isinstance(value, float):
-                t.writer.add_scalar(key.replace("val_", "val/", 1), value, t.step)
-            elif isinstance(value, dict):
-                for name, v in value.items():
-                    if v is not None:
-                        t.writer.add_scalar(f"{key}/{name}", v, t.step)
+        t.out.log(record)
         val_loss = f"  val loss {record['val_loss']:.4f}" if "val_loss" in record else ""
         tqdm.write(f"epoch {t.epoch + 1}: loss {record['train_loss']:.4f}{val_loss}  {t.task.summary(t.record)}  "
                    f"({t.elapsed:.0f}s)")
@@ -518,7 +525,7 @@ def hparam_value(value: Any) -> bool | int | float | str:
     return json.dumps(value)
 
 
-def write_hparams(writer: SummaryWriter, cfg: dict[str, Any], end: bool = False) -> None:
+def write_hparams(writer: Any, cfg: dict[str, Any], end: bool = False) -> None:
     """The run's flattened config for TensorBoard's hparams plugin (a session start, written once when the run is
     created) or its end (``end=True``), so that ``tensorboard --logdir runs`` compares every run in one table. No
     experiment summary is written: with none, the plugin builds its columns from every run's config keys and scalar
@@ -531,5 +538,10 @@ def write_hparams(writer: SummaryWriter, cfg: dict[str, Any], end: bool = False)
     writer._get_file_writer().add_summary(finish if end else start)
 
 
+def trainer_for(cfg: dict[str, Any]) -> type[Trainer]:
+    """SegLoop's loop, or the trainer the task delegates this config's fit to (Ultralytics runs YOLO's epochs)."""
+    return tasks.get(cfg["task"]).training().delegated_trainer(cfg) or Trainer
+
+
 def train(cfg: dict[str, Any], progress: bool = True) -> TrainResult:
-    return Trainer(cfg, progress).fit()
+    return trainer_for(cfg)(cfg, progress).fit()

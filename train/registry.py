@@ -90,6 +90,10 @@ class Registry(Generic[T]):
             raise SegLoopError(f"{self.what} '{name}' refused its arguments {args}: {exc}",
                                fix=f"see the valid values of model.args for {name} in the README") from None
 
+    def summary(self, name: str) -> str:
+        """The first line of the constructor's docstring: what the entry is, for ``--models``."""
+        return (inspect.getdoc(self.get(name)) or "").split("\n\n")[0].replace("\n", " ").strip()
+
     def describe(self, name: str) -> dict[str, str]:
         """Meaning of each argument, from the ``Args:`` block of the constructor's docstring (one line each)."""
         fn = self.get(name)

@@ -27,7 +27,7 @@ def print_models() -> None:
         print(f"task={task}  ({tasks.get(task).description})")
         for name in models.names():
             help_ = models.describe(name)
-            print(f"  model.name={name}")
+            print(f"  model.name={name:<20} {models.summary(name)}")
             for arg, default in models.defaults(name, ("num_classes",)).items():
                 key = f"model.args.{arg}={default!r}"
                 print(f"    {key:<52} {help_.get(arg, '')}")

@@ -45,6 +45,13 @@ class Task(ABC):
                  progress: bool = True) -> None:
         self.cfg, self.taxonomy, self.device, self.amp, self.progress = cfg, taxonomy, device, amp, progress
 
+    @classmethod
+    def delegated_trainer(cls, cfg: dict[str, Any]) -> type | None:
+        """The trainer that runs this config's epochs when it is not SegLoop's loop (``train.engine.Trainer``), or
+        None. A delegated trainer takes ``(cfg, progress)``, has ``fit() -> TrainResult``, and writes its run folder
+        through ``core.runs.RunWriter``, so its runs read like any other."""
+        return None
+
     # ------------------------------------------------------------------------------------------------- data
     @abstractmethod
     def datasets(self, version: DatasetVersion, train_ids: list[int] | None, val_split: str,

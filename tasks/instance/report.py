@@ -1,5 +1,5 @@
-"""The instance task's report sections: the two-stage detector's diagram, its multi-task loss and augmentations,
-and its worst classes by mask AP."""
+"""The instance task's report sections: the model's diagram (Mask R-CNN's two stages or YOLO-seg's one), its loss
+and augmentations (SegLoop's pipeline, or Ultralytics' for a YOLO run), and its worst classes by mask AP."""
 
 from __future__ import annotations
 
@@ -11,18 +11,28 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
-from evaluate.report import num, table
+from evaluate.report import num, standard_augmentations, table
+from train.models.yolo import is_yolo
 
 
 class InstanceReport:
     def architecture_png(self, spec: dict[str, Any], hw: tuple[int, int], path: Path) -> None:
-        """The stages of a two-stage detector."""
+        """The stages of a two-stage detector, or of a one-stage YOLO segmenter."""
         args = spec["args"]
-        stages = [(f"{args.get('backbone', 'resnet50')}\n({args.get('norm', 'group')} norm)", "#4c72b0"),
-                  ("FPN\nmulti-scale features", "#4c72b0"), ("RPN\nanchors " + str(list(args.get(
-                      "anchor_sizes", [32, 64, 128, 256, 512]))), "#55a868"), ("RoIAlign 7x7\nbox head: class + box",
-                                                                              "#dd8452"),
-                  ("RoIAlign 14x14\nmask head: 28x28 mask", "#c44e52")]
+        if is_yolo(spec["name"]):
+            stages = [("backbone\nconv + C2f/C3k2 blocks", "#4c72b0"), ("neck\nPAN, strides 8 / 16 / 32", "#4c72b0"),
+                      ("detect head\nbox + class per cell", "#dd8452"), ("32 prototypes\n+ coefficients", "#c44e52"),
+                      ("masks at native\nresolution", "#c44e52")]
+            title = (f"{spec['name']}: one-stage instance segmentation (Ultralytics), letterboxed to "
+                     f"{max(hw)} px; masks = prototypes x coefficients, cropped to each box")
+        else:
+            stages = [(f"{args.get('backbone', 'resnet50')}\n({args.get('norm', 'group')} norm)", "#4c72b0"),
+                      ("FPN\nmulti-scale features", "#4c72b0"),
+                      ("RPN\nanchors " + str(list(args.get("anchor_sizes", [32, 64, 128, 256, 512]))), "#55a868"),
+                      ("RoIAlign 7x7\nbox head: class + box", "#dd8452"),
+                      ("RoIAlign 14x14\nmask head: 28x28 mask", "#c44e52")]
+            title = (f"{spec['name']}: two-stage instance segmentation, images resized to shorter side "
+                     f"{args.get('min_size', 256)} (at most {args.get('max_size', 1024)})")
         fig, ax = plt.subplots(figsize=(10, 1.8))
         ax.axis("off")
         for i, (text, color) in enumerate(stages):
@@ -32,21 +42,40 @@ class InstanceReport:
                 ax.annotate("", xy=(i * 1.3, 0.4), xytext=(i * 1.3 - 0.2, 0.4), arrowprops={"arrowstyle": "->"})
         ax.set_xlim(-0.1, len(stages) * 1.3)
         ax.set_ylim(-0.1, 1.0)
-        ax.set_title(f"{spec['name']}: two-stage instance segmentation, images resized to shorter side "
-                     f"{args.get('min_size', 256)} (at most {args.get('max_size', 1024)})", fontsize=9)
+        ax.set_title(title, fontsize=9)
         fig.savefig(path, dpi=110, bbox_inches="tight")
         plt.close(fig)
 
     def loss(self, cfg: dict[str, Any], curve: list[dict[str, Any]]) -> str:
         terms = next((list(m["train_losses"]) for m in reversed(curve) if "train_losses" in m), [])
+        if is_yolo(cfg["model"]["name"]):
+            return "Ultralytics' YOLO-seg loss: " + (" + ".join(terms) or "box, mask, class and DFL terms")
         return "Mask R-CNN multi-task loss: " + (" + ".join(terms) or "RPN, box and mask terms")
 
-    def geometric_augmentations(self, spec: dict[str, Any], a: dict[str, Any]) -> list[str]:
-        size = spec["args"].get("min_size")
-        return [f"scale jitter (shorter side {size})"] if isinstance(size, list) else []
+    def augmentations(self, spec: dict[str, Any], cfg: dict[str, Any]) -> list[str]:
+        a = cfg["augment"]
+        if not is_yolo(spec["name"]):
+            size = spec["args"].get("min_size")
+            return standard_augmentations(a, [f"scale jitter (shorter side {size})"] if isinstance(size, list) else [],
+                                          [f"copy-paste p={a['copy_paste']}"] if a.get("copy_paste") else [])
+        # Ultralytics' pipeline, with the values SegLoop's keys mapped to (tasks.instance.yolo.ultralytics_args)
+        from tasks.instance.yolo import ultralytics_keys
 
-    def mixing_augmentations(self, spec: dict[str, Any], a: dict[str, Any]) -> list[str]:
-        return [f"copy-paste p={a['copy_paste']}"] if a.get("copy_paste") else []
+        u = {**ultralytics_keys(), **(cfg.get("ultralytics") or {})}
+        lo, hi = a["scale"]
+        color = a["color"] > 0
+        out = [f"mosaic of 4 images p={u['mosaic']} (off for the last {u['close_mosaic']} epochs)"
+               ] if u["mosaic"] else []
+        out.append(f"random affine: scale +-{max(1 - lo, hi - 1):g}, translate +-{u['translate']}"
+                   + (f", rotation +-{u['degrees']} deg" if u["degrees"] else ""))
+        if a.get("hflip"):
+            out.append(f"horizontal flip p={a['hflip']}")
+        if color:
+            out.append(f"HSV gains on every image (hue {a['hue']}, saturation {a['saturation']}, value "
+                       f"{a['brightness']})")
+        out += [f"copy-paste p={a['copy_paste']}"] if a.get("copy_paste") else []
+        out += [f"mixup p={u['mixup']}"] if u["mixup"] else []
+        return out
 
     def metrics(self, test: dict[str, Any]) -> list[str]:
         if "segm" not in test:

@@ -9,22 +9,29 @@ from typing import Any
 
 import numpy as np
 
-from core.metrics import ConfusionMatrix, confusion, scores_from_matrix
+from core.metrics import ConfusionMatrix, thing_iou
 from ingest.coco import decode_rle, train_index
 from ingest.taxonomy import Taxonomy
 
 SCORE_THRESHOLD = 0.5  # detections below this are scored by AP but neither painted nor counted as TP / FP
 
 
+def paint_masks(masks: list[np.ndarray] | np.ndarray, category_ids: list[int] | np.ndarray,
+                scores: list[float] | np.ndarray, shape: tuple[int, int], ignore_index: int = 255) -> np.ndarray:
+    """The one painting of instances into a train-index map: higher scores painted last (on top), ``ignore_index``
+    where no instance is. Ground truth paints the same way with equal scores."""
+    out = np.full(shape, ignore_index, np.uint8)
+    for i in np.argsort(np.asarray(scores, np.float64), kind="stable"):
+        out[np.asarray(masks[i], bool)] = train_index(int(category_ids[i]))
+    return out
+
+
 def paint_instances(results: list[dict[str, Any]], shape: tuple[int, int], ignore_index: int = 255,
                     score_threshold: float = SCORE_THRESHOLD) -> np.ndarray:
-    """A train-index map of one image's instances: higher scores painted last (on top), ``ignore_index`` where no
-    instance is."""
-    out = np.full(shape, ignore_index, np.uint8)
-    for r in sorted((r for r in results if r["score"] >= score_threshold and "segmentation" in r),
-                    key=lambda r: r["score"]):
-        out[decode_rle(r["segmentation"])] = train_index(r["category_id"])
-    return out
+    """The painted map of an image's COCO results scored at least ``score_threshold``."""
+    kept = [r for r in results if r["score"] >= score_threshold and "segmentation" in r]
+    return paint_masks([decode_rle(r["segmentation"]) for r in kept], [r["category_id"] for r in kept],
+                       [r["score"] for r in kept], shape, ignore_index)
 
 
 def instance_uncertainty(results: list[dict[str, Any]], score_threshold: float = SCORE_THRESHOLD) -> float:
@@ -34,32 +41,20 @@ def instance_uncertainty(results: list[dict[str, Any]], score_threshold: float =
 
 
 class ThingIoU:
-    """IoU of the thing classes from painted instances: ground-truth stuff and unpainted pixels both count as
-    'other', so a thing class's IoU is exactly what a semantic model's confusion matrix gives for it."""
+    """IoU of the thing classes from painted instances, accumulated over a split: unpainted pixels predict 'no
+    instance', an extra class no ground truth has (``core.metrics.thing_iou``)."""
 
     def __init__(self, taxonomy: Taxonomy) -> None:
+        self.names = taxonomy.names
         self.things = [c.index for c in taxonomy.classes if c.has_instances]
-        self.names = [taxonomy.classes[i].name for i in self.things]
-        other = len(self.things)
-        self.lut = np.full(256, other, np.uint8)
-        self.lut[self.things] = np.arange(other)
-        self.lut[taxonomy.ignore_index] = 255
-        self.cm = ConfusionMatrix(other + 1, 255)
+        self.n, self.ignore = taxonomy.num_classes, taxonomy.ignore_index
+        self.cm = ConfusionMatrix(self.n + 1, self.ignore)
 
     def process(self, pred: np.ndarray, label: np.ndarray) -> float:
         """Add one image; its own thing-class mIoU."""
-        p = self.lut[pred]
-        p[p == 255] = len(self.things)  # unpainted prediction pixels are 'other', not ignored
-        mat = confusion(p, self.lut[label], len(self.things) + 1, 255)
-        self.cm.mat += mat
-        return _mean(scores_from_matrix(mat).iou[:-1])
+        mat = self.cm.update(np.where(pred == self.ignore, self.n, pred), label)
+        return thing_iou(mat, self.names, self.things)[1]
 
     def evaluate(self) -> dict[str, Any]:
-        s = scores_from_matrix(self.cm.mat)
-        return {"things_mIoU": _mean(s.iou[:-1]),
-                "thing_iou": {n: (None if np.isnan(v) else float(v)) for n, v in zip(self.names, s.iou[:-1],
-                                                                                     strict=True)}}
-
-
-def _mean(values: np.ndarray) -> float:
-    return float(np.nanmean(values)) if np.isfinite(values).any() else float("nan")
+        per_class, mean = thing_iou(self.cm.mat, self.names, self.things)
+        return {"things_mIoU": mean, "thing_iou": per_class}

@@ -12,6 +12,7 @@ from torch.utils.data import Dataset, DistributedSampler, Sampler
 from core.errors import SegLoopError
 from ingest.version import DatasetVersion
 from metrics.coco import STAT_NAMES, CocoInstanceEvaluator
+from tasks.instance.results import SCORE_THRESHOLD, paint_masks
 from train.infer import autocast_for
 from train.instance_data import GroupedBatchSampler, InstanceDataset, aspect_groups, collate_instances
 from train.models import INSTANCE_MODELS
@@ -32,6 +33,17 @@ class InstanceTask(Task):
     models = INSTANCE_MODELS
     best_metric = "segm_AP"
     metric_names = tuple(f"{t}_{n}" for t in ("segm", "bbox") for n in STAT_NAMES)
+
+    @classmethod
+    def delegated_trainer(cls, cfg: dict[str, Any]) -> type | None:
+        """YOLO-seg models train in Ultralytics' own trainer (``tasks.instance.yolo.YoloFit``)."""
+        from train.models.yolo import is_yolo
+
+        if not is_yolo(cfg["model"]["name"]):
+            return None
+        from tasks.instance.yolo import YoloFit
+
+        return YoloFit
 
     def check_dataset(self, version: DatasetVersion, split: str) -> None:
         """Refuse a version whose training split has no instance at all; name thing classes without any."""
@@ -56,8 +68,13 @@ class InstanceTask(Task):
         aug = {**cfg["augment"]}
         train_set = InstanceDataset(version, cfg["data"]["train_split"], aug, train_ids, self.progress)
         train_set.set_random_seed(cfg["train"]["seed"])
-        self.val_set = InstanceDataset(version, val_split, None, val_ids, self.progress)
-        return train_set, self.val_set
+        return train_set, self.validation_set(version, val_split, val_ids)
+
+    def validation_set(self, version: DatasetVersion, split: str, ids: list[int] | None) -> InstanceDataset:
+        """The images validation scores (labels at full resolution, no augmentation); the evaluator's ground
+        truth is restricted to them."""
+        self.val_set = InstanceDataset(version, split, None, ids, self.progress)
+        return self.val_set
 
     def collate(self, batch: list[Any]) -> Any:
         return collate_instances(batch)
@@ -142,15 +159,16 @@ class InstanceTask(Task):
         out = []
         for i, det in enumerate(outputs[:limit]):
             img, masks, labels = self.val_set.raw(int(batch["index"][i]))
-            keep = det["scores"] >= 0.5
+            keep = det["scores"] >= SCORE_THRESHOLD
             pmasks = (det["masks"][keep, 0] > MASK_THRESHOLD).cpu().numpy()
-            plabels = det["labels"][keep].cpu().numpy()
-            out.append(np.concatenate([img, self._paint(img, masks, labels), self._paint(img, pmasks, plabels)], 1))
+            gt = paint_masks(masks, labels, np.ones(len(labels)), img.shape[:2], self.taxonomy.ignore_index)
+            pred = paint_masks(pmasks, det["labels"][keep].cpu().numpy(), det["scores"][keep].float().cpu().numpy(),
+                               img.shape[:2], self.taxonomy.ignore_index)
+            out.append(np.concatenate([img, self._colour(img, gt), self._colour(img, pred)], 1))
         return out
 
-    def _paint(self, img: np.ndarray, masks: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    def _colour(self, img: np.ndarray, painted: np.ndarray) -> np.ndarray:
         canvas = (img * 0.4).astype(np.uint8)
-        colors = np.array([c.color for c in self.taxonomy.classes], np.uint8)
-        for m, lb in zip(masks, labels, strict=True):
-            canvas[m.astype(bool)] = colors[int(lb) - 1]
+        shown = painted != self.taxonomy.ignore_index
+        canvas[shown] = self.taxonomy.palette()[painted[shown]]
         return canvas

@@ -17,9 +17,12 @@ whose polygon has fewer than 3 distinct points (a speck of one or two pixels) ca
 dropped and counted. Images without objects are written with an empty label file: Ultralytics trains on them as
 background images.
 
-Only the taxonomy's thing classes are YOLO classes (``names`` in ``data.yaml``); ``export.json`` maps each YOLO
-class back to its train index. The export is cached by version: a version is immutable, so its export is written
-once, atomically, under ``<cache>/<name@hash>/`` and reused.
+YOLO's class ids are the taxonomy's train indices (``names`` in ``data.yaml`` lists every class), so a YOLO
+model's class ``k`` is COCO category ``k + 1`` everywhere, with no table to carry; only thing classes have objects,
+the others never occur in a label. The export is cached by version: a version is immutable, so its export is written
+once, atomically, under ``<cache>/<name@hash>/`` (by default ``cache/yolo/`` beside the versions folder:
+``data/cache/yolo/`` for ``data/versions/``) and reused while the version folder its images link to is the one
+being exported.
 """
 
 from __future__ import annotations
@@ -38,9 +41,13 @@ from core.fsio import atomic_dir, read_json, write_json_atomic
 from ingest.coco import decode_rle, train_index
 from ingest.version import DatasetVersion
 
-FORMAT = 1  # bumped when the layout or the polygon rule changes: older caches are rebuilt
+FORMAT = 2  # bumped when the layout or the polygon rule changes: older caches are rebuilt
 EXPORT_JSON = "export.json"
-DEFAULT_CACHE = Path("data/cache/yolo")
+
+
+def default_cache(ds: DatasetVersion) -> Path:
+    """``cache/yolo`` beside the folder that holds the version (``data/versions/x`` -> ``data/cache/yolo``)."""
+    return ds.path.resolve().parent.parent / "cache" / "yolo"
 
 
 @dataclass
@@ -122,15 +129,17 @@ def _stem(image: dict[str, Any]) -> str:
     return image["key"].replace("/", "__")
 
 
-def export_yolo(ds: DatasetVersion, cache: str | Path = DEFAULT_CACHE, splits: tuple[str, ...] = ("train", "val",
+def export_yolo(ds: DatasetVersion, cache: str | Path | None = None, splits: tuple[str, ...] = ("train", "val",
                 "test"), progress: bool = True) -> Path:
     """The version's YOLO-seg export (built once, then reused): its folder, holding ``data.yaml``."""
-    dest = Path(cache) / ds.version
+    dest = Path(cache if cache is not None else default_cache(ds)) / ds.version
     info_path = dest / EXPORT_JSON
-    if info_path.is_file() and read_json(info_path, "YOLO export record").get("format") == FORMAT:
-        return dest
-    things = [c for c in ds.taxonomy.classes if c.has_instances]
-    yolo_id = {c.index: k for k, c in enumerate(things)}
+    source = str(ds.path.resolve())
+    if info_path.is_file():
+        record = read_json(info_path, "YOLO export record")
+        if record.get("format") == FORMAT and record.get("source") == source:
+            return dest
+    things = {c.index for c in ds.taxonomy.classes if c.has_instances}
     counts: dict[str, ExportCounts] = {}
     with atomic_dir(dest, replace=True) as tmp:
         for split in splits:
@@ -151,7 +160,7 @@ def export_yolo(ds: DatasetVersion, cache: str | Path = DEFAULT_CACHE, splits: t
                         c.crowd_skipped += 1
                         continue
                     idx = train_index(a["category_id"])
-                    if idx not in yolo_id:
+                    if idx not in things:
                         continue
                     polys, holes, dropped = mask_polygons(decode_rle(a["segmentation"]))
                     c.holes += holes
@@ -161,16 +170,15 @@ def export_yolo(ds: DatasetVersion, cache: str | Path = DEFAULT_CACHE, splits: t
                     c.objects += 1
                     name = ds.taxonomy.classes[idx].name
                     c.per_class[name] = c.per_class.get(name, 0) + 1
-                    lines += [label_line(yolo_id[idx], p, im["width"], im["height"]) for p in polys]
+                    lines += [label_line(idx, p, im["width"], im["height"]) for p in polys]
                 c.images += 1
                 c.background_images += not lines
                 c.lines += len(lines)
                 (tmp / "labels" / split / f"{stem}.txt").write_text("".join(line + "\n" for line in lines))
         # no `download:` key: Ultralytics would fetch a dataset for a missing split
         data = {"path": str(dest.resolve()), **{s: f"images/{s}" for s in splits},
-                "names": {k: c.name for k, c in enumerate(things)}}
+                "names": {c.index: c.name for c in ds.taxonomy.classes}}
         (tmp / "data.yaml").write_text(dump_yaml(data))
-        write_json_atomic(tmp / EXPORT_JSON, {"format": FORMAT, "version": ds.version,
-                                              "train_index": [c.index for c in things],
+        write_json_atomic(tmp / EXPORT_JSON, {"format": FORMAT, "version": ds.version, "source": source,
                                               "counts": {s: asdict(v) for s, v in counts.items()}})
     return dest

@@ -19,6 +19,7 @@ from torch import nn
 from tqdm import tqdm
 
 from core.fsio import read_image, save_png, sha256_file
+from core.metrics import thing_iou
 from core.runs import write_index
 from evaluate.inference import Inference, fmt, normalised_entropy, show
 from ingest.version import DatasetVersion
@@ -69,9 +70,8 @@ class SemanticEvaluation:
                                                "prediction": f"pred/{name}"})
             index[im["sha256"]] = entry
         result = evaluator.evaluate()
-        thing_iou = [result["per_class"][c.name]["iou"] for c in ds.taxonomy.classes if c.has_instances]
-        thing_iou = [v for v in thing_iou if v is not None]
-        result["things_mIoU"] = float(np.mean(thing_iou)) if thing_iou else float("nan")
+        _, result["things_mIoU"] = thing_iou(
+            evaluator.cm.mat, names, [c.index for c in ds.taxonomy.classes if c.has_instances])
         result["tta"] = tta
         write_index(tmp, run_name, self.task, names, index)
         with open(tmp / "per_class.csv", "w", newline="") as fh:

@@ -11,7 +11,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
-from evaluate.report import table
+from evaluate.report import standard_augmentations, table
 
 
 class SemanticReport:
@@ -49,11 +49,10 @@ class SemanticReport:
         return (f"{lc['name']}, class weights {lc['class_weights'] if lc['class_weights'] is not None else 'none'}, "
                 f"label smoothing {lc['label_smoothing']}")
 
-    def geometric_augmentations(self, spec: dict[str, Any], a: dict[str, Any]) -> list[str]:
-        return [f"scale {a['scale'][0]}-{a['scale'][1]} then crop"] if list(a.get("scale", [1, 1])) != [1, 1] else []
-
-    def mixing_augmentations(self, spec: dict[str, Any], a: dict[str, Any]) -> list[str]:
-        return []
+    def augmentations(self, spec: dict[str, Any], cfg: dict[str, Any]) -> list[str]:
+        a = cfg["augment"]
+        scale = [f"scale {a['scale'][0]}-{a['scale'][1]} then crop"] if list(a.get("scale", [1, 1])) != [1, 1] else []
+        return standard_augmentations(a, scale, [])
 
     def metrics(self, test: dict[str, Any]) -> list[str]:
         return ["mIoU", "pixel accuracy", "mean Dice", "per-class IoU and Dice"] if "mIoU" in test else []

@@ -9,6 +9,7 @@ import torch
 
 from core.errors import SegLoopError
 from train.models import INSTANCE_MODELS, SEMANTIC_MODELS
+from train.models.yolo import MODEL_NAMES as YOLO_NAMES
 
 SMALL_SEMANTIC = {"resunet": {"width": 4, "depth": 3}, "linknet": {"width": 4, "depth": 3}}
 SMALL_INSTANCE = {f"maskrcnn-{b}": {"backbone": b, "min_size": 64, "max_size": 128, **extra}
@@ -19,7 +20,7 @@ BUILD_ONLY = {"maskrcnn-resnet50": {"backbone": "resnet50", "norm": "batch", "mi
 
 def test_every_registered_model_has_a_test_config():
     assert set(SEMANTIC_MODELS.names()) == set(SMALL_SEMANTIC)
-    assert {k.split("-")[0] for k in SMALL_INSTANCE} == set(INSTANCE_MODELS.names())
+    assert {k.split("-")[0] for k in SMALL_INSTANCE} | set(YOLO_NAMES) == set(INSTANCE_MODELS.names())
 
 
 @pytest.mark.parametrize("name", sorted(SMALL_SEMANTIC))
@@ -102,6 +103,40 @@ class TestInstanceModel:
             first = float(loss) if first is None else first
             last = float(loss)
         assert last < first
+
+
+@pytest.mark.parametrize("name", YOLO_NAMES)
+def test_yolo_model_predicts_torchvision_style_at_the_images_size(name):
+    """Every YOLO-seg family and scale: built from Ultralytics' YAML, in eval mode a list of images in, one
+    torchvision-style detection dict per image out, masks at that image's own size (not the network's)."""
+    torch.manual_seed(0)
+    m = INSTANCE_MODELS.build(name, {}, num_classes=4).eval()  # background + 3 classes
+    assert m.num_classes == 3 and int(m.imgsz) == 640
+    m.imgsz.fill_(64)
+    with torch.no_grad():
+        outs = m([torch.rand(3, 37, 50), torch.rand(3, 64, 96)])
+    for out, hw in zip(outs, [(37, 50), (64, 96)], strict=True):
+        assert set(out) == {"boxes", "labels", "scores", "masks"}
+        n = len(out["scores"])
+        assert 0 < n <= 100 and out["masks"].shape == (n, 1, *hw) and out["masks"].dtype == torch.bool
+        assert out["labels"].min() >= 1 and out["labels"].max() <= 3  # COCO category ids
+        assert (out["boxes"][:, 2:] <= torch.tensor([hw[1], hw[0]])).all() and (out["boxes"] >= 0).all()
+        assert (out["scores"][:-1] >= out["scores"][1:]).all()
+    with pytest.raises(RuntimeError, match="Ultralytics' trainer"):
+        m.train()([torch.rand(3, 32, 32)])
+
+
+@pytest.mark.parametrize("family", ["yolov8", "yolo11", "yolo26"])
+def test_yolo_scales_grow_and_gradients_reach_the_first_layer(family):
+    sizes = [sum(p.numel() for p in INSTANCE_MODELS.build(f"{family}{s}-seg", {}, num_classes=4).parameters())
+             for s in "nsm"]
+    assert sizes == sorted(sizes) and sizes[0] < 4e6
+    net = INSTANCE_MODELS.build(f"{family}n-seg", {}, num_classes=4).net.train()
+    preds = net(torch.rand(2, 3, 64, 64))  # training mode: the raw head outputs Ultralytics' loss takes
+    leaves = preds.get("one2many", preds)
+    sum(v.float().mean() for v in leaves.values() if isinstance(v, torch.Tensor)).backward()
+    first = next(p for p in net.parameters() if p.dim() == 4)
+    assert first.grad is not None and first.grad.abs().sum() > 0
 
 
 @pytest.mark.parametrize("key", sorted({**SMALL_INSTANCE, **BUILD_ONLY}))
