@@ -173,9 +173,9 @@ class YoloFit(Trainer):
         if not is_yolo(cfg["model"]["name"]):
             raise SegLoopError(f"{cfg['model']['name']} is not a YOLO model", fix=f"one of {', '.join(MODEL_NAMES)}")
         if int(os.environ.get("WORLD_SIZE", "1")) > 1:
-            raise SegLoopError("YOLO models train on one process; Ultralytics runs its own DDP",
-                               fix="start python -m train.run without torchrun, with ultralytics.device "
-                                   "unset and train.device=cuda")
+            raise SegLoopError("YOLO models train in one process on one device (Ultralytics' trainer runs here, "
+                               "with SegLoop's callbacks, which its own multi-GPU launcher would not carry)",
+                               fix="start python -m train.run without torchrun; train.device=cuda:N picks the GPU")
         # Ultralytics reads its settings folder once, when first imported: SegLoop's, beside the runs
         offline_environment(Path(cfg["output"]["runs_dir"]) / ".ultralytics")
         check_passthrough(dict(cfg.get("ultralytics") or {}))

@@ -126,6 +126,21 @@ def test_yolo_model_predicts_torchvision_style_at_the_images_size(name):
         m.train()([torch.rand(3, 32, 32)])
 
 
+def test_importing_ultralytics_leaves_pil_and_torch_as_they_were(tmp_path):
+    """Ultralytics patches PIL.Image.open and torch.save when imported; SegLoop undoes both, so a file PIL cannot
+    identify is still PIL's UnidentifiedImageError (not a search for a HEIF plugin to install)."""
+    import io
+
+    from PIL import Image, UnidentifiedImageError
+
+    from train.models.yolo import build_network
+
+    build_network("yolo11n-seg", 3)
+    assert Image.open.__module__ == "PIL.Image" and torch.save.__module__ == "torch.serialization"
+    with pytest.raises(UnidentifiedImageError):
+        Image.open(io.BytesIO(b"not an image"))
+
+
 @pytest.mark.parametrize("family", ["yolov8", "yolo11", "yolo26"])
 def test_yolo_scales_grow_and_gradients_reach_the_first_layer(family):
     sizes = [sum(p.numel() for p in INSTANCE_MODELS.build(f"{family}{s}-seg", {}, num_classes=4).parameters())

@@ -66,11 +66,21 @@ def offline_environment(config_dir: Path) -> Path:
         import matplotlib
 
         shutil.copyfile(Path(matplotlib.get_data_path()) / "fonts" / "ttf" / "DejaVuSans.ttf", font)
+    printing = np.get_printoptions()
     import ultralytics  # noqa: F401  (reads the variables above)
-    from ultralytics.utils import SETTINGS
+    from ultralytics.utils import SETTINGS, patches
 
     if SETTINGS.get("sync", True):
         SETTINGS.update(sync=False)  # no usage analytics
+    # Importing Ultralytics replaces PIL's Image.open (an image PIL cannot identify then makes it look for, and try
+    # to pip-install, a HEIF plugin) and torch.save (retries with sleeps) for the whole process. SegLoop's readers
+    # rely on both behaving as documented, and YOLO training and prediction need neither patch: undo them.
+    from PIL import Image
+
+    Image.open = patches._image_open
+    torch.save = patches._torch_save
+    np.set_printoptions(**printing)  # and its number format for every array the process prints
+    torch.set_printoptions(profile="default")
     return folder
 
 
