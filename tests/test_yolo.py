@@ -30,8 +30,9 @@ def test_yolo_run_folder_has_the_form_of_every_run(yolo_run, instance_run):
     run = result.run_dir
     assert attempts == [], f"training tried to reach the network: {attempts}"
     # the same files as a run of SegLoop's own loop
-    listing = {p.name for p in run.iterdir() if p.name != ".owner.json"}
-    assert listing == {p.name for p in instance_run.run_dir.iterdir() if p.name != ".owner.json"}
+    written = lambda d: {p.name for p in d.iterdir() if p.name not in (".owner.json", "eval", "predict")}
+    assert written(run) == written(instance_run.run_dir) == {"checkpoints", "config.yaml", "metrics.jsonl",
+                                                              "run.json", "tb"}
     info = json.loads((run / "run.json").read_text())
     assert info["task"] == "instance" and info["best_metric"] == "segm_AP"
     assert info["model"] == {"task": "instance", "name": "yolo11n-seg", "args": {}}
