@@ -562,5 +562,7 @@ def download_uploads(client: LabelStudio, tasks: list[dict], media: Path) -> int
 
 
 def labelled_count(snapshot: Path) -> int:
-    data = json.loads(snapshot.read_text())
-    return sum(1 for t in data["tasks"] if any(not a.get("was_cancelled") for a in t.get("annotations") or []))
+    from ingest.labelstudio import read_snapshot
+
+    tasks, _ = read_snapshot(snapshot)  # the one reader of exports: a broken one is named, not a KeyError
+    return sum(1 for t in tasks if any(not a.get("was_cancelled") for a in t.get("annotations") or []))

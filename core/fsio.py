@@ -126,6 +126,9 @@ def atomic_dir(dest: str | Path, replace: bool = False) -> Iterator[Path]:
     With ``replace=True`` an existing ``dest`` is swapped out only once the new one is complete.
     """
     dest = Path(dest)
+    if dest.exists() and not dest.is_dir():  # a folder never replaces a file the user has there
+        raise DestinationExists("the output exists and is a file, not a folder", path=dest,
+                                fix="choose another output folder, or move the file away")
     _make_parent(dest)
     try:
         tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.{os.getpid()}-", suffix=TMP_SUFFIX, dir=dest.parent))
@@ -245,6 +248,9 @@ def _opened_image(path: str | Path) -> Iterator[Image.Image]:
     try:
         with fh, Image.open(fh) as img:
             yield img
+    except Image.DecompressionBombError as exc:  # a header announcing gigapixels: refused before decoding
+        raise SegLoopError(f"image is too large to decode safely ({exc})", path=path,
+                           fix=f"downscale it below {Image.MAX_IMAGE_PIXELS / 1e6:.0f} megapixels") from None
     except (UnidentifiedImageError, SyntaxError, ValueError) as exc:
         raise SegLoopError(
             f"cannot decode image ({exc})", path=path, fix="replace the file with a valid PNG/JPEG or remove it"
@@ -257,10 +263,33 @@ def _opened_image(path: str | Path) -> Iterator[Image.Image]:
         ) from None
 
 
+def to_rgb8(img: Image.Image) -> np.ndarray:
+    """An opened image as 8-bit RGB. Pillow's own conversion clips 16- and 32-bit grey (TIFF, PNG) at 255, which
+    turns almost every pixel white; such an image is scaled by its range instead: its values over the largest value
+    of its bit depth (a 12-bit sensor's 4095 in a 16-bit file stays 12-bit), floats over [0, 1] when they fit, else
+    over their own minimum and maximum."""
+    if img.mode in ("RGB",):
+        return np.array(img)
+    if img.mode in ("I", "I;16", "I;16B", "I;16L", "I;16N", "F"):
+        a = np.asarray(img).astype(np.float64)
+        if img.mode == "F" and a.size and (a.min() < 0 or a.max() > 1):
+            lo, hi = float(a.min()), float(a.max())
+            a = (a - lo) / (hi - lo) if hi > lo else np.zeros_like(a)
+        elif img.mode != "F":
+            top = float(a.max()) if a.size else 0.0
+            a = a / (2 ** max(8, int(np.ceil(np.log2(top + 1)))) - 1) if top > 255 else a / 255
+        grey = np.clip(np.round(a * 255), 0, 255).astype(np.uint8)
+        return np.repeat(grey[..., None], 3, axis=2)
+    return np.array(img.convert("RGB"))
+
+
 def read_image(path: str | Path, mode: str | None = "RGB") -> np.ndarray:
-    """Decode an image into a numpy array; a missing or corrupt file raises an error naming it."""
+    """Decode an image into a numpy array (``mode="RGB"``: 8-bit RGB, high bit depths scaled by ``to_rgb8``); a
+    missing, corrupt or oversized file raises an error naming it."""
     with _opened_image(path) as img:
         img.load()
+        if mode == "RGB":
+            return to_rgb8(img)
         if mode is not None and img.mode != mode:
             img = img.convert(mode)
         return np.array(img)  # a writable copy: torch.from_numpy wants one

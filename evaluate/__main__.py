@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from core.cli import port_number
+from core.cli import port_number, positive_int
 from core.errors import run_cli
 from evaluate.predict import predict_images
 from evaluate.runner import evaluate_run, print_summary
@@ -44,7 +44,7 @@ def main(argv: list[str] | None = None) -> int:
     rp = sub.add_parser("report", help="Markdown + HTML report of one or more runs (after evaluate run)")
     rp.add_argument("runs", nargs="+", help="run folders")
     rp.add_argument("--out", required=True, help="output folder, e.g. reports/demo")
-    rp.add_argument("--gallery", type=int, default=6, help="test triptychs shown")
+    rp.add_argument("--gallery", type=positive_int, default=6, help="test triptychs shown (>= 1)")
     rp.add_argument("--pdf", action="store_true", help="also report.pdf, printed by headless Chromium")
     args = p.parse_args(argv)
     if args.cmd == "app":

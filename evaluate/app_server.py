@@ -43,6 +43,7 @@ def check_trained(run: str | Path, which: str = "best", runs_dir: str | Path = "
     if not Run(path).checkpoint_path(which).is_file():
         raise SegLoopError(f"run '{path.name}' has no checkpoint ({which}.pt) to demo", path=path,
                            fix=TRAIN_FIX.replace("<name>", path.name).replace("<run>", str(path)))
+    Run(path).info()  # a missing or broken run.json is said here, not in the served page
     return path
 
 
@@ -68,12 +69,17 @@ def streamlit_env() -> dict[str, str]:
 
 
 def check_device(device: str) -> None:
-    """``--device`` spelt as ``auto``, ``cpu``, ``cuda`` or ``cuda:N``, checked here without torch so a typo is an
-    error at the terminal; whether this machine has that GPU is checked when the page loads a model
-    (``train.infer.pick_device``), since asking torch here would import it into the launcher."""
+    """``--device`` checked at the terminal as ``train.device`` is: spelt as ``auto``, ``cpu``, ``cuda`` or
+    ``cuda:N``, and a GPU this machine has (torch is imported for that only when a GPU is asked for)."""
+    from train.config import device_problem
+
     if not DEVICE_FORM.match(device):
         raise SegLoopError(f"--device must be auto, cpu, cuda or cuda:N, got {device!r}",
                            fix="pass --device auto (a GPU when there is one), cpu, cuda or cuda:N")
+    problem = device_problem(device)
+    if problem:
+        raise SegLoopError(f"--device {problem}", fix="pass --device auto or cpu, or a cuda:N this machine has "
+                                                      "(nvidia-smi lists them)")
 
 
 def check_port(port: int) -> None:
@@ -102,7 +108,10 @@ def app_args(runs: list[str], runs_dir: str, which: str, device: str) -> list[st
         paths = [str(check_trained(r, which, runs_dir).resolve()) for r in runs]
     else:
         root = Path(runs_dir)
-        if not any(Run(d).checkpoint_path(which).is_file() for d in (root.iterdir() if root.is_dir() else [])):
+        trained = [d for d in (root.iterdir() if root.is_dir() else []) if Run(d).checkpoint_path(which).is_file()]
+        for d in trained:
+            Run(d).info()
+        if not trained:
             raise SegLoopError(f"no trained run (with {which}.pt) to demo", path=root,
                                fix=TRAIN_FIX.replace("<name>", "demo").replace(" (or resume it: python -m train.run "
                                                                               "resume=<run>)", ""))

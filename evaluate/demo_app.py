@@ -28,6 +28,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 import tasks
 from core.errors import SegLoopError
+from core.fsio import to_rgb8
 from core.runs import DEFAULT_TASK, Run, dataset_ref
 from evaluate.app_server import check_trained
 from evaluate.inference import Inference, load_for_inference
@@ -191,7 +192,7 @@ def decode_upload(data: bytes, name: str = "upload", max_pixels: int = MAX_PIXEL
                                    fix="downscale it (e.g. to 2048 pixels wide) and upload it again")
             img.load()
             # a phone photo is stored sideways with an EXIF orientation tag: show it the way up the camera saw it
-            return np.array(ImageOps.exif_transpose(img).convert("RGB"))
+            return to_rgb8(ImageOps.exif_transpose(img))
     except SegLoopError:
         raise
     except Image.DecompressionBombError as exc:  # Pillow refuses it at open, before our own check

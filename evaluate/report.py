@@ -33,7 +33,7 @@ import tasks
 from core.browser import CHROMIUM_ARGS, INSTALL, require_chromium
 from core.config import flatten, load_with_bases
 from core.errors import SegLoopError
-from core.fsio import atomic_dir
+from core.fsio import atomic_dir, read_json
 from core.runs import Run, find_checkpoint
 from evaluate.gallery import make_triptychs
 from ingest.version import DatasetVersion, resolve_version
@@ -100,14 +100,13 @@ def _model_args_help(spec: dict[str, Any]) -> dict[str, str]:
 
 
 def _load_run(run: Path) -> dict[str, Any]:
-    if not (run / "run.json").is_file():
-        raise SegLoopError("not a run folder (no run.json)", path=run, fix="give folders under runs/")
-    info = json.loads((run / "run.json").read_text())
+    info = Run(run).info()  # the one reader of run.json: a folder without one, or a broken one, says so
     metrics = Run(run).read_metrics()
     test = run / "eval" / "test" / "metrics.json"
     if not test.is_file():
         raise SegLoopError("run has no test evaluation", path=run,
                            fix=f"python -m evaluate run {run} --split test")
+    test_metrics = read_json(test, "test metrics")
     model, ckpt = load_model(find_checkpoint(run, "best"))
     hw = tuple(ckpt["config"]["data"]["image_size"])
     from torch.utils.flop_counter import FlopCounterMode
@@ -117,9 +116,10 @@ def _load_run(run: Path) -> dict[str, Any]:
     params = sum(p.numel() for p in model.parameters())
     size_mb = (sum(p.numel() * p.element_size() for p in model.parameters())
                + sum(b.numel() * b.element_size() for b in model.buffers())) / 2**20
-    return {"dir": run, "name": run.name, "info": info, "curve": metrics, "test": json.loads(test.read_text()),
+    return {"dir": run, "name": run.name, "info": info, "curve": metrics, "test": test_metrics,
             "config": ckpt["config"], "spec": ckpt["model_spec"], "params": params, "size_mb": size_mb,
-            "gflops": fc.get_total_flops() / 1e9, "hw": hw, "report": tasks.get(ckpt["model_spec"]["task"]).report()}
+            "gflops": fc.get_total_flops() / 1e9, "hw": hw, "taxonomy": ckpt["taxonomy"],
+            "report": tasks.get(ckpt["model_spec"]["task"]).report()}
 
 
 def _plot(path: Path, title: str, ylabel: str, series: list[tuple[str, list[int], list[Any], str]]) -> None:
@@ -243,14 +243,24 @@ def print_pdf(html_file: Path, pdf: Path, chromium: str) -> None:
 def build_report(runs: list[str | Path], out: str | Path, gallery: int = 6, pdf: bool = False) -> Path:
     """Write ``report.md``, ``report.html`` (and ``report.pdf``) with their images into ``out``, all at once: a run
     that is not evaluated, or a missing Chromium for ``pdf``, fails before anything is written."""
+    out = Path(out)
+    if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not (out / "report.md").is_file())):
+        raise SegLoopError(f"--out {out} exists and is not a report folder (a report replaces its folder whole)",
+                           path=out, fix="give a new folder, or the folder of an earlier report")
     chromium = _chromium() if pdf else None
     loaded = [_load_run(Path(r)) for r in runs]
     first = loaded[0]
+    for r in loaded[1:]:  # one comparison table ranks classes of one taxonomy: runs of another do not compare
+        theirs, ours = r["taxonomy"], first["taxonomy"]
+        if [c["name"] for c in theirs["classes"]] != [c["name"] for c in ours["classes"]]:
+            raise SegLoopError(f"run {r['name']} was trained on taxonomy '{theirs['name']}' "
+                               f"({len(theirs['classes'])} classes), run {first['name']} on '{ours['name']}' "
+                               f"({len(ours['classes'])}); their figures do not compare in one report", path=r["dir"],
+                               fix="report runs of the same taxonomy together (one report per taxonomy)")
     first_run = Run(first["dir"])
     ds = DatasetVersion(resolve_version(first_run.dataset_ref(), first_run.versions_root))
     m = ds.manifest
     expl = config_explanations()
-    out = Path(out)
     with atomic_dir(out, replace=True) as tmp:
         examples = _examples(ds, tmp)
         curves = _curve_pngs(loaded, tmp)

@@ -34,12 +34,16 @@ def evaluate_run(run: str | Path, split: str = "test", which: str = "best", devi
         raise SegLoopError(f"dataset {ds.version} has taxonomy '{ds.taxonomy.name}' ({ds.taxonomy.num_classes} "
                            f"classes) but the run was trained on '{ckpt['taxonomy']['name']}' ({len(names)})",
                            path=ds.path, fix="evaluate on a version built with the run's taxonomy")
+    part = inf.plugin.evaluation()
+    if tta and part.tta_problem:
+        raise SegLoopError(f"--tta does not apply to run {run_dir.name}: {part.tta_problem}", path=run_dir,
+                           fix="evaluate it without --tta")
     images = ds.images(split)
     if not images:
         raise SegLoopError(f"split '{split}' of {ds.version} is empty", path=ds.path, fix="choose another --split")
     out_dir = run_dir / "eval" / split
     with atomic_dir(out_dir, replace=True) as tmp:
-        scores = inf.plugin.evaluation().evaluate_split(inf, ds, split, tmp, run_dir.name, tta=tta,
+        scores = part.evaluate_split(inf, ds, split, tmp, run_dir.name, tta=tta,
                                                         uncertainty=uncertainty, progress=progress)
         result = {**header(run_dir, split, ds, inf, len(images), scores.pop("times"), scores.pop("input_size")),
                   **scores}

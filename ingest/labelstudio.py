@@ -144,6 +144,31 @@ def task_image_path(task: dict[str, Any], image_key: str, images_root: Path, ori
                            "server's media folder and downloads uploaded images from a remote one")
 
 
+def check_task(task: dict[str, Any], path: Path) -> None:
+    """The shape every reader of an export relies on: ``data`` an object, ``annotations`` a list of objects, each
+    ``result`` a list of objects with an object ``value``; anything else is an error naming the task."""
+    where = f"task {task.get('id')}"
+    fix = "export the project again as JSON (python -m annotate export --project NAME)"
+    if not isinstance(task.get("data", {}), dict):
+        raise SegLoopError(f"{where}: 'data' is not an object", path=path, fix=fix)
+    anns = task.get("annotations") or []
+    if not isinstance(anns, list) or not all(isinstance(a, dict) for a in anns):
+        raise SegLoopError(f"{where}: 'annotations' is not a list of objects", path=path, fix=fix)
+    for a in anns:
+        result = a.get("result") or []
+        if not isinstance(result, list) or not all(isinstance(r, dict) for r in result):
+            raise SegLoopError(f"{where}, annotation {a.get('id')}: 'result' is not a list of region objects",
+                               path=path, fix=fix)
+        for r in result:
+            if not isinstance(r.get("value") or {}, dict):
+                raise SegLoopError(f"{where}, region {r.get('id')}: 'value' is not an object", path=path, fix=fix)
+            value = r.get("value") or {}
+            kind = str(r.get("type", "")).lower()
+            if kind in value and not (isinstance(value[kind], list) and all(isinstance(x, str) for x in value[kind])):
+                raise SegLoopError(f"{where}, region {r.get('id')}: '{kind}' is not a list of label names",
+                                   path=path, fix=fix)
+
+
 def _pick(task: dict[str, Any], choice: str) -> dict[str, Any] | None:
     anns = [a for a in task.get("annotations") or [] if not a.get("was_cancelled")]
     if not anns:
@@ -197,6 +222,7 @@ class LabelStudioSource:
             tasks, media = read_snapshot(snap)
             media_roots = ([media] if media else []) + [snap.parent / "media"]
             for task in tasks:
+                check_task(task, snap)
                 ann = _pick(task, self.annotation)
                 if ann is None:
                     continue  # skipped or not yet labelled

@@ -13,12 +13,31 @@ run-length words (literal).
 
 from __future__ import annotations
 
+import os
+import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
-from numba import njit
 
-from core.errors import SegLoopError
+
+def _numba_cache_dir() -> None:
+    """numba's ``cache=True`` writes compiled code beside this file; in a checkout the user cannot write (a shared
+    install) it goes to the user's cache folder instead (``NUMBA_CACHE_DIR``, unless already set)."""
+    if "NUMBA_CACHE_DIR" in os.environ or os.access(Path(__file__).parent, os.W_OK):
+        return
+    base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    os.environ["NUMBA_CACHE_DIR"] = str(base / "segloop" / "numba")
+    if "numba" in sys.modules:  # imported already: its configuration is read again
+        from numba.core import config
+
+        config.reload_config()
+
+
+_numba_cache_dir()
+from numba import njit  # noqa: E402  (after the cache folder is chosen)
+
+from core.errors import SegLoopError  # noqa: E402
 
 HEADER_BITS = 32 + 5 + 16
 DEFAULT_RLE_SIZES = (3, 4, 8, 16)

@@ -143,13 +143,16 @@ def parse_polygons(path: str | Path) -> dict[str, Any]:
     except (KeyError, TypeError, ValueError):
         raise SegLoopError("polygons file lacks imgHeight / imgWidth / objects", path=path,
                            fix="it must be a Cityscapes *_gtFine_polygons.json") from None
+    if not isinstance(objects, list):
+        raise SegLoopError("'objects' is not a list", path=path, fix="it must be a Cityscapes *_gtFine_polygons.json")
     for i, obj in enumerate(objects):
         poly = obj.get("polygon") if isinstance(obj, dict) else None
         if not isinstance(poly, list) or not all(isinstance(p, (list, tuple)) and len(p) == 2 for p in poly):
             raise SegLoopError(f"object #{i} has no valid 'polygon' list of [x, y] points", path=path,
                                fix="repair or re-export the annotation")
-        if "label" not in obj:
-            raise SegLoopError(f"object #{i} has no 'label'", path=path, fix="repair or re-export the annotation")
+        if not isinstance(obj.get("label"), str):
+            raise SegLoopError(f"object #{i} has no 'label' string (got {obj.get('label')!r})", path=path,
+                               fix="each object needs a Cityscapes label name, e.g. \"label\": \"car\"")
     return {"height": h, "width": w, "objects": objects}
 
 

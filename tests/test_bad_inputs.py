@@ -103,11 +103,16 @@ def _string_point(o: dict) -> None:
     o["polygon"][0] = ["12", "7"]
 
 
+def _numeric_label(o: dict) -> None:
+    o["label"] = 26
+
+
 @pytest.mark.parametrize("spoil,words", [
     (_two_points, "at least 3 points"),
     (_nan_point, "not a finite number"),
     (_string_point, "not a number"),
-], ids=["two-points", "nan", "string-coordinates"])
+    (_numeric_label, "no 'label' string"),
+], ids=["two-points", "nan", "string-coordinates", "numeric-label"])
 def test_bad_polygon_geometry(capsys, work, spoil, words):
     victim = _first_polygons(work["city"])
     data = json.loads(victim.read_text())

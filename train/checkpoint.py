@@ -58,6 +58,21 @@ def unwrap(model: nn.Module) -> nn.Module:
     return model.module if hasattr(model, "module") else model
 
 
+def _refused_global(exc: BaseException) -> str | None:
+    """The callable a pickle asked for that ``weights_only`` loading refused (``os.system``, a class), or None."""
+    found = re.search(r"GLOBAL ([\w.]+)", str(exc))
+    return found.group(1) if found else None
+
+
+def refused_pickle_message(exc: BaseException, what: str) -> str | None:
+    """``what`` refused because it asks to run code while loading, naming that code, or None for another error."""
+    found = _refused_global(exc) if isinstance(exc, pickle.UnpicklingError) else None
+    if found is None:
+        return None
+    return (f"refused to load {what}: the file asks to run {found} while loading, and unpickling anything but "
+            f"tensors could run code")
+
+
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
     """Read a checkpoint without unpickling arbitrary objects; anything else is refused with the reason."""
     path = Path(path)
@@ -67,18 +82,18 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
         with torch.serialization.safe_globals(_LEGACY_NUMPY):
             ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        found = re.search(r"GLOBAL ([\w.]+)", str(exc))
+        found = _refused_global(exc)
         if found is None:
             raise SegLoopError("cannot read checkpoint (not a checkpoint, or truncated)", path=path,
                                fix="use another checkpoint from runs/<run>/checkpoints/") from None
-        if found.group(1).startswith("ultralytics."):
+        if found.startswith("ultralytics."):
             raise SegLoopError(
-                f"{path.name} is an Ultralytics checkpoint, a pickle of Ultralytics' classes ({found.group(1)}), "
+                f"{path.name} is an Ultralytics checkpoint, a pickle of Ultralytics' classes ({found}), "
                 f"not a SegLoop checkpoint; SegLoop never unpickles it", path=path,
                 fix="start a YOLO model from it with model.init_from=PATH (its tensors are read without running "
                     "its code), or give a SegLoop run's checkpoint") from None
         raise SegLoopError(
-            f"refused to load: the file asks to run {found.group(1)} while loading; a SegLoop checkpoint holds "
+            f"refused to load: the file asks to run {found} while loading; a SegLoop checkpoint holds "
             f"tensors and plain data only, and unpickling anything else could run code", path=path,
             fix="use a checkpoint written by python -m train.run; never load .pt files from an untrusted source"
         ) from None

@@ -110,6 +110,35 @@ def transfer_weights(model: nn.Module, source: str | Path) -> dict[str, Any]:
     return report
 
 
+def check_reasons(cfg: dict[str, Any], model_args: dict[str, Any]) -> None:
+    """A ``why:`` reason for a model argument the model does not have (``model.args.widht``) explains nothing: it
+    is refused as an unknown key is, with the closest argument (the config schema cannot know a model's
+    arguments, so this check waits until the model is known)."""
+    import difflib
+
+    valid = [k for k in model_args if k != "num_classes"]
+    for key in cfg.get(WHY) or {}:
+        parts = key.split(".")
+        if parts[:2] == ["model", "args"] and len(parts) > 2 and parts[2] not in valid:
+            close = difflib.get_close_matches(parts[2], valid, n=1)
+            hint = f"did you mean 'model.args.{close[0]}'? " if close else ""
+            raise SegLoopError(f"why: names '{key}', but model {cfg['model']['name']} has no argument "
+                               f"'{parts[2]}'", fix=f"{hint}arguments of {cfg['model']['name']}: "
+                                                    f"{', '.join(valid) or 'none'}")
+
+
+def check_something_to_do(cfg: dict[str, Any], epochs_done: int, elapsed_s: float) -> None:
+    """A resumed run that has finished its epochs, or used its time budget, has nothing to train: say so before the
+    run folder is touched (its run.json, config.yaml and TensorBoard stay as they are)."""
+    tc = cfg["train"]
+    if epochs_done >= tc["epochs"]:
+        raise SegLoopError(f"nothing to do: the run finished its {tc['epochs']} epochs (train.epochs)",
+                           path=cfg["resume"], fix=f"resume with more epochs: train.epochs={epochs_done + 10}")
+    if tc["time_limit"] and elapsed_s >= tc["time_limit"] * 60:
+        raise SegLoopError(f"nothing to do: the run used its train.time_limit of {tc['time_limit']} minutes",
+                           path=cfg["resume"], fix="resume with a larger budget: train.time_limit=MINUTES")
+
+
 class HookBase:
     """Called around the loop; ``self.trainer`` is set when the hook is registered. Only rank 0 runs hooks that
     write (``main_only``)."""
@@ -137,6 +166,11 @@ class Trainer:
         self.world, self.rank, local_rank = _dist_info()
         self.main = self.rank == 0
         tc = cfg["train"]
+        if self.world > 1 and not dist.is_initialized() and not {"MASTER_ADDR", "MASTER_PORT"} <= set(os.environ):
+            raise SegLoopError(f"WORLD_SIZE={self.world} asks for distributed training, but MASTER_ADDR / "
+                               f"MASTER_PORT are not set (torchrun sets them)",
+                               fix="start it with torchrun --nproc_per_node=N -m train.run, or unset WORLD_SIZE, "
+                                   "RANK and LOCAL_RANK for one process")
         if self.world > 1 and not dist.is_initialized():
             dist.init_process_group("nccl" if torch.cuda.is_available() and tc["device"] != "cpu" else "gloo")
         self.device = pick_device(tc["device"])
@@ -149,6 +183,7 @@ class Trainer:
 
         task_cls = tasks.get(cfg["task"]).training()  # model name and arguments fail here, before any dataset is built
         task_cls.models.check_args(cfg["model"]["name"], dict(cfg["model"]["args"] or {}), ("num_classes",))
+        check_reasons(cfg, task_cls.models.parameters(cfg["model"]["name"]))
         if cfg.get("ultralytics") and self.foreign_section != "ultralytics":
             raise SegLoopError(f"the ultralytics: section sets arguments of Ultralytics' trainer, which trains YOLO "
                                f"models only; {cfg['model']['name']} trains in SegLoop's loop",
@@ -295,6 +330,7 @@ class Trainer:
             if best["metric"] == self.best_metric:  # another metric starts its own record
                 self.best = best
             set_rng_state(self.ckpt["rng"])
+            check_something_to_do(self.cfg, self.start_epoch, self.elapsed)
 
     # ------------------------------------------------------------------------------------------------- the loop
     def fit(self, stop_after_epochs: int | None = None) -> TrainResult:

@@ -88,7 +88,7 @@ class Registry(Generic[T]):
             return self.get(name)(**fixed, **args)
         except (ValueError, TypeError) as exc:
             raise SegLoopError(f"{self.what} '{name}' refused its arguments {args}: {exc}",
-                               fix=f"see the valid values of model.args for {name} in the README") from None
+                               fix=f"python -m train.run --models lists {name}'s arguments and their meaning") from None
 
     def summary(self, name: str) -> str:
         """The first line of the constructor's docstring: what the entry is, for ``--models``."""

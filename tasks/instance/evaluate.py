@@ -40,6 +40,8 @@ def predict_instances(model: torch.nn.Module, image: np.ndarray, device: torch.d
 
 class InstanceEvaluation:
     task = "instance"
+    tta_problem = ("an instance model's detections of an image and of its mirror image are not averaged (that "
+                   "needs box and mask matching, which SegLoop does not do)")
 
     def channels_last(self, model: torch.nn.Module, device: torch.device, requested: bool) -> bool:
         """Detection models gain from NHWC on GPUs only."""

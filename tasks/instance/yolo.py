@@ -40,7 +40,7 @@ from torch.utils.data import DataLoader
 from core.config import dump_yaml
 from core.errors import SegLoopError
 from train.checkpoint import check_compatible, rng_state, unwrap
-from train.engine import Trainer, TrainResult
+from train.engine import Trainer, TrainResult, check_something_to_do
 from train.models.yolo import MODEL_NAMES, YoloSeg, default_config_dir, is_yolo, offline_environment
 
 # SegLoop's keys and the Ultralytics argument each one sets (README: "YOLO-seg")
@@ -218,12 +218,8 @@ class YoloFit(Trainer):
                 self.best = self.ckpt["best"]
             self.resume_state = self.ckpt["trainer"]
         limit = tc["time_limit"] * 60 if tc["time_limit"] else None
-        if limit and self.elapsed >= limit:
-            raise SegLoopError(f"the run has used its train.time_limit ({tc['time_limit']} min)",
-                               path=self.cfg["resume"], fix="resume with a larger train.time_limit=MINUTES")
-        if self.ckpt and self.start_epoch >= tc["epochs"]:
-            raise SegLoopError(f"the run finished its {tc['epochs']} epochs", path=self.cfg["resume"],
-                               fix="resume with more train.epochs=N")
+        if self.ckpt:
+            check_something_to_do(self.cfg, self.start_epoch, self.elapsed)
         self.args = ultralytics_args(self.cfg, self.device, self.batches_per_epoch,
                                      limit - self.elapsed if limit else None)
         validate_args(self.args)

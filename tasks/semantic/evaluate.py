@@ -30,6 +30,7 @@ from train.infer import predict_logits, use_channels_last
 
 class SemanticEvaluation:
     task = "semantic"
+    tta_problem: str | None = None  # --tta averages the flipped image's class probabilities
 
     def channels_last(self, model: nn.Module, device: torch.device, requested: bool) -> bool:
         return use_channels_last(model, device, requested)

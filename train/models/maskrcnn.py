@@ -56,8 +56,12 @@ def load_backbone_weights(body: nn.Module, path: str | Path) -> None:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
-        raise SegLoopError(f"cannot read backbone weights ({type(exc).__name__}: {str(exc)[:200]})", path=path,
-                           fix="give a plain state dict (tensors only); pickled objects are refused") from None
+        from train.checkpoint import refused_pickle_message
+
+        refused = refused_pickle_message(exc, "the backbone weights")
+        raise SegLoopError(refused or f"cannot read backbone weights ({type(exc).__name__}: {str(exc)[:200]})",
+                           path=path, fix="give a plain state dict (tensors only): torch.save(model.state_dict(), "
+                                          "PATH); pickled objects are refused") from None
     if isinstance(state, dict) and "model" in state and isinstance(state["model"], dict):
         state = state["model"]
     if not isinstance(state, dict):
@@ -81,6 +85,18 @@ def load_backbone_weights(body: nn.Module, path: str | Path) -> None:
                            fix="use weights of the same torchvision architecture, with model.args.norm=batch for "
                                "BatchNorm weights")
     body.load_state_dict(state, strict=False)
+
+
+def _ints(name: str, values: Sequence[object], low: int, high: int | None = None) -> list[int]:
+    """``values`` as integers in [low, high], or a ValueError naming the argument (not Python's int() message)."""
+    out = []
+    for v in values:
+        if isinstance(v, bool) or not isinstance(v, int) or v < low or (high is not None and v > high):
+            span = f"in {low}..{high}" if high is not None else f">= {low}"
+            what = f"integers {span}, got {list(values)}" if len(values) > 1 else f"an integer {span}, got {v!r}"
+            raise ValueError(f"model.args.{name} must be {what}")
+        out.append(v)
+    return out
 
 
 @INSTANCE_MODELS.register("maskrcnn")
@@ -109,10 +125,18 @@ def build_maskrcnn(num_classes: int, backbone: str = "resnet50", norm: str = "gr
     if backbone not in BACKBONES:
         raise ValueError(f"backbone must be one of {', '.join(BACKBONES)}, got {backbone!r}")
     norm_cls = norm_layer(norm)
-    min_sizes = tuple(min_size) if isinstance(min_size, (list, tuple)) else (int(min_size),)
-    if any(int(s) < 1 for s in min_sizes) or max_size < max(min_sizes):
-        raise ValueError(f"min_size {min_size} must be positive and at most max_size {max_size}")
-    anchors = tuple(int(a) for a in anchor_sizes)
+    min_sizes = tuple(_ints("min_size", min_size if isinstance(min_size, (list, tuple)) else [min_size], 1))
+    _ints("max_size", [max_size], 1)
+    if max_size < max(min_sizes):
+        raise ValueError(f"min_size {min_size} must be at most max_size {max_size}")
+    anchors = tuple(_ints("anchor_sizes", anchor_sizes, 1))
+    _ints("trainable_layers", [trainable_layers], 0, 5)  # the same range for every backbone
+    _ints("box_detections_per_img", [box_detections_per_img], 1)
+    _ints("box_batch_size_per_image", [box_batch_size_per_image], 1)
+    _ints("rpn_post_nms_top_n_train", [rpn_post_nms_top_n_train], 1)
+    if isinstance(box_score_thresh, bool) or not isinstance(box_score_thresh, (int, float)) or not (
+            0 <= box_score_thresh < 1):
+        raise ValueError(f"model.args.box_score_thresh must be a score in [0, 1), got {box_score_thresh!r}")
     if backbone.startswith("resnet"):
         if len(anchors) != 5:
             raise ValueError(f"resnet FPN backbones have 5 levels: give 5 anchor_sizes, got {len(anchors)}")

@@ -1,0 +1,267 @@
+"""Bad input on the newer commands (resume, report, predict, the app, Mask R-CNN arguments, reasons, Label Studio
+exports, distributed settings), through the real command lines where there is one: exit status 2, one message
+naming the thing and the fix, no traceback, and, for the cases that used to pass silently, nothing of the user's
+changed (every file's bytes and modification time compared before and after)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import struct
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from core.errors import SegLoopError, run_cli
+from tests.conftest import instance_overrides, tiny_overrides
+
+
+def snapshot(folder: Path) -> dict[str, tuple[bytes, int]]:
+    """Every file under ``folder`` (hidden ones included) with its bytes and modification time."""
+    return {str(p.relative_to(folder)): (p.read_bytes(), p.stat().st_mtime_ns)
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def clean_error(capsys, main, argv: list[str], *words: str) -> str:
+    capsys.readouterr()
+    rc = run_cli(main, [str(a) for a in argv])
+    err = capsys.readouterr().err
+    assert rc == 2, err
+    assert "Traceback" not in err, err
+    for w in words:
+        assert w in err, f"{w!r} not in: {err}"
+    return err
+
+
+def _train_main():
+    from train.run import main
+
+    return main
+
+
+def _evaluate_main():
+    from evaluate.__main__ import main
+
+    return main
+
+
+# ----------------------------------------------------------------------------- nothing the user owns is changed
+def test_resume_of_a_finished_run_changes_nothing(capsys, tiny_run, tmp_path):
+    run = tmp_path / "done"
+    shutil.copytree(tiny_run.run_dir, run)
+    before = snapshot(run)
+    clean_error(capsys, _train_main(), [f"resume={run}"], "nothing to do", "train.epochs=")
+    assert snapshot(run) == before
+
+
+def test_report_never_replaces_a_file_or_a_folder_that_is_not_a_report(capsys, evaluated_run, tmp_path):
+    mine = tmp_path / "notes.txt"
+    mine.write_text("my notes")
+    clean_error(capsys, _evaluate_main(), ["report", evaluated_run, "--out", mine], "is not a report folder")
+    assert mine.read_text() == "my notes" and sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"]
+    run_copy = tmp_path / "run"
+    shutil.copytree(evaluated_run, run_copy)
+    before = snapshot(run_copy)
+    clean_error(capsys, _evaluate_main(), ["report", evaluated_run, "--out", run_copy], "is not a report folder")
+    assert snapshot(run_copy) == before
+
+
+# ------------------------------------------------------------------------------------- nothing silently misread
+def _png16(path: Path, values: np.ndarray) -> Path:
+    Image.fromarray(values.astype(np.uint16)).save(path)
+    return path
+
+
+def test_sixteen_bit_images_are_scaled_by_their_range(tmp_path):
+    from core.fsio import read_image
+    from evaluate.demo_app import decode_upload
+
+    ramp = np.tile(np.linspace(0, 65535, 64), (8, 1))
+    rgb = read_image(_png16(tmp_path / "ramp16.png", ramp))
+    assert rgb.dtype == np.uint8 and rgb.shape == (8, 64, 3)
+    np.testing.assert_allclose(rgb[0, :, 0], np.round(ramp[0] / 257), atol=1)  # not clipped at 255
+    assert (rgb == 255).mean() < 0.05
+    twelve = np.tile(np.linspace(0, 4095, 64), (8, 1))  # a 12-bit sensor's values in a 16-bit file
+    np.testing.assert_allclose(read_image(_png16(tmp_path / "t12.png", twelve))[0, :, 1],
+                               np.round(twelve[0] / 4095 * 255), atol=1)
+    upload = decode_upload((tmp_path / "ramp16.png").read_bytes())
+    np.testing.assert_array_equal(upload, rgb)  # the app's upload reads it the same way
+    tiff = tmp_path / "ramp.tif"
+    Image.fromarray(ramp.astype(np.uint16)).save(tiff)
+    np.testing.assert_array_equal(read_image(tiff), rgb)
+
+
+def test_an_instance_prediction_set_without_instances_json_is_refused(evaluated_instance_run, tmp_path):
+    import tasks
+    from core.runs import read_index
+    from ingest.taxonomy import load_taxonomy
+
+    folder = tmp_path / "set"
+    shutil.copytree(evaluated_instance_run[0] / "eval" / "test", folder)
+    (folder / "instances.json").unlink()
+    entry = next(iter(read_index(folder / "index.json")["images"].values()))
+    with pytest.raises(SegLoopError, match="instance predictions") as e:
+        tasks.get("instance").labelstudio().regions(folder, entry, load_taxonomy("cityscapes"), ["polygon"])
+    assert "instances.json" in str(e.value)
+
+
+def test_a_report_never_mixes_taxonomies(capsys, evaluated_run, demo_city, tmp_path):
+    from evaluate.runner import evaluate_run
+    from ingest.version import build
+    from tests.conftest import demo_data_config
+    from train.config import load_train_config
+    from train.engine import train
+
+    person = build(demo_data_config(demo_city, tmp_path / "v", "taxonomy=configs/taxonomy/person.yaml",
+                                    "name=persons"), progress=False)
+    other = train(load_train_config(None, tiny_overrides(person.path, tmp_path / "runs", "train.epochs=1",
+                                                         "output.name=person")), progress=False).run_dir
+    evaluate_run(other, "test", progress=False)
+    clean_error(capsys, _evaluate_main(), ["report", evaluated_run, other, "--out", tmp_path / "r"],
+                "taxonomy 'person'", "do not compare")
+    assert not (tmp_path / "r").exists()
+
+
+# ----------------------------------------------------------------------------------- no option silently ignored
+def test_tta_on_an_instance_run_is_refused(capsys, evaluated_instance_run, tmp_path):
+    run = tmp_path / "mrcnn"
+    shutil.copytree(evaluated_instance_run[0], run)
+    before = snapshot(run)
+    clean_error(capsys, _evaluate_main(), ["run", run, "--tta"], "--tta does not apply")
+    assert snapshot(run) == before
+
+
+MODEL_ARGS = [
+    ("model.args.trainable_layers=-1", "model.args.trainable_layers must be an integer in 0..5"),
+    ("model.args.box_detections_per_img=0", "model.args.box_detections_per_img must be an integer >= 1"),
+    ("model.args.box_score_thresh=1.5", "model.args.box_score_thresh must be a score in [0, 1)"),
+    ("model.args.anchor_sizes=[a, b, c, d, e]", "model.args.anchor_sizes must be integers >= 1"),
+]
+
+
+@pytest.mark.parametrize("backbone", ["resnet18", "mobilenet_v3_large"])
+@pytest.mark.parametrize(("override", "words"), MODEL_ARGS, ids=[r[0].split("=")[0] for r in MODEL_ARGS])
+def test_mask_rcnn_arguments_have_one_range_for_every_backbone(capsys, demo_version, tmp_path, backbone,
+                                                                override, words):
+    anchors = "[16, 32, 64]" if backbone.startswith("mobilenet") else "[16, 32, 64, 128, 256]"
+    argv = instance_overrides(demo_version.path, tmp_path / "runs", f"model.args.backbone={backbone}",
+                              f"model.args.anchor_sizes={anchors}", override)
+    if "anchor_sizes" in override and backbone.startswith("mobilenet"):
+        argv[-1] = "model.args.anchor_sizes=[a, b, c]"
+    clean_error(capsys, _train_main(), argv, words, "--models")
+    assert not (tmp_path / "runs").exists()
+
+
+def test_a_reason_for_a_model_argument_the_model_lacks_is_refused(capsys, demo_version, tmp_path):
+    clean_error(capsys, _train_main(), tiny_overrides(demo_version.path, tmp_path / "runs",
+                                                      'why={model.args.widht: "wider"}'),
+                "model.args.widht", "did you mean 'model.args.width'")
+    assert not (tmp_path / "runs").exists()
+
+
+# ------------------------------------------------------------------------------- every reader validates its file
+def test_a_broken_run_json_is_said_at_the_terminal(capsys, evaluated_run, tmp_path):
+    run = tmp_path / "broken"
+    shutil.copytree(evaluated_run, run)
+    (run / "run.json").write_text("{not json")
+    clean_error(capsys, _evaluate_main(), ["report", run, "--out", tmp_path / "r"], "run.json", "parse as JSON")
+    clean_error(capsys, _evaluate_main(), ["app", run], "run.json", "parse as JSON")
+
+
+def test_wrongly_typed_annotation_files_are_named(tmp_path):
+    from ingest.labelstudio import LabelStudioSource
+    from ingest.polygons import parse_polygons
+    from ingest.taxonomy import load_taxonomy
+
+    poly = tmp_path / "x_gtFine_polygons.json"
+    poly.write_text(json.dumps({"imgHeight": 8, "imgWidth": 8, "objects": [
+        {"label": "car", "polygon": [[0, 0], [4, 0], [4, 4]]}, {"label": 26, "polygon": [[0, 0], [4, 0], [4, 4]]}]}))
+    with pytest.raises(SegLoopError, match=r"object #1 has no 'label' string \(got 26\)"):
+        parse_polygons(poly)
+    snap = tmp_path / "ls" / "20260101T000000Z.json"
+    snap.parent.mkdir()
+    for result, words in ((["polygonlabels"], "'result' is not a list of region objects"),
+                          ([{"id": "r", "type": "polygonlabels", "value": {"polygonlabels": [3]}}],
+                           "'polygonlabels' is not a list of label names")):
+        snap.write_text(json.dumps([{"id": 7, "data": {"image": "a.png"}, "annotations": [{"id": 1,
+                                                                                         "result": result}]}]))
+        source = LabelStudioSource("ls", snap.parent, load_taxonomy("cityscapes"))
+        with pytest.raises(SegLoopError, match=words) as e:
+            source.records()
+        assert "task 7" in str(e.value) and str(snap) in str(e.value)
+
+
+def test_an_image_announcing_gigapixels_is_refused_before_decoding(capsys, tiny_run, tmp_path):
+    folder = tmp_path / "images"
+    folder.mkdir()
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = chunk(b"IHDR", struct.pack(">IIBBBBB", 100_000, 100_000, 8, 2, 0, 0, 0))
+    (folder / "huge.png").write_bytes(b"\x89PNG\r\n\x1a\n" + header + chunk(b"IDAT", zlib.compress(b""))
+                                      + chunk(b"IEND", b""))
+    clean_error(capsys, _evaluate_main(), ["predict", tiny_run.run_dir, "--images", folder],
+                "huge.png", "too large to decode safely", "megapixels")
+
+
+# ------------------------------------------------------------------------------ checks happen where the user is
+def test_the_app_checks_its_device_at_the_terminal(capsys, tiny_run):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU: --device cuda is valid here")
+    clean_error(capsys, _evaluate_main(), ["app", tiny_run.run_dir, "--device", "cuda"], "no CUDA GPU")
+
+
+# ------------------------------------------------------------------------------------- messages name the thing
+def test_report_gallery_count_names_its_own_option(capsys, evaluated_run, tmp_path):
+    err = clean_error(capsys, _evaluate_main(), ["report", evaluated_run, "--out", tmp_path / "r", "--gallery", "-3"],
+                      "--gallery", "at least 1")
+    assert "--n" not in err
+
+
+def test_pickled_backbone_weights_name_the_call_they_would_make(tmp_path):
+    import torch
+
+    from train.models import INSTANCE_MODELS
+
+    class Exploit:
+        def __reduce__(self):
+            return (os.system, ("true",))
+
+    weights = tmp_path / "resnet18.pth"
+    torch.save({"conv1.weight": Exploit()}, weights)
+    with pytest.raises(SegLoopError, match=r"asks to run (posix|os)\.system") as e:
+        INSTANCE_MODELS.build("maskrcnn", {"backbone": "resnet18", "weights_backbone": str(weights)}, num_classes=3)
+    assert "state_dict" in str(e.value)
+
+
+# ------------------------------------------------------------------------------ environments a user really has
+def test_world_size_without_torchrun_says_what_is_missing(capsys, demo_version, tmp_path, monkeypatch):
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "0")
+    for var in ("MASTER_ADDR", "MASTER_PORT", "LOCAL_RANK"):
+        monkeypatch.delenv(var, raising=False)
+    clean_error(capsys, _train_main(), tiny_overrides(demo_version.path, tmp_path / "runs"), "MASTER_ADDR",
+                "torchrun")
+    assert not (tmp_path / "runs").exists()
+
+
+def test_numba_caches_where_the_user_can_write(monkeypatch, tmp_path):
+    import ingest.ls_brush as brush
+
+    monkeypatch.delenv("NUMBA_CACHE_DIR", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    real, source = os.access, Path(brush.__file__).parent
+    monkeypatch.setattr(os, "access", lambda p, mode: False if Path(p) == source else real(p, mode))
+    brush._numba_cache_dir()  # a checkout the user cannot write: the cache goes to the user's cache folder
+    assert os.environ["NUMBA_CACHE_DIR"] == str(tmp_path / "segloop" / "numba")
+    from numba.core import config
+
+    assert str(tmp_path / "segloop" / "numba") == config.CACHE_DIR
+    monkeypatch.delenv("NUMBA_CACHE_DIR")
+    config.reload_config()
