@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import tempfile
 import time
+from pathlib import Path
 
 import _common  # puts the project root on sys.path (and is used for its path)
 import torch
@@ -132,7 +133,7 @@ def ultralytics_map50(run: object, device: str) -> float:
     from tasks.instance.yolo_data import export_yolo
     from train.checkpoint import load_model
 
-    model, ckpt = load_model(run.run_dir, "best")
+    model, ckpt = load_model(run, "best")
     from ingest.version import DatasetVersion
 
     ds = DatasetVersion(ckpt["dataset_path"])
@@ -145,7 +146,6 @@ def ultralytics_map50(run: object, device: str) -> float:
 
 
 def yolo_bench(args: argparse.Namespace) -> None:
-    from evaluate.runner import evaluate_run
     from train.engine import trainer_for
 
     runs = tempfile.mkdtemp()
@@ -169,13 +169,20 @@ def yolo_bench(args: argparse.Namespace) -> None:
           f"{args.epochs} epochs x {args.rounds} rounds on {fit.device}")
     print(f"  Ultralytics {max(direct):.2f} img/s   SegLoop {max(ours):.2f} img/s   ratio "
           f"{max(ours) / max(direct):.3f} (target >= 0.95)")
-    print(f"  outside the epoch loops: Ultralytics' validator {min(direct_val):.1f} s (its last epoch only, val "
-          f"arguments as given) vs SegLoop's COCO validation and checkpoints {min(ours_val):.1f} s")
-    result = evaluate_run(res.run_dir, "val", progress=False)
-    ours_map = result["segm"]["AP50"]
-    theirs = ultralytics_map50(res, "cpu" if fit.device.type == "cpu" else "0")
-    print(f"same weights, validation split: Ultralytics mask mAP50 {theirs:.4f}   SegLoop (pycocotools) mask AP50 "
-          f"{ours_map:.4f}")
+    print(f"  outside the epoch loops: Ultralytics' validation {min(direct_val):.1f} s ({args.epochs} validations, "
+          f"every epoch) vs SegLoop's {min(ours_val):.1f} s (one COCO validation at native resolution, the "
+          f"export and the checkpoints)")
+    compare_map(res.run_dir, fit.device)
+
+
+def compare_map(run: object, device: object) -> None:
+    """Ultralytics' own mask mAP50 and SegLoop's (pycocotools-equal) for the same weights, on the validation split."""
+    from evaluate.runner import evaluate_run
+
+    result = evaluate_run(run, "val", progress=False)
+    theirs = ultralytics_map50(run, "cpu" if str(device) == "cpu" else "0")
+    print(f"same weights ({run}), validation split: Ultralytics mask mAP50 {theirs:.4f}   SegLoop (pycocotools) "
+          f"mask AP50 {result['segm']['AP50']:.4f}")
     print("  the difference: Ultralytics scores masks at the letterboxed input size from quarter-resolution\n"
           "  prototypes, keeps 300 detections, treats crowd regions as background and interpolates its own PR\n"
           "  curve; pycocotools scores masks at the image's size, ignores detections on crowd regions, keeps 100\n"
@@ -192,6 +199,8 @@ def quality(args: argparse.Namespace) -> None:
         cfg = load_train_config(recipe, [f"output.runs_dir={runs}", f"train.time_limit={args.minutes}",
                                          f"train.device={args.device}"])
         res = train(cfg, progress=False)
+        if recipe == YOLO_RECIPE:
+            compare_map(res.run_dir, args.device if args.device != "auto" else "cpu")
         m = evaluate_run(res.run_dir, "test", progress=False)
         pc = m["segm"]["per_class"]
         table.append((cfg["model"]["name"], res.epochs_done, m["segm"]["AP50"], m["segm"]["AP"],
@@ -246,7 +255,10 @@ def main() -> None:
     p.add_argument("--epochs", type=int, default=3, help="--yolo: epochs per side and round")
     p.add_argument("--quality", action="store_true", help="YOLO-seg and Mask R-CNN recipes, --minutes each")
     p.add_argument("--minutes", type=float, default=15.0)
+    p.add_argument("--compare", metavar="RUN", help="a trained YOLO run: Ultralytics' mask mAP50 beside SegLoop's")
     args = p.parse_args()
+    if args.compare:
+        return compare_map(Path(args.compare), args.device if args.device != "auto" else "cpu")
     if args.yolo:
         return yolo_bench(args)
     if args.quality:
