@@ -94,16 +94,16 @@ def main(argv: list[str] | None = None) -> int:
     from annotate import project as proj
     from ingest.taxonomy import load_taxonomy
 
-    client = _client()
     if args.cmd == "fetch-media":
         from ingest.labelstudio import read_snapshot
 
         snap = Path(args.snapshot)
-        tasks, _ = read_snapshot(snap)
-        n = proj.download_uploads(client, tasks, snap.parent / "media")
+        tasks, _ = read_snapshot(snap)  # the file is checked before any server is asked for
+        n = proj.download_uploads(_client(), tasks, snap.parent / "media")
         print(f"{n or 0} uploaded images downloaded into {snap.parent / 'media'}" if n is not None
               else "no task of the snapshot has an uploaded image")
         return 0
+    client = _client()
     if args.cmd == "project":
         tools = [t.strip() for t in args.tools.split(",") if t.strip()]
         project, created = proj.ensure_project(client, args.name, load_taxonomy(args.taxonomy), tools)

@@ -139,6 +139,7 @@ def ultralytics_map50(run: object, device: str) -> float:
     ds = DatasetVersion(ckpt["dataset_path"])
     export = export_yolo(ds, progress=False)
     v = SegmentationValidator(args={"data": str(export / "data.yaml"), "imgsz": int(model.imgsz), "batch": 8,
+                                    "project": tempfile.mkdtemp(), "name": "val",
                                     "conf": 0.001, "iou": 0.7, "split": "val", "plots": False, "device": device,
                                     "verbose": False})
     stats = v(model=model.net.float())

@@ -270,8 +270,11 @@ def resolve_run(run: str | Path, runs_dir: str | Path = "runs") -> Path:
         return max(runs, key=lambda d: Run(d).checkpoint_path("last").stat().st_mtime)
     if (root / str(run)).is_dir():
         return root / str(run)
-    known = ", ".join(sorted(d.name for d in root.glob("*") if d.is_dir())) if root.is_dir() else "none"
-    raise SegLoopError(f"run '{run}' not found", path=root, fix=f"runs: {known}")
+    known = sorted(d.name for d in root.glob("*") if (d / RUN_JSON).is_file() or (d / CHECKPOINTS).is_dir()
+                   ) if root.is_dir() else []
+    raise SegLoopError(f"run '{run}' not found", path=root,
+                       fix=f"give a run folder, 'last', or a run under {root}/: {', '.join(known)}" if known else
+                       f"give a run folder written by python -m train.run ({root}/ holds no run)")
 
 
 def find_checkpoint(run: str | Path, which: str = "best") -> Path:

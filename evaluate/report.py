@@ -37,7 +37,7 @@ from core.fsio import atomic_dir, read_json
 from core.runs import Run, find_checkpoint
 from evaluate.gallery import make_triptychs
 from ingest.version import DatasetVersion, resolve_version
-from train.checkpoint import load_model
+from train.checkpoint import load_checkpoint, load_model
 from train.config import TRAIN_DEFAULT, WHY, shown_command
 
 WORST_SHOWN = 5  # classes whose per-class curve is drawn
@@ -108,6 +108,17 @@ def _load_run(run: Path) -> dict[str, Any]:
                            fix=f"python -m evaluate run {run} --split test")
     test_metrics = read_json(test, "test metrics")
     model, ckpt = load_model(find_checkpoint(run, "best"))
+    evaluated = Path(str(test_metrics.get("checkpoint", "best.pt"))).name
+    now = ckpt if evaluated == "best.pt" else load_checkpoint(find_checkpoint(run, evaluated.removesuffix(".pt")))
+    if "epoch" in test_metrics and test_metrics["epoch"] != now["epoch"]:
+        raise SegLoopError(f"the test evaluation is of epoch {test_metrics['epoch']}'s {evaluated}, but the run has "
+                           f"trained on since (its {evaluated} is epoch {now['epoch']}): the report would put old "
+                           f"figures beside the new run", path=test,
+                           fix=f"python -m evaluate run {run} --split test")
+    torn = len(Run(run).metrics_path.read_text().splitlines()) - len(metrics) if metrics else 0
+    if torn > 0:
+        print(f"note: {torn} line(s) of {Run(run).metrics_path} could not be read (a write cut short by a kill); "
+              f"the curves leave them out")
     hw = tuple(ckpt["config"]["data"]["image_size"])
     from torch.utils.flop_counter import FlopCounterMode
 
@@ -248,6 +259,13 @@ def build_report(runs: list[str | Path], out: str | Path, gallery: int = 6, pdf:
         raise SegLoopError(f"--out {out} exists and is not a report folder (a report replaces its folder whole)",
                            path=out, fix="give a new folder, or the folder of an earlier report")
     chromium = _chromium() if pdf else None
+    seen: dict[Path, str] = {}
+    for r in runs:
+        key = Path(r).resolve()
+        if key in seen:
+            raise SegLoopError(f"run {r} is given twice (as {seen[key]} and {r})", path=r,
+                               fix="name each run once")
+        seen[key] = str(r)
     loaded = [_load_run(Path(r)) for r in runs]
     first = loaded[0]
     for r in loaded[1:]:  # one comparison table ranks classes of one taxonomy: runs of another do not compare

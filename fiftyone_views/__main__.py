@@ -22,7 +22,7 @@ import argparse
 import sys
 
 from core.cli import non_negative_int, port_number, positive_int
-from core.errors import run_cli
+from core.errors import SegLoopError, run_cli
 
 
 def _run_args(p: argparse.ArgumentParser, db: bool = True) -> None:
@@ -54,7 +54,8 @@ def main(argv: list[str] | None = None) -> int:
     t = sub.add_parser("triptychs", help="image | ground truth | prediction panels with an index.html")
     _run_args(t, db=False)
     t.add_argument("--n", type=positive_int, default=100)
-    t.add_argument("--seed", type=non_negative_int, default=0)
+    t.add_argument("--seed", type=non_negative_int, default=None,
+                   help="which random images (default 0); --worst picks by error instead, so it takes no seed")
     t.add_argument("--worst", action="store_true", help="the N lowest-mIoU images instead of a random sample")
     t.add_argument("--out", default=None, help="output folder (default runs/<run>/triptychs/<split>-<kind>)")
     db = sub.add_parser("db", help="status or stop of SegLoop's mongod for FiftyOne")
@@ -65,7 +66,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.cmd == "triptychs":
         from evaluate.gallery import make_triptychs
 
-        dest, picked, note = make_triptychs(args.run, args.split, args.n, args.seed, args.worst, args.out)
+        if args.worst and args.seed is not None:
+            raise SegLoopError("--seed picks random images and --worst the worst ones: the two do not combine",
+                               fix="drop --seed (with --worst) or --worst (for a random sample)")
+        dest, picked, note = make_triptychs(args.run, args.split, args.n, args.seed or 0, args.worst, args.out)
         if note:
             print(f"note: {note}")
         print(f"{len(picked)} triptychs and index.html written to {dest}")

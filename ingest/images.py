@@ -20,9 +20,13 @@ def list_images(images: str | Path) -> list[Path]:
             raise SegLoopError(f"{len(missing)} listed images do not exist, e.g. {missing[0]}", path=p,
                                fix="regenerate the list")
         return files
+    if p.is_file():
+        raise SegLoopError("is a file, not a folder of images or a .txt list of image paths", path=p,
+                           fix=f"give its folder ({p.parent}), or a .txt file listing the images, one per line")
     if not p.is_dir():
         raise SegLoopError("image folder or list file not found", path=p, fix="give a folder of images or a .txt list")
     files = sorted(f for f in p.rglob("*") if f.suffix.lower() in IMAGE_EXTS)
     if not files:
-        raise SegLoopError("no images (png, jpg) found", path=p)
+        raise SegLoopError(f"no images ({', '.join(sorted(IMAGE_EXTS))}) found", path=p,
+                           fix="give the folder that holds the images (subfolders are searched too)")
     return files

@@ -265,3 +265,70 @@ def test_numba_caches_where_the_user_can_write(monkeypatch, tmp_path):
     assert str(tmp_path / "segloop" / "numba") == config.CACHE_DIR
     monkeypatch.delenv("NUMBA_CACHE_DIR")
     config.reload_config()
+
+
+# ------------------------------------------------------------------------------- found by a fresh-eyes probe
+def test_resume_refuses_settings_it_would_not_use(capsys, tiny_run, tmp_path):
+    run = tmp_path / "half"
+    shutil.copytree(tiny_run.run_dir, run)
+    before = snapshot(run)
+    for extra, key in ((["output.name=other"], "output.name"), ([f"output.runs_dir={tmp_path / 'x'}"],
+                                                                 "output.runs_dir"),
+                       ([f"model.weights={tiny_run.run_dir}"], "model.weights")):
+        clean_error(capsys, _train_main(), [f"resume={run}", "train.epochs=3", *extra], key,
+                    "does not apply when resuming")
+    assert snapshot(run) == before and not (tmp_path / "x").exists()
+    clean_error(capsys, _train_main(), ["resume=/nonexistent/run"], "run folder not found")
+
+
+def test_weights_and_init_from_together_are_refused(capsys, tiny_run, demo_version, tmp_path):
+    clean_error(capsys, _train_main(), tiny_overrides(demo_version.path, tmp_path / "runs",
+                                                      f"model.weights={tiny_run.run_dir}",
+                                                      f"model.init_from={tiny_run.run_dir}"),
+                "model.weights and model.init_from both set")
+
+
+def test_settings_a_run_does_not_read_are_said_and_recorded(capsys, demo_version, tmp_path):
+    from train.config import load_train_config
+    from train.engine import Trainer
+
+    capsys.readouterr()
+    t = Trainer(load_train_config(None, tiny_overrides(demo_version.path, tmp_path, "optim.momentum=0.5",
+                                                       "schedule.power=2.0", "augment.copy_paste=0.5",
+                                                       "optim.lr=0.002")), progress=False)
+    out = capsys.readouterr().out
+    assert set(t.unused) == {"optim.momentum", "schedule.power", "augment.copy_paste"}
+    for key in t.unused:
+        assert f"note: {key}=" in out and "has no effect here" in out
+    assert "optim.lr" not in t.unused  # a setting the run reads is never said
+
+
+def test_commands_name_the_right_thing(capsys, tiny_run, evaluated_run, tmp_path):
+    from annotate.__main__ import main as annotate_main
+    from fiftyone_views.__main__ import main as fo_main
+
+    err = clean_error(capsys, _evaluate_main(), ["run", tmp_path / "nope"], "not found")
+    assert "fix: runs:" not in err and "give a run folder" in err
+    png = tmp_path / "one.png"
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(png)
+    clean_error(capsys, _evaluate_main(), ["predict", tiny_run.run_dir, "--images", png], "is a file, not a folder",
+                str(tmp_path))
+    (tmp_path / "empty").mkdir()
+    clean_error(capsys, _evaluate_main(), ["predict", tiny_run.run_dir, "--images", tmp_path / "empty"],
+                "no images", "fix")
+    clean_error(capsys, annotate_main, ["fetch-media", "--snapshot", tmp_path / "nope.json"], "nope.json")
+    assert "Label Studio to talk to" not in capsys.readouterr().err
+    clean_error(capsys, fo_main, ["triptychs", evaluated_run, "--worst", "--seed", "5", "--n", "2"],
+                "--seed", "--worst")
+
+
+def test_report_refuses_a_run_twice_and_an_evaluation_older_than_the_run(capsys, evaluated_run, tmp_path):
+    clean_error(capsys, _evaluate_main(), ["report", evaluated_run, evaluated_run, "--out", tmp_path / "r"],
+                "given twice")
+    run = tmp_path / "later"
+    shutil.copytree(evaluated_run, run)
+    metrics = json.loads((run / "eval" / "test" / "metrics.json").read_text())
+    (run / "eval" / "test" / "metrics.json").write_text(json.dumps({**metrics, "epoch": metrics["epoch"] - 1}))
+    clean_error(capsys, _evaluate_main(), ["report", run, "--out", tmp_path / "r"], "trained on since",
+                "python -m evaluate run")
+    assert not (tmp_path / "r").exists()

@@ -127,6 +127,18 @@ def check_reasons(cfg: dict[str, Any], model_args: dict[str, Any]) -> None:
                                                     f"{', '.join(valid) or 'none'}")
 
 
+def check_resume_overrides(cfg: dict[str, Any], theirs: dict[str, Any]) -> None:
+    """A resumed run continues in its own folder from its own weights: ``output.*`` and a starting checkpoint
+    (``model.weights`` / ``model.init_from``) other than the ones it was started with would have no effect."""
+    for key in ("output.name", "output.runs_dir", "model.weights", "model.init_from"):
+        section, name = key.split(".")
+        ours, before = cfg[section][name], (theirs.get(section) or {}).get(name)
+        if ours != before and not (section == "output" and ours is None):
+            raise SegLoopError(f"{key}={ours} does not apply when resuming: the run continues in its own folder "
+                               f"from its last.pt (it was started with {key}={before})", path=cfg["resume"],
+                               fix=f"drop {key} from the command, or start a new run without resume=")
+
+
 def check_something_to_do(cfg: dict[str, Any], epochs_done: int, elapsed_s: float) -> None:
     """A resumed run that has finished its epochs, or used its time budget, has nothing to train: say so before the
     run folder is touched (its run.json, config.yaml and TensorBoard stay as they are)."""
@@ -190,9 +202,14 @@ class Trainer:
                                fix="remove the ultralytics: section, or set model.name to a YOLO model "
                                    "(python -m train.run --models)")
         resume = cfg["resume"]
+        if cfg["model"]["weights"] and cfg["model"]["init_from"]:
+            raise SegLoopError("model.weights and model.init_from both set: one run starts from one checkpoint",
+                               fix="model.weights for the same model and taxonomy, or model.init_from for transfer "
+                                   "learning (layers of the same name and shape); not both")
         self.ckpt: dict[str, Any] | None = None
         if resume:
             self.ckpt = load_checkpoint(Run(resume).checkpoint_path("last"))
+            check_resume_overrides(cfg, self.ckpt["config"])
         if self.world > 1 and not self.main:
             dist.barrier()  # rank 0 generates / builds the dataset first; the others then only read it
         self.dataset = ensure_dataset(cfg) if not resume else DatasetVersion(
@@ -203,6 +220,7 @@ class Trainer:
         self.taxonomy = self.dataset.taxonomy
         self.amp = bool(tc["amp"]) and self.device.type == "cuda"
         self.task: Task = task_cls(cfg, self.taxonomy, self.device, self.amp, progress)
+        self.unused = self._say_unused(self.unused_settings())
         self.task.check_dataset(self.dataset, cfg["data"]["train_split"])
         self.best_metric = tc["best_metric"] if tc["best_metric"] != "auto" else self.task.best_metric
         if self.best_metric not in self.task.metric_names:
@@ -222,6 +240,30 @@ class Trainer:
         self._build_model()
         self.hooks: list[HookBase] = []
         self.register_hooks([RunFolder(), Validation(), MetricsLog(), Checkpointer()])
+
+    def unused_settings(self) -> dict[str, str]:
+        """Config keys this run does not read, with why (the loop's own, then the task's)."""
+        oc, sc = self.cfg["optim"], self.cfg["schedule"]
+        out = {}
+        if oc["name"] != "sgd":
+            out["optim.momentum"] = f"momentum is SGD's; {oc['name']} has none"
+        if sc["name"] != "poly":
+            out["schedule.power"] = f"the power shapes the poly schedule, not {sc['name']}"
+        if sc["name"] != "cosine":
+            out["schedule.min_lr_ratio"] = f"the floor of the cosine schedule, not {sc['name']}"
+        return {**out, **type(self.task).unused_settings(self.cfg)}
+
+    def _say_unused(self, unused: dict[str, str]) -> dict[str, str]:
+        """The unused keys this config sets to something other than the default, each said once."""
+        from core.config import flatten, load_with_bases
+        from train.config import TRAIN_DEFAULT
+
+        default, given = flatten(load_with_bases(TRAIN_DEFAULT)), flatten(self.cfg)
+        said = {k: why for k, why in unused.items() if k in given and given[k] != default.get(k)}
+        if self.main:
+            for key, why in said.items():
+                print(f"note: {key}={given[key]} has no effect here: {why}")
+        return said
 
     def register_hooks(self, hooks: list[HookBase]) -> None:
         for h in hooks:
@@ -479,7 +521,8 @@ class RunFolder(HookBase):
                 "dataset_path": str(t.dataset.path.resolve()), "taxonomy": t.taxonomy.name,
                 "device": str(t.device), "world_size": t.world, "torch": torch.__version__,
                 "parameters": sum(p.numel() for p in t.model.parameters()), "best_metric": t.best_metric,
-                **({"init_from": t.init_report} if t.init_report else {})}
+                **({"init_from": t.init_report} if t.init_report else {}),
+                **({"unused_settings": t.unused} if t.unused else {})}
         if t.out.start(dump_yaml(t.cfg), info, train_command(sys.argv, t.cfg)):
             write_hparams(t.out.tb, t.cfg)  # once per run: a resume continues the session its config started
         print(f"run {t.run_dir}: {t.task.name}, {t.dataset.version}, {len(t.train_set)} train / {len(t.val_set)} "

@@ -48,6 +48,9 @@ def main(argv: list[str] | None = None) -> int:
     resume = next((o.split("=", 1)[1] for o in args.overrides if o.split("=", 1)[0].lstrip("-") == "resume"), None)
     if resume:
         cfg_file = Path(resume) / "config.yaml"
+        if not Path(resume).is_dir():
+            raise SegLoopError("resume: run folder not found", path=resume,
+                               fix="give a run folder written by python -m train.run (ls runs/)")
         if not cfg_file.is_file():
             raise SegLoopError("resume: run has no config.yaml", path=resume,
                                fix="give a run folder written by python -m train.run")

@@ -52,6 +52,12 @@ class Task(ABC):
         through ``core.runs.RunWriter``, so its runs read like any other."""
         return None
 
+    @classmethod
+    def unused_settings(cls, cfg: dict[str, Any]) -> dict[str, str]:
+        """Config keys this task's training does not read, with why: a non-default value of one is said (and kept
+        in run.json) rather than silently ignored."""
+        return {}
+
     # ------------------------------------------------------------------------------------------------- data
     @abstractmethod
     def datasets(self, version: DatasetVersion, train_ids: list[int] | None, val_split: str,

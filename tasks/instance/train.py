@@ -35,6 +35,12 @@ class InstanceTask(Task):
     metric_names = tuple(f"{t}_{n}" for t in ("segm", "bbox") for n in STAT_NAMES)
 
     @classmethod
+    def unused_settings(cls, cfg: dict[str, Any]) -> dict[str, str]:
+        why = "Mask R-CNN trains with its own five losses"
+        return {"loss.name": why, "loss.class_weights": why, "loss.label_smoothing": why,
+                "augment.scale": "Mask R-CNN's scale jitter is model.args.min_size (a list)"}
+
+    @classmethod
     def delegated_trainer(cls, cfg: dict[str, Any]) -> type | None:
         """YOLO-seg models train in Ultralytics' own trainer (``tasks.instance.yolo.YoloFit``)."""
         from train.models.yolo import is_yolo

@@ -15,11 +15,11 @@ a YOLO run reads like any other run:
   written: a SegLoop checkpoint is read with ``weights_only=True`` by evaluation, the app and resume alike;
 - resume, from ``last.pt``: weights, optimiser, scaler, EMA counter, best score and early-stopping state.
 
-Fully offline: ``YOLO_OFFLINE=true``, Ultralytics' settings in a folder of SegLoop's beside the runs
-(``runs/.ultralytics``: Ultralytics reads it once per process, when first imported, before a run folder exists)
-with a local font as ``Arial.ttf``, no analytics (``sync``), no ``download:`` key in the data YAML, no pretrained
-weights, and on CUDA the AMP check (which fetches a checkpoint) replaced by SegLoop's rule: bf16 where the GPU has
-it, else fp16 with a gradient scaler.
+Fully offline: ``YOLO_OFFLINE=true``; Ultralytics' settings in a folder of SegLoop's in the user's cache
+(``~/.cache/segloop/ultralytics``: Ultralytics reads it once per process, when first imported, before a run folder
+exists, and nothing of it belongs in a run) with a local font as ``Arial.ttf``; no analytics (``sync``), no
+``download:`` key in the data YAML, no pretrained weights; and on CUDA the AMP check (which fetches a checkpoint)
+replaced by SegLoop's rule: bf16 where the GPU has it, else fp16 with a gradient scaler.
 """
 
 from __future__ import annotations
@@ -127,8 +127,19 @@ def ultralytics_args(cfg: dict[str, Any], device: torch.device, batches_per_epoc
 
 def validate_args(args: dict[str, Any]) -> None:
     """Ultralytics' own type and range checks on the final arguments, as a SegLoop error naming the key."""
-    from ultralytics.cfg import get_cfg
+    from ultralytics.cfg import CFG_FRACTION_KEYS, CFG_INT_KEYS, CFG_INT_MIN, get_cfg
 
+    known = ultralytics_keys()
+    for key, value in args.items():  # ranges Ultralytics' own check leaves out (an int fraction, a negative count)
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            continue
+        if key in CFG_FRACTION_KEYS and not 0 <= value <= 1:
+            raise SegLoopError(f"ultralytics.{key} must be a fraction in [0, 1], got {value}",
+                               fix=f"set ultralytics.{key} between 0 and 1 (or the SegLoop key it comes from)")
+        low = CFG_INT_MIN.get(key, min(0, known.get(key) or 0) if isinstance(known.get(key), int) else 0)
+        if key in CFG_INT_KEYS and value < low:
+            raise SegLoopError(f"ultralytics.{key} must be an integer >= {low}, got {value}",
+                               fix=f"set ultralytics.{key} >= {low}")
     try:
         get_cfg(overrides={k: v for k, v in args.items() if k not in ("model", "data")})
     except (TypeError, ValueError, SyntaxError) as exc:
@@ -176,10 +187,20 @@ class YoloFit(Trainer):
             raise SegLoopError("YOLO models train in one process on one device (Ultralytics' trainer runs here, "
                                "with SegLoop's callbacks, which its own multi-GPU launcher would not carry)",
                                fix="start python -m train.run without torchrun; train.device=cuda:N picks the GPU")
-        # Ultralytics reads its settings folder once, when first imported: SegLoop's, beside the runs
-        offline_environment(Path(cfg["output"]["runs_dir"]) / ".ultralytics")
         check_passthrough(dict(cfg.get("ultralytics") or {}))
         super().__init__(cfg, progress)
+
+    def unused_settings(self) -> dict[str, str]:
+        """What Ultralytics' trainer does not read of SegLoop's keys (momentum is AdamW's beta1 there)."""
+        loss = "YOLO trains with Ultralytics' own loss (box, mask, class, DFL)"
+        out = {"loss.name": loss, "loss.class_weights": loss, "loss.label_smoothing": loss,
+               "train.grad_clip": "Ultralytics always clips gradients at norm 10",
+               "augment.contrast": "Ultralytics' colour augmentation has hue, saturation and value gains only"}
+        if self.cfg["schedule"]["name"] != "poly":
+            out["schedule.power"] = "the power shapes the poly schedule only"
+        if self.cfg["schedule"]["name"] != "cosine":
+            out["schedule.min_lr_ratio"] = "the floor of the cosine schedule only"
+        return out
 
     # ---------------------------------------------------------------------------------------------------- setup
     def _build_data(self) -> None:

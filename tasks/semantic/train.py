@@ -32,6 +32,10 @@ class SemanticTask(Task):
     best_metric = "mIoU"
     metric_names = ("mIoU", "pixel_acc", "mDice")
 
+    @classmethod
+    def unused_settings(cls, cfg: dict[str, Any]) -> dict[str, str]:
+        return {"augment.copy_paste": "copy-paste pastes another image's instances: an instance-task augmentation"}
+
     def datasets(self, version: DatasetVersion, train_ids: list[int] | None, val_split: str,
                  val_ids: list[int] | None) -> tuple[Dataset, Dataset]:
         cfg = self.cfg
