@@ -68,18 +68,29 @@ def streamlit_env() -> dict[str, str]:
     return env
 
 
-def check_device(device: str) -> None:
-    """``--device`` checked at the terminal as ``train.device`` is: spelt as ``auto``, ``cpu``, ``cuda`` or
-    ``cuda:N``, and a GPU this machine has (torch is imported for that only when a GPU is asked for)."""
-    from train.config import device_problem
+def visible_gpus() -> int:
+    """NVIDIA GPUs this process may use, from the driver's list narrowed by ``CUDA_VISIBLE_DEVICES``: known without
+    importing torch, which the launcher never loads (the page does, when it loads a model)."""
+    root = Path("/proc/driver/nvidia/gpus")
+    n = len(list(root.iterdir())) if root.is_dir() else 0
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if visible is not None:
+        n = min(n, len([v for v in visible.split(",") if v.strip() and v.strip() != "-1"]))
+    return n
 
+
+def check_device(device: str) -> None:
+    """``--device`` checked at the terminal, as ``train.device`` is: spelt as ``auto``, ``cpu``, ``cuda`` or
+    ``cuda:N``, and a GPU this machine has. The page checks again with torch when it loads the model."""
     if not DEVICE_FORM.match(device):
         raise SegLoopError(f"--device must be auto, cpu, cuda or cuda:N, got {device!r}",
                            fix="pass --device auto (a GPU when there is one), cpu, cuda or cuda:N")
-    problem = device_problem(device)
-    if problem:
-        raise SegLoopError(f"--device {problem}", fix="pass --device auto or cpu, or a cuda:N this machine has "
-                                                      "(nvidia-smi lists them)")
+    if device.startswith("cuda"):
+        index, gpus = int(device.split(":")[1]) if ":" in device else 0, visible_gpus()
+        if index >= gpus:
+            have = f"{gpus} CUDA GPU(s) (cuda:0..)" if gpus else "no CUDA GPU"
+            raise SegLoopError(f"--device is {device!r} but this machine has {have}",
+                               fix="pass --device auto or cpu, or a cuda:N this machine has (nvidia-smi lists them)")
 
 
 def check_port(port: int) -> None:
