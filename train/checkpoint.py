@@ -150,6 +150,8 @@ def read_module_pickle(path: Path) -> Any:
     without running any of its code: every class it names becomes an inert record of its state, and only tensors are
     rebuilt. ``module_tensors`` turns such a record of a module into its state dict."""
     try:
+        # weights_only=True cannot take an unpickler of its own; _InertUnpickler resolves no global but torch's
+        # tensor rebuilders and plain containers, so nothing the file names is ever called
         return torch.load(path, map_location="cpu", weights_only=False, pickle_module=_InertPickle)
     except Exception as exc:
         raise SegLoopError(f"cannot read {path.name} ({type(exc).__name__}: {str(exc)[:200]})", path=path,
