@@ -243,15 +243,18 @@ class Trainer:
 
     def unused_settings(self) -> dict[str, str]:
         """Config keys this run does not read, with why (the loop's own, then the task's)."""
-        oc, sc = self.cfg["optim"], self.cfg["schedule"]
-        out = {}
-        if oc["name"] != "sgd":
-            out["optim.momentum"] = f"momentum is SGD's; {oc['name']} has none"
+        oc = self.cfg["optim"]
+        out = {"optim.momentum": f"momentum is SGD's; {oc['name']} has none"} if oc["name"] != "sgd" else {}
+        return {**out, **self.schedule_unused(), **type(self.task).unused_settings(self.cfg)}
+
+    def schedule_unused(self) -> dict[str, str]:
+        """The schedule's keys that only another schedule reads (``power``: poly, ``min_lr_ratio``: cosine)."""
+        sc, out = self.cfg["schedule"], {}
         if sc["name"] != "poly":
             out["schedule.power"] = f"the power shapes the poly schedule, not {sc['name']}"
         if sc["name"] != "cosine":
             out["schedule.min_lr_ratio"] = f"the floor of the cosine schedule, not {sc['name']}"
-        return {**out, **type(self.task).unused_settings(self.cfg)}
+        return out
 
     def _say_unused(self, unused: dict[str, str]) -> dict[str, str]:
         """The unused keys this config sets to something other than the default, each said once."""

@@ -196,11 +196,7 @@ class YoloFit(Trainer):
         out = {"loss.name": loss, "loss.class_weights": loss, "loss.label_smoothing": loss,
                "train.grad_clip": "Ultralytics always clips gradients at norm 10",
                "augment.contrast": "Ultralytics' colour augmentation has hue, saturation and value gains only"}
-        if self.cfg["schedule"]["name"] != "poly":
-            out["schedule.power"] = "the power shapes the poly schedule only"
-        if self.cfg["schedule"]["name"] != "cosine":
-            out["schedule.min_lr_ratio"] = "the floor of the cosine schedule only"
-        return out
+        return {**out, **self.schedule_unused()}
 
     # ---------------------------------------------------------------------------------------------------- setup
     def _build_data(self) -> None:
