@@ -144,7 +144,24 @@ def check_keys(cfg: Mapping[str, Any], schema: Mapping[str, Any], where: str) ->
         # A mapping given where the schema has a scalar leaf is a type error, reported by check_types.
         if any(key.startswith(v + ".") for v in flatten(schema)):
             continue
-        raise ConfigError(f"unknown config key '{key}'", path=where, fix=_hint(key, sorted(flatten(schema))))
+        raise ConfigError(f"unknown config key '{key}'", path=where,
+                          fix=_free_section_hint(key, schema) or _hint(key, sorted(flatten(schema))))
+
+
+def _free_section_hint(key: str, schema: Mapping[str, Any]) -> str | None:
+    """``model.width`` where ``model.args`` is a free section: the argument belongs under it (``model.args.width``),
+    which the closest schema key (``model.weights``) would not say."""
+    parent, _, leaf = key.rpartition(".")
+    node: Any = schema
+    for part in parent.split(".") if parent else []:
+        node = node.get(part) if isinstance(node, Mapping) else None
+    if not parent or not isinstance(node, Mapping) or difflib.get_close_matches(leaf, list(node), n=1, cutoff=0.8):
+        return None  # a misspelt key of the section itself (model.wieghts) gets the closest key
+    free = [k for k, v in node.items() if isinstance(v, Mapping) and not v]
+    if not free:
+        return None
+    return "did you mean " + " or ".join(f"'{parent}.{f}.{leaf}'" for f in free) + \
+        f"? ('{leaf}' is not a key of {parent}; free arguments go under {', '.join(f'{parent}.{f}' for f in free)})"
 
 
 def _all_prefixes(schema: Mapping[str, Any]) -> set[str]:

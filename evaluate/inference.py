@@ -89,11 +89,6 @@ def model_size(model: torch.nn.Module) -> dict[str, Any]:
     return {"parameters": params, "size_mb": round(nbytes / 2**20, 3)}
 
 
-def normalised_entropy(probs: torch.Tensor, log_c: float) -> torch.Tensor:
-    """Per-pixel softmax entropy / ln C in [0, 1], from (C, H, W) class probabilities."""
-    return (-(probs * probs.clamp_min(1e-12).log()).sum(0) / log_c).clamp(0, 1)
-
-
 def timing(times: list[float], device: torch.device, input_size: Any) -> dict[str, Any]:
     """Seconds per image as ``metrics.json`` records them; the first image (warm-up) is left out when there are more."""
     steady = times[1:] or times

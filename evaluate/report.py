@@ -64,9 +64,9 @@ BIBLIOGRAPHY = [
 ]
 
 DEFINITIONS = """\
-- **Loss**: pixel-wise cross-entropy over the classes, pixels with the ignore value (255) excluded; with
-  `loss.class_weights: auto` each class c is weighted by 1 / ln(1.02 + p_c), p_c its share of training pixels
-  (ENet). `dice` is 1 - soft Dice averaged over the classes present in the batch; `ce_dice` is their sum.
+- **Loss**: each run's terms and weights are in its coverage table, defined by the loss classes themselves; pixels
+  with the ignore value (255) never count. `loss.class_weights: auto` (ENet) weights class c by 1 / ln(1.02 + p_c),
+  p_c its share of training pixels; the weights a run trained with are in its `run.json`.
 - **Confusion matrix** M (rows ground truth, columns prediction), accumulated over all images, ignored pixels left
   out. TP_c = M[c, c], FP_c = sum of column c - TP_c, FN_c = sum of row c - TP_c.
 - **Pixel accuracy** = sum TP_c / sum M. **IoU_c** = TP_c / (TP_c + FP_c + FN_c).

@@ -88,8 +88,9 @@ def test_rule_tables_name_existing_keys_and_agree_with_the_registries():
     from core.config import _all_prefixes, flatten, load_with_bases
     from ingest.version import DATA_DEFAULT
     from ingest.version import RULES as DATA_RULES
-    from train.config import LOSS_NAMES, OPTIM_NAMES, RULES, SCHEDULE_NAMES
-    from train.losses import LOSSES
+    from train.config import CLASS_WEIGHT_SCHEMES, LOSS_ALIASES, LOSS_NAMES, OPTIM_NAMES, RULES, SCHEDULE_NAMES
+    from train.losses import ALIASES, LOSSES
+    from train.losses import CLASS_WEIGHT_SCHEMES as SCHEMES
     from train.schedule import SCHEDULES
 
     for default, rules in ((TRAIN_DEFAULT, RULES), (DATA_DEFAULT, DATA_RULES)):
@@ -97,7 +98,8 @@ def test_rule_tables_name_existing_keys_and_agree_with_the_registries():
         keys = set(flatten(schema)) | _all_prefixes(schema)
         for pattern in rules:
             assert pattern.rstrip(".*") in keys, f"{pattern} is not a key of {default}"
-    assert set(LOSS_NAMES) == set(LOSSES) and tuple(SCHEDULE_NAMES) == tuple(SCHEDULES)
+    assert set(LOSS_NAMES) == set(LOSSES.names()) and tuple(SCHEDULE_NAMES) == tuple(SCHEDULES)
+    assert set(LOSS_ALIASES) == set(ALIASES) and CLASS_WEIGHT_SCHEMES == SCHEMES
     assert set(OPTIM_NAMES) == {"adamw", "sgd"}
 
 

@@ -169,14 +169,22 @@ def test_init_from_another_taxonomy_keeps_the_encoder_and_renews_the_head(tiny_r
                                     "name=persons"), progress=False)
     t = Trainer(load_train_config(None, tiny_overrides(person.path, tmp_path, f"model.init_from={tiny_run.run_dir}")),
                 progress=False)
-    source = load(tiny_run.run_dir / "checkpoints" / "best.pt")["model"]
+    ckpt = load(tiny_run.run_dir / "checkpoints" / "best.pt")
+    source, their_names = ckpt["model"], [c["name"] for c in ckpt["taxonomy"]["classes"]]
     own = t.model.state_dict()
-    assert t.init_report["loaded"] == len(own) - 2  # all but the 19-class head (weight, bias)
-    torch.testing.assert_close(own["stem.0.0.weight"], source["stem.0.0.weight"])
-    head = [k for k in own if own[k].shape != source[k].shape]
-    assert len(head) == 2 and all(k in t.init_report["skipped"] for k in head)
+    assert t.init_report["loaded"] == len(own) and t.init_report["classes_mapped"] == ["person"]
+    torch.testing.assert_close(own["encoder.stem.0.0.weight"], source["encoder.stem.0.0.weight"])
+    # the head: person's row is Cityscapes' person row, background (which Cityscapes lacks) starts fresh
+    for key in ("head.conv.weight", "head.conv.bias"):
+        torch.testing.assert_close(own[key][1], source[key][their_names.index("person")])
+        assert not any(torch.equal(own[key][0], row) for row in source[key])
+    binary = Trainer(load_train_config(None, tiny_overrides(
+        person.path, tmp_path, f"model.init_from={tiny_run.run_dir}", "loss.name=bce",
+        "model.args={width: 16, depth: 2, head: sigmoid}")), progress=False)
+    torch.testing.assert_close(binary.model.state_dict()["head.conv.weight"][0],
+                               source["head.conv.weight"][their_names.index("person")])
     cfg = load_train_config(None, tiny_overrides(person.path, tmp_path, "model.name=linknet",
                                                  f"model.init_from={tiny_run.run_dir}"))
-    cfg["model"]["args"] = {"width": 4, "depth": 2}
+    cfg["model"]["args"] = {"encoder_args": {"width": 4, "depth": 2}}
     with pytest.raises(SegLoopError, match="shares no layer"):
         Trainer(cfg, progress=False)

@@ -25,7 +25,6 @@ from torch import nn
 import tasks
 from core.errors import SegLoopError
 from core.runs import DEFAULT_TASK, find_checkpoint
-from train.models.registry import INIT_ONLY_ARGS
 
 # NumPy arrays in checkpoints of earlier SegLoop versions (their RNG state): array reconstruction only, no code
 _LEGACY_NUMPY = [np._core.multiarray._reconstruct, np.ndarray, np.dtype, type(np.dtype(np.uint32))]
@@ -213,14 +212,15 @@ def architecture(spec: dict[str, Any]) -> dict[str, Any]:
     if spec["name"] not in models:
         return dict(spec["args"])
     full = {**models.defaults(spec["name"], ("num_classes",)), **spec["args"]}
-    return {k: (list(v) if isinstance(v, tuple) else v) for k, v in full.items() if k not in INIT_ONLY_ARGS}
+    return {k: (list(v) if isinstance(v, tuple) else v) for k, v in full.items()
+            if k not in models.init_only(spec["name"])}
 
 
 def build_from_spec(spec: dict[str, Any], num_classes: int) -> nn.Module:
     """A checkpoint's model with its initial weights untouched (the checkpoint's own replace them)."""
     task = tasks.get(spec["task"]).training()
-    args = {k: v for k, v in spec["args"].items() if k not in INIT_ONLY_ARGS}
-    return task.models.build(spec["name"], args, num_classes=task.num_outputs(num_classes))
+    args = {k: v for k, v in spec["args"].items() if k not in task.models.init_only(spec["name"])}
+    return task.models.build(spec["name"], args, num_classes=num_classes)
 
 
 def load_model(run: str | Path, which: str = "best", task: str | None = None) -> tuple[nn.Module, dict[str, Any]]:

@@ -31,7 +31,9 @@ NULLABLE: dict[str, tuple[type, ...]] = {
 
 # the registries' names (train/losses.py LOSSES, train/schedule.py, the optimisers of train/engine.py); a test checks
 # they agree, and they are spelled out here so that reading a config never imports torch
-LOSS_NAMES = ("cross_entropy", "dice", "ce_dice")
+LOSS_NAMES = ("cross_entropy", "bce", "dice", "jaccard", "focal", "lovasz", "tversky")
+LOSS_ALIASES = ("ce_dice",)  # cross_entropy+dice
+CLASS_WEIGHT_SCHEMES = ("auto", "enet", "inverse", "median")
 OPTIM_NAMES = ("adamw", "sgd")
 SCHEDULE_NAMES = ("cosine", "poly", "constant")
 SPLIT_NAMES = ("train", "val", "test")
@@ -68,11 +70,48 @@ def version_ref_problem(value: Any) -> str | None:
 
 
 def class_weights_problem(value: Any) -> str | None:
-    if isinstance(value, str) and value != "auto":
-        return f"must be 'auto', a list of weights or null, got {value!r}"
+    if isinstance(value, str) and value not in CLASS_WEIGHT_SCHEMES:
+        return f"must be one of {', '.join(CLASS_WEIGHT_SCHEMES)}, a list of weights or null, got {value!r}"
     if isinstance(value, list) and not all(isinstance(w, (int, float)) and not isinstance(w, bool) and w >= 0
                                            for w in value):
         return f"must hold numbers >= 0 (one per class), got {value!r}"
+    return None
+
+
+def loss_name_problem(value: Any) -> str | None:
+    """``loss.name`` is one term or terms joined by ``+``, each a registered loss."""
+    import difflib
+
+    if not isinstance(value, str) or not value:
+        return f"must name a loss, got {value!r}"
+    if value in LOSS_ALIASES:
+        return None
+    terms = [t.strip() for t in value.split("+")]
+    for t in terms:
+        if t not in LOSS_NAMES:
+            close = difflib.get_close_matches(t, LOSS_NAMES, n=1)
+            return (f"names the loss {t!r}, which does not exist" + (f" (did you mean {close[0]!r}?)" if close else "")
+                    + f"; losses: {', '.join(LOSS_NAMES)}, combined with +")
+    if len(set(terms)) != len(terms):
+        return f"names a term twice ({value!r}); weight a term with loss.args.<term>.weight"
+    return None
+
+
+def transforms_problem(value: Any) -> str | None:
+    """``augment.transforms`` is a list of ``{name: <albumentations transform>, <its arguments>}``; the names and
+    arguments are checked against albumentations when the augmentation is built."""
+    if not isinstance(value, list):
+        return f"must be a list of {{name: Transform, ...arguments}}, got {value!r}"
+    for i, t in enumerate(value):
+        if not isinstance(t, dict) or not isinstance(t.get("name"), str):
+            return f"item {i} must be a mapping with the transform's name, e.g. {{name: GaussianBlur, p: 0.2}}, " \
+                   f"got {t!r}"
+    return None
+
+
+def _names_list(value: Any) -> str | None:
+    if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+        return f"must be a list of class names, got {value!r}"
     return None
 
 
@@ -89,9 +128,9 @@ RULES: dict[str, Rule] = {
     "data.val_split": Rule(choices=SPLIT_NAMES),
     "data.fold": Rule(min=0),
     "data.workers": Rule(min=0),
-    "loss.name": Rule(choices=LOSS_NAMES),
+    "loss.name": Rule(check=loss_name_problem, fix="set loss.name to a loss or losses joined by +, e.g. "
+                                                   "cross_entropy, bce+dice+jaccard"),
     "loss.class_weights": Rule(check=class_weights_problem),
-    "loss.label_smoothing": Rule(min=0, below=1),
     "optim.name": Rule(choices=OPTIM_NAMES),
     "optim.lr": Rule(above=0),
     "optim.weight_decay": Rule(min=0),
@@ -108,6 +147,12 @@ RULES: dict[str, Rule] = {
     "augment.saturation": Rule(min=0),
     "augment.hue": Rule(min=0, max=0.5),
     "augment.copy_paste": Rule(min=0, max=1),
+    "augment.transforms": Rule(check=transforms_problem),
+    "augment.copy_blob.p": Rule(min=0, max=1),
+    "augment.copy_blob.classes": Rule(check=_names_list),
+    "augment.copy_blob.max_blobs": Rule(min=1),
+    "augment.copy_blob.band": Rule(min=0, max=1),
+    "augment.preview": Rule(min=0),
     "train.epochs": Rule(min=1),
     "train.batch_size": Rule(min=1),
     "train.time_limit": Rule(above=0),
@@ -118,6 +163,7 @@ RULES: dict[str, Rule] = {
     "train.log_every": Rule(min=1),
     "train.log_images": Rule(min=0),
     "train.grad_clip": Rule(min=0),
+    "train.freeze_encoder_epochs": Rule(min=0),
     "output.name": Rule(name=True),
 }
 

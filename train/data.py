@@ -43,7 +43,46 @@ def resize_mask(mask: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
     return mask if mask.shape == (h, w) else cv2.resize(mask, (w, h), interpolation=cv2.INTER_NEAREST)
 
 
+def albumentations_transform(spec: dict[str, Any], ignore_index: int, where: str) -> A.BasicTransform:
+    """One albumentations transform from ``{name: ..., <its arguments>}``, names and arguments checked here
+    (albumentations itself only warns about an unknown argument). A transform that fills new mask pixels (a
+    rotation, a pad) fills them with the ignore value unless told otherwise: class 0 there would be a label
+    nobody drew."""
+    import difflib
+    import inspect
+
+    from core.errors import SegLoopError
+
+    name = spec["name"]
+    cls = getattr(A, name, None)
+    valid = sorted(n for n in dir(A) if isinstance(getattr(A, n), type) and issubclass(getattr(A, n), A.BasicTransform)
+                   and not n.startswith("_") and n not in ("BasicTransform", "DualTransform", "ImageOnlyTransform"))
+    if cls is None or name not in valid:
+        close = difflib.get_close_matches(name, valid, n=3)
+        raise SegLoopError(f"{where}: albumentations has no transform '{name}'"
+                           + (f" (did you mean {', '.join(close)}?)" if close else ""),
+                           fix="give an albumentations transform class name, e.g. GaussianBlur, RandomRotate90, "
+                               "CoarseDropout (albumentations.ai/docs lists them)")
+    args = {k: v for k, v in spec.items() if k != "name"}
+    params = [p for p in inspect.signature(cls.__init__).parameters if p not in ("self", "args", "kwargs")]
+    unknown = [k for k in args if k not in params]
+    if unknown:
+        close = difflib.get_close_matches(unknown[0], params, n=1)
+        raise SegLoopError(f"{where}: {name} has no argument '{unknown[0]}'"
+                           + (f" (did you mean '{close[0]}'?)" if close else ""),
+                           fix=f"arguments of {name}: {', '.join(params)}")
+    if "fill_mask" in params and "fill_mask" not in args:
+        args["fill_mask"] = ignore_index
+    try:
+        return cls(**args)
+    except (ValueError, TypeError) as exc:
+        raise SegLoopError(f"{where}: {name} refused its arguments {args}: {str(exc).splitlines()[0]} "
+                           f"{' '.join(str(exc).splitlines()[1:3])}".strip(),
+                           fix=f"see albumentations' documentation of {name}") from None
+
+
 def build_augment(cfg: dict[str, Any], hw: tuple[int, int], ignore_index: int) -> A.Compose:
+    """The configured pipeline: scale and crop, flip, colour jitter, then ``augment.transforms`` in order."""
     h, w = hw
     s0, s1 = cfg["scale"]
     steps: list[A.BasicTransform] = []
@@ -56,7 +95,65 @@ def build_augment(cfg: dict[str, Any], hw: tuple[int, int], ignore_index: int) -
     if cfg["color"] > 0:
         steps.append(A.ColorJitter(brightness=cfg["brightness"], contrast=cfg["contrast"],
                                    saturation=cfg["saturation"], hue=cfg["hue"], p=cfg["color"]))
+    for i, spec in enumerate(cfg.get("transforms") or []):
+        steps.append(albumentations_transform(spec, ignore_index, f"augment.transforms[{i}]"))
     return A.Compose(steps, seed=None)
+
+
+class CopyBlob:
+    """CopyBlob: paste connected blobs of rare classes, cut from other training images, label included.
+
+    A blob is an 8-connected component of one of ``classes`` in a training label (the component rule of triage
+    and the Label Studio outlines, ``ingest.geometry.mask_components``). With probability ``p`` an image receives
+    1 to ``max_blobs`` blobs, each drawn class first (so the rarest class is drawn as often as the others), then
+    a blob of that class from another image. A blob keeps its vertical band: it moves by at most ``band`` of the
+    image height from where it was cut (a pole stays on the ground, a sign up high), anywhere horizontally, and is
+    mirrored half the time. Pixels of the blob replace the image's and the label's.
+    """
+
+    def __init__(self, images: list[np.ndarray], labels: list[np.ndarray], classes: list[int], p: float,
+                 max_blobs: int, band: float) -> None:
+        from ingest.geometry import mask_components
+
+        self.p, self.max_blobs, self.band = p, max_blobs, band
+        self.bank: dict[int, list[tuple[int, int, int, np.ndarray, np.ndarray]]] = {c: [] for c in classes}
+        for i, (img, label) in enumerate(zip(images, labels, strict=True)):
+            for c in classes:
+                for part in mask_components(label == c):
+                    ys, xs = np.nonzero(part)
+                    y0, y1, x0, x1 = ys.min(), ys.max() + 1, xs.min(), xs.max() + 1
+                    self.bank[c].append((i, int(y0), int(x0), part[y0:y1, x0:x1].copy(), img[y0:y1, x0:x1].copy()))
+        self.classes = [c for c in classes if self.bank[c]]
+        self.rng = np.random.default_rng(0)
+
+    def counts(self) -> dict[int, int]:
+        """Blobs available per class index."""
+        return {c: len(b) for c, b in self.bank.items()}
+
+    def seed(self, seed: int) -> None:
+        self.rng = np.random.default_rng(seed)
+
+    def __call__(self, index: int, img: np.ndarray, label: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        if not self.classes or self.rng.random() >= self.p:
+            return img, label
+        img, label = img.copy(), label.copy()
+        h, w = label.shape
+        for _ in range(int(self.rng.integers(1, self.max_blobs + 1))):
+            c = self.classes[int(self.rng.integers(len(self.classes)))]
+            others = [b for b in self.bank[c] if b[0] != index] or self.bank[c]
+            _, y0, _, mask, pixels = others[int(self.rng.integers(len(others)))]
+            bh, bw = mask.shape
+            if bh > h or bw > w:
+                continue
+            if self.rng.random() < 0.5:
+                mask, pixels = mask[:, ::-1], pixels[:, ::-1]
+            shift = int(round(self.band * h))
+            y = int(np.clip(y0 + self.rng.integers(-shift, shift + 1), 0, h - bh))
+            x = int(self.rng.integers(0, w - bw + 1))
+            region = img[y:y + bh, x:x + bw]
+            region[mask] = pixels[mask]
+            label[y:y + bh, x:x + bw][mask] = c
+        return img, label
 
 
 class SplitDataset(Dataset):
@@ -66,7 +163,8 @@ class SplitDataset(Dataset):
     """
 
     def __init__(self, version: DatasetVersion, split: str, hw: tuple[int, int], augment: A.Compose | None = None,
-                 full_labels: bool = False, image_ids: list[int] | None = None, progress: bool = True) -> None:
+                 full_labels: bool = False, image_ids: list[int] | None = None, progress: bool = True,
+                 copy_blob: dict[str, Any] | None = None) -> None:
         images = version.images(split)
         if image_ids is not None:
             wanted = set(image_ids)
@@ -79,6 +177,10 @@ class SplitDataset(Dataset):
             self.images.append(resize_image(version.load_image(im), hw))
             label = version.load_semantic(im)
             self.labels.append(label if full_labels else resize_mask(label, hw))
+        self.copy_blob: CopyBlob | None = None
+        if copy_blob and copy_blob["p"] > 0:
+            self.copy_blob = CopyBlob(self.images, self.labels, copy_blob["class_indices"], copy_blob["p"],
+                                      copy_blob["max_blobs"], copy_blob["band"])
 
     def __len__(self) -> int:
         return len(self.images)
@@ -87,9 +189,13 @@ class SplitDataset(Dataset):
         """Seed the augmentation stream (per epoch, and per DataLoader worker)."""
         if self.augment is not None:
             self.augment.set_random_seed(seed)
+        if self.copy_blob is not None:
+            self.copy_blob.seed(seed)
 
     def __getitem__(self, i: int) -> dict[str, Any]:
         img, label = self.images[i], self.labels[i]
+        if self.copy_blob is not None:
+            img, label = self.copy_blob(i, img, label)
         if self.augment is not None:
             out = self.augment(image=img, mask=label)
             img, label = out["image"], out["mask"]
@@ -97,10 +203,18 @@ class SplitDataset(Dataset):
                 "label": torch.from_numpy(np.ascontiguousarray(label)).long(), "index": i}
 
     def pixels_per_class(self, num_classes: int) -> np.ndarray:
-        counts = np.zeros(256, np.int64)
+        return self.class_pixels(num_classes)[0]
+
+    def class_pixels(self, num_classes: int) -> tuple[np.ndarray, np.ndarray]:
+        """Labelled pixels per class, and all labelled pixels of the images where each class appears (the
+        statistics of ENet, inverse and median-frequency class weights)."""
+        counts = np.zeros(num_classes, np.int64)
+        present = np.zeros(num_classes, np.int64)
         for lb in self.labels:
-            counts += np.bincount(lb.reshape(-1), minlength=256)
-        return counts[:num_classes]
+            c = np.bincount(lb.reshape(-1), minlength=256)[:num_classes]
+            counts += c
+            present += np.where(c > 0, c.sum(), 0)
+        return counts, present
 
 
 def collate(batch: list[dict[str, Any]]) -> dict[str, Any]:

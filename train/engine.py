@@ -85,18 +85,42 @@ def _dist_info() -> tuple[int, int, int]:
     return world, int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0"))
 
 
-def transfer_weights(model: nn.Module, source: str | Path) -> dict[str, Any]:
+def transfer_weights(model: nn.Module, source: str | Path, class_names: list[str]) -> dict[str, Any]:
     """Start every layer of ``model`` whose name and shape match from another SegLoop run or checkpoint (transfer
-    learning: another taxonomy's head, say, keeps its fresh weights). Nothing matching is an error."""
+    learning). A head whose rows are classes (``class_rows``) of another taxonomy keeps, for each class the two
+    taxonomies share by name, the source's row; the other classes' rows stay fresh. Nothing matching is an error."""
+    from train.models.heads import class_rows, source_rows
+
     path = Run(source).checkpoint_path("best") if Path(source).is_dir() else Path(source)
     foreign = ultralytics_weights(path) if path.is_file() else None
+    their_names: list[str] = []
     if foreign is not None:  # an Ultralytics .pt (COCO-pretrained YOLO, say): its tensors, none of its code
         theirs, spec = foreign, {"task": "instance", "name": "Ultralytics"}
     else:
         ckpt = load_checkpoint(path)
         theirs, spec = ckpt["model"], ckpt["model_spec"]
+        their_names = [c["name"] for c in ckpt.get("taxonomy", {}).get("classes", [])]
     own = model.state_dict()
     matched = {k: v for k, v in theirs.items() if k in own and own[k].shape == v.shape}
+    mapped: dict[str, list[str]] = {}
+    for key, rows in class_rows(model).items():  # a head's weight, then its bias: the bias follows its weight
+        weight = key.removesuffix(".bias") + ".weight" if key.endswith(".bias") else key
+        if key not in theirs or key not in own or own[key].shape[1:] != theirs[key].shape[1:] or (
+                key != weight and weight not in matched):
+            continue
+        src = source_rows(theirs[key].shape[0], len(their_names))
+        if src is None or their_names == class_names:
+            continue
+        matched.pop(key, None)  # rows of the same shape but other classes would start each class as another
+        tensor, shared = own[key].clone(), []
+        for r, cls in enumerate(rows):
+            name = class_names[cls]
+            if name in their_names and their_names.index(name) in src:
+                tensor[r] = theirs[key][src.index(their_names.index(name))]
+                shared.append(name)
+        if shared:
+            matched[key] = tensor
+            mapped[key] = shared
     if not any(not k.endswith("num_batches_tracked") for k in matched):  # a counter alone is no shared layer
         raise SegLoopError(f"model.init_from is a {spec['task']} {spec['name']} model, which shares no layer (same "
                            f"name and shape) with this {type(model).__name__}", path=path,
@@ -104,10 +128,18 @@ def transfer_weights(model: nn.Module, source: str | Path) -> dict[str, Any]:
     model.load_state_dict(matched, strict=False)
     report = {"from": str(path), "loaded": len(matched), "of": len(own),
               "skipped": sorted(k for k in own if k not in matched)[:20]}
+    if mapped:
+        report["classes_mapped"] = sorted({n for names in mapped.values() for n in names})
     print(f"model.init_from {path}: {len(matched)} of {len(own)} tensors loaded"
           + (f"; new: {', '.join(report['skipped'][:4])}{' ...' if len(own) - len(matched) > 4 else ''}"
-             if len(matched) < len(own) else ""))
+             if len(matched) < len(own) else "")
+          + (f"; head rows of {', '.join(report['classes_mapped'])} mapped by class name" if mapped else ""))
     return report
+
+
+def pretrained_files(model: nn.Module) -> list[dict[str, Any]]:
+    """The weight files the model's parts started from ({file, sha256}), as each part recorded when it loaded one."""
+    return [m.pretrained for m in model.modules() if isinstance(getattr(m, "pretrained", None), dict)]
 
 
 def check_reasons(cfg: dict[str, Any], model_args: dict[str, Any]) -> None:
@@ -262,10 +294,15 @@ class Trainer:
         from train.config import TRAIN_DEFAULT
 
         default, given = flatten(load_with_bases(TRAIN_DEFAULT)), flatten(self.cfg)
-        said = {k: why for k, why in unused.items() if k in given and given[k] != default.get(k)}
+
+        def value(key: str, flat: dict[str, Any]) -> Any:  # a leaf, or a section (loss.args) as its leaves
+            return flat[key] if key in flat else {k: v for k, v in flat.items() if k.startswith(key + ".")}
+
+        said = {k: why for k, why in unused.items() if value(k, given) not in ({}, value(k, default))}
         if self.main:
             for key, why in said.items():
-                print(f"note: {key}={given[key]} has no effect here: {why}")
+                shown = given.get(key, {k.removeprefix(key + "."): v for k, v in value(key, given).items()})
+                print(f"note: {key}={shown} has no effect here: {why}")
         return said
 
     def register_hooks(self, hooks: list[HookBase]) -> None:
@@ -331,14 +368,19 @@ class Trainer:
             model.load_state_dict(init["model"])
         self.init_report = None
         if cfg["model"]["init_from"] and not self.ckpt:
-            self.init_report = transfer_weights(model, cfg["model"]["init_from"])
+            self.init_report = transfer_weights(model, cfg["model"]["init_from"], self.taxonomy.names)
         self.channels_last = self.task.channels_last(model, bool(cfg["train"]["channels_last"]))
         model = model.to(self.device, memory_format=torch.channels_last if self.channels_last else
                          torch.contiguous_format)
         self.model: nn.Module = model
         if self.world > 1:
             self.model = nn.parallel.DistributedDataParallel(
-                model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
+                model, device_ids=[self.device.index] if self.device.type == "cuda" else None,
+                find_unused_parameters=bool(cfg["train"]["freeze_encoder_epochs"]))  # a frozen encoder has no grad
+        if cfg["train"]["freeze_encoder_epochs"] and not isinstance(getattr(model, "encoder", None), nn.Module):
+            raise SegLoopError(f"train.freeze_encoder_epochs is set, but model {cfg['model']['name']} has no "
+                               f"encoder part to freeze", fix="use an encoder-decoder model (unet, linknet, resunet, "
+                                                             "convunext), or set train.freeze_encoder_epochs=0")
 
     def _build_optimizer(self) -> None:
         """Loss, optimiser, schedule and scaler; on resume, their state and the run's position."""
@@ -398,6 +440,7 @@ class Trainer:
         for epoch in range(self.start_epoch, tc["epochs"]):
             self.epoch = epoch
             self.model.train()
+            self.freeze_encoder(epoch < tc["freeze_encoder_epochs"])
             if isinstance(self.sampler, DistributedSampler):
                 self.sampler.set_epoch(epoch)
             self.generator.manual_seed(tc["seed"] * 1000 + epoch)
@@ -440,6 +483,16 @@ class Trainer:
             dist.destroy_process_group()
         return TrainResult(self.run_dir, self.best["metric"], self.best["value"], self.best["epoch"], epoch + 1,
                            self.step, self.elapsed, self.images_per_second)
+
+    def freeze_encoder(self, frozen: bool) -> None:
+        """Freeze (or release) the model's encoder: no gradient, and its BatchNorm statistics kept as they were
+        loaded (eval mode), while the rest of the model trains."""
+        encoder = getattr(unwrap(self.model), "encoder", None)
+        if not self.cfg["train"]["freeze_encoder_epochs"] or encoder is None:
+            return
+        for p in encoder.parameters():
+            p.requires_grad_(not frozen)
+        encoder.train(not frozen)
 
     def _train_step(self, batch: Any) -> dict[str, torch.Tensor]:
         losses = self.task.train_step(self.model, batch)
@@ -525,9 +578,12 @@ class RunFolder(HookBase):
                 "device": str(t.device), "world_size": t.world, "torch": torch.__version__,
                 "parameters": sum(p.numel() for p in t.model.parameters()), "best_metric": t.best_metric,
                 **({"init_from": t.init_report} if t.init_report else {}),
+                **({"pretrained": pretrained} if (pretrained := pretrained_files(unwrap(t.model))) else {}),
+                **t.task.run_info(unwrap(t.model)),
                 **({"unused_settings": t.unused} if t.unused else {})}
         if t.out.start(dump_yaml(t.cfg), info, train_command(sys.argv, t.cfg)):
             write_hparams(t.out.tb, t.cfg)  # once per run: a resume continues the session its config started
+            t.task.before_train(t.run_dir, t.train_set)
         print(f"run {t.run_dir}: {t.task.name}, {t.dataset.version}, {len(t.train_set)} train / {len(t.val_set)} "
               f"val images, {t.spec['name']} {t.spec['args']}, device {t.device}"
               + (f" x{t.world}" if t.world > 1 else ""))

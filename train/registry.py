@@ -1,4 +1,4 @@
-"""Things built by name with their own arguments: models per task (and, later, losses and encoders).
+"""Things built by name with their own arguments: models per task, encoders, losses.
 
 A registry maps a name to a constructor. ``build(name, args, **fixed)`` checks ``args`` (the free ``model.args``
 section of a config) against the constructor's signature before calling it, so an unknown argument names the valid
@@ -22,21 +22,35 @@ T = TypeVar("T")
 class Registry(Generic[T]):
     """Named constructors of one kind (``what`` says which, for messages: 'semantic model')."""
 
-    def __init__(self, what: str, key: str) -> None:
+    def __init__(self, what: str, key: str, args_key: str | None = None) -> None:
         self.what = what
         self.key = key  # the config key that selects an entry, for messages ('model.name')
+        self.args_key = args_key or f"{key.rsplit('.', 1)[0]}.args"  # where its arguments go ('model.args')
         self._entries: dict[str, Callable[..., T]] = {}
+        self._init_only: dict[str, frozenset[str]] = {}
 
-    def register(self, name: str) -> Callable[[Callable[..., T]], Callable[..., T]]:
-        """Decorator: ``@SEMANTIC_MODELS.register("resunet")`` over a class or a builder function."""
+    def register(self, name: str, init_only: tuple[str, ...] = ()) -> Callable[[Callable[..., T]], Callable[..., T]]:
+        """Decorator: ``@SEMANTIC_MODELS.register("resunet")`` over a class or a builder function.
+
+        ``init_only``: the entry's arguments that only initialise weights (a pretrained file): a checkpoint's own
+        weights replace what they load, so they are not part of the architecture two checkpoints must share, and
+        an entry is rebuilt from a checkpoint without them."""
 
         def deco(fn: Callable[..., T]) -> Callable[..., T]:
             if name in self._entries:
                 raise ValueError(f"{self.what} '{name}' registered twice")
+            unknown = set(init_only) - set(inspect.signature(fn).parameters)
+            if unknown:
+                raise ValueError(f"{self.what} '{name}': init_only names no argument: {sorted(unknown)}")
             self._entries[name] = fn
+            self._init_only[name] = frozenset(init_only)
             return fn
 
         return deco
+
+    def init_only(self, name: str) -> frozenset[str]:
+        """The arguments of ``name`` that only initialise weights (empty for an unknown name)."""
+        return self._init_only.get(name, frozenset())
 
     def names(self) -> list[str]:
         return sorted(self._entries)
@@ -64,13 +78,17 @@ class Registry(Generic[T]):
         return {k: (None if p.default is p.empty else p.default)
                 for k, p in self.parameters(name).items() if k not in fixed}
 
-    def check_args(self, name: str, args: dict[str, Any], fixed: tuple[str, ...] = ()) -> None:
+    def check_args(self, name: str, args: dict[str, Any], fixed: tuple[str, ...] = (),
+                   args_key: str | None = None) -> None:
+        """Refuse an argument ``name`` does not have, one SegLoop sets, or a missing required one. ``args_key``: the
+        config key the arguments were given under, for messages (default: this registry's)."""
+        key_of_args = args_key or self.args_key
         params = self.parameters(name)
         valid = [k for k in params if k not in fixed]
         for key in args:
             if key in fixed:
-                raise SegLoopError(f"{self.key.rsplit('.', 1)[0]}.args.{key} is set by SegLoop for {self.what} "
-                                   f"'{name}'", fix=f"remove {key} from model.args")
+                raise SegLoopError(f"{key_of_args}.{key} is set by SegLoop for {self.what} '{name}'",
+                                   fix=f"remove {key} from {key_of_args}")
             if key not in params:
                 close = difflib.get_close_matches(key, valid, n=1)
                 hint = f"did you mean '{close[0]}'? " if close else ""
@@ -79,7 +97,7 @@ class Registry(Generic[T]):
         missing = [k for k, p in params.items() if p.default is p.empty and k not in args and k not in fixed]
         if missing:
             raise SegLoopError(f"{self.what} '{name}' needs {', '.join(missing)}",
-                               fix=f"set model.args.{missing[0]}")
+                               fix=f"set {key_of_args}.{missing[0]}")
 
     def build(self, name: str, args: dict[str, Any] | None = None, **fixed: Any) -> T:
         args = dict(args or {})

@@ -12,25 +12,36 @@ import argparse
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
 from core.errors import SegLoopError, run_cli
 from train.config import load_train_config, upgrade_run_config
 from train.engine import train
 
 
+def _print_entries(registry: Any, key: str, args_key: str, fixed: tuple[str, ...]) -> None:
+    for name in registry.names():
+        help_ = registry.describe(name)
+        print(f"  {key}={name:<20} {registry.summary(name)}")
+        for arg, default in registry.defaults(name, fixed).items():
+            shown = f"{args_key.replace('<name>', name)}.{arg}={default!r}"
+            print(f"    {shown:<52} {help_.get(arg, '')}")
+
+
 def print_models() -> None:
-    """Every registered model per task, with each argument's default and meaning (``model.name``, ``model.args``)."""
+    """Every registered model per task, with each argument's default and meaning (``model.name``, ``model.args``),
+    then the encoders the semantic architectures take and the losses of semantic training."""
     import tasks
+    from train.losses import FIXED, LOSSES
+    from train.models import ENCODERS
 
     for task in tasks.TASK_NAMES:
-        models = tasks.get(task).training().models
         print(f"task={task}  ({tasks.get(task).description})")
-        for name in models.names():
-            help_ = models.describe(name)
-            print(f"  model.name={name:<20} {models.summary(name)}")
-            for arg, default in models.defaults(name, ("num_classes",)).items():
-                key = f"model.args.{arg}={default!r}"
-                print(f"    {key:<52} {help_.get(arg, '')}")
+        _print_entries(tasks.get(task).training().models, "model.name", "model.args", ("num_classes",))
+    print("encoders of the semantic architectures (unet, linknet)")
+    _print_entries(ENCODERS, "model.args.encoder", "model.args.encoder_args", ("weights",))
+    print("semantic losses (combine with +; each term's weight and arguments under loss.args.<term>)")
+    _print_entries(LOSSES, "loss.name", "loss.args.<name>", FIXED)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -19,7 +19,6 @@ from torch.utils.data import Dataset, Sampler
 
 from ingest.taxonomy import Taxonomy
 from ingest.version import DatasetVersion
-from train.models.registry import INIT_ONLY_ARGS
 from train.registry import Registry
 
 
@@ -81,25 +80,27 @@ class Task(ABC):
     def model_args(self) -> dict[str, Any]:
         return dict(self.cfg["model"]["args"] or {})
 
-    @classmethod
-    @abstractmethod
-    def num_outputs(cls, num_classes: int) -> int:
-        """``num_classes`` the model is built with, for a taxonomy of ``num_classes`` classes."""
-
     def build_model(self, initialise: bool = True) -> nn.Module:
         """The configured model; ``initialise=False`` when a checkpoint's weights will replace the initial ones
         (resume, ``model.weights``), so initialisation-only arguments (a backbone weights file) are not read."""
-        args = self.model_args()
+        name, args = self.cfg["model"]["name"], self.model_args()
         if not initialise:
-            args = {k: v for k, v in args.items() if k not in INIT_ONLY_ARGS}
-        return self.models.build(self.cfg["model"]["name"], args,
-                                 num_classes=self.num_outputs(self.taxonomy.num_classes))
+            args = {k: v for k, v in args.items() if k not in self.models.init_only(name)}
+        return self.models.build(name, args, num_classes=self.taxonomy.num_classes)
 
     def channels_last(self, model: nn.Module, requested: bool) -> bool:
         return False
 
     def setup_loss(self, train_set: Dataset) -> None:  # noqa: B027  (optional hook)
         """Build what the train step needs from the training data (class weights, say)."""
+
+    def run_info(self, model: nn.Module) -> dict[str, Any]:
+        """What this run's ``run.json`` records of the task's choices (the class weights computed from the data,
+        say), beyond what every run records."""
+        return {}
+
+    def before_train(self, run_dir: Any, train_set: Dataset) -> None:  # noqa: B027  (optional hook)
+        """Called once the run folder exists, before the first step (an augmentation preview, say)."""
 
     @abstractmethod
     def train_step(self, model: nn.Module, batch: Any) -> dict[str, torch.Tensor]:

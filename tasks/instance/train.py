@@ -28,6 +28,13 @@ class _BatchEvaluator(CocoInstanceEvaluator):
         super().process(inputs["target"], outputs)
 
 
+# the augmentation settings of semantic training, which no instance trainer reads
+SEMANTIC_ONLY = {**{f"augment.copy_blob.{k}": "CopyBlob pastes class regions into class maps: semantic training only"
+                    for k in ("p", "classes", "max_blobs", "band")},
+                 "augment.transforms": "albumentations transforms by name are applied to semantic training only",
+                 "augment.preview": "the augmentation preview shows semantic training samples"}
+
+
 class InstanceTask(Task):
     name = "instance"
     models = INSTANCE_MODELS
@@ -37,7 +44,7 @@ class InstanceTask(Task):
     @classmethod
     def unused_settings(cls, cfg: dict[str, Any]) -> dict[str, str]:
         why = "Mask R-CNN trains with its own five losses"
-        return {"loss.name": why, "loss.class_weights": why, "loss.label_smoothing": why,
+        return {"loss.name": why, "loss.args": why, "loss.class_weights": why, **SEMANTIC_ONLY,
                 "augment.scale": "Mask R-CNN's scale jitter is model.args.min_size (a list)"}
 
     @classmethod
@@ -94,10 +101,6 @@ class InstanceTask(Task):
 
     def start_epoch(self, train_set: Dataset, seed: int) -> None:
         train_set.set_random_seed(seed)
-
-    @classmethod
-    def num_outputs(cls, num_classes: int) -> int:
-        return num_classes + 1  # background + every class; labels are COCO category ids
 
     def channels_last(self, model: nn.Module, requested: bool) -> bool:
         return requested and self.device.type == "cuda"

@@ -39,6 +39,7 @@ from torch.utils.data import DataLoader
 
 from core.config import dump_yaml
 from core.errors import SegLoopError
+from tasks.instance.train import SEMANTIC_ONLY
 from train.checkpoint import check_compatible, rng_state, unwrap
 from train.engine import Trainer, TrainResult, check_something_to_do
 from train.models.yolo import MODEL_NAMES, YoloSeg, default_config_dir, is_yolo, offline_environment
@@ -193,8 +194,10 @@ class YoloFit(Trainer):
     def unused_settings(self) -> dict[str, str]:
         """What Ultralytics' trainer does not read of SegLoop's keys (momentum is AdamW's beta1 there)."""
         loss = "YOLO trains with Ultralytics' own loss (box, mask, class, DFL)"
-        out = {"loss.name": loss, "loss.class_weights": loss, "loss.label_smoothing": loss,
+        out = {"loss.name": loss, "loss.args": loss, "loss.class_weights": loss, **SEMANTIC_ONLY,
                "train.grad_clip": "Ultralytics always clips gradients at norm 10",
+               "train.freeze_encoder_epochs": "Ultralytics freezes layers with its own freeze argument "
+                                              "(ultralytics: {freeze: N})",
                "augment.contrast": "Ultralytics' colour augmentation has hue, saturation and value gains only"}
         return {**out, **self.schedule_unused()}
 

@@ -1,6 +1,9 @@
-"""The semantic evaluation part: a class map and a softmax-entropy map per image, scored by one confusion matrix.
+"""The semantic evaluation part: a class map and an entropy map per image, scored by one confusion matrix.
 
-``eval/<split>/``: ``pred/<image>.png`` (train indices), ``uncertainty/<image>.png`` (normalised softmax entropy,
+The model's head decodes its logits (``train.models.heads``): probabilities, the class map and the entropy of the
+probabilities over ln C come from there, for a softmax head and a one-logit sigmoid head alike.
+
+``eval/<split>/``: ``pred/<image>.png`` (train indices), ``uncertainty/<image>.png`` (normalised entropy,
 0-255), ``per_class.csv`` (IoU, Dice, ground-truth pixels; worst first), ``per_image.csv`` (mIoU, pixel accuracy,
 Dice) and ``index.json``; ``predict/<name>/`` the same maps keyed by image sha256, with each image's mean entropy and
 mean top-2 margin for choosing what to label next.
@@ -9,7 +12,6 @@ mean top-2 margin for choosing what to label next.
 from __future__ import annotations
 
 import csv
-import math
 from pathlib import Path
 from typing import Any
 
@@ -21,11 +23,12 @@ from tqdm import tqdm
 from core.fsio import read_image, save_png, sha256_file
 from core.metrics import thing_iou
 from core.runs import write_index
-from evaluate.inference import Inference, fmt, normalised_entropy, show
+from evaluate.inference import Inference, fmt, show
 from ingest.version import DatasetVersion
 from metrics.semantic import SemSegEvaluator
 from train.data import resize_image
 from train.infer import predict_logits, use_channels_last
+from train.models.heads import decoding_of
 
 
 class SemanticEvaluation:
@@ -47,10 +50,10 @@ class SemanticEvaluation:
     def evaluate_split(self, inf: Inference, ds: DatasetVersion, split: str, tmp: Path, run_name: str,
                        tta: bool = False, uncertainty: bool = True, progress: bool = True) -> dict[str, Any]:
         names = inf.class_names
+        dec = decoding_of(inf.model)
         evaluator = SemSegEvaluator(names, ds.taxonomy.ignore_index)
         times: list[float] = []
         index: dict[str, dict[str, Any]] = {}
-        log_c = math.log(len(names))
         (tmp / "pred").mkdir()
         if uncertainty:
             (tmp / "uncertainty").mkdir()
@@ -58,13 +61,13 @@ class SemanticEvaluation:
             label = ds.load_semantic(im)
             img = ds.load_image(im)
             logits = inf.timed(lambda img=img, label=label: self.logits(inf, img, label.shape, tta), times)
-            pred_np = logits.argmax(1)[0].cpu().numpy().astype(np.uint8)
+            pred_np = dec.labels(logits)[0].cpu().numpy().astype(np.uint8)
             name = im["key"].replace("/", "__") + ".png"
             save_png(tmp / "pred" / name, pred_np)
             entry: dict[str, Any] = {"image": str(ds.image_path(im)), "prediction": f"pred/{name}",
                                      "uncertainty": None, "mean_uncertainty": None}
             if uncertainty:
-                ent = normalised_entropy(logits.softmax(1)[0], log_c)
+                ent = dec.uncertainty(dec.probabilities(logits))[0]
                 save_png(tmp / "uncertainty" / name, (ent * 255).round().byte().cpu().numpy())
                 entry.update(uncertainty=f"uncertainty/{name}", mean_uncertainty=float(ent.mean()))
             evaluator.process(pred_np, label, {"image_id": im["id"], "key": im["key"], "file": im["file_name"],
@@ -93,21 +96,21 @@ class SemanticEvaluation:
         """``pred/<sha256>.png``, ``uncertainty/<sha256>.png`` and ``index.json`` (mean entropy and mean top-2
         margin per image) for unlabelled images, into ``tmp``."""
         names = inf.class_names
+        dec = decoding_of(inf.model)
         index: dict[str, Any] = {}
-        log_c = math.log(len(names))
         (tmp / "pred").mkdir()
         (tmp / "uncertainty").mkdir()
         for f in tqdm(files, desc=desc, disable=not progress):
             img = read_image(f)
-            p = self.logits(inf, img, img.shape[:2]).softmax(1)[0]
-            top2 = p.topk(2, dim=0).values
-            ent = normalised_entropy(p, log_c)
+            logits = self.logits(inf, img, img.shape[:2])
+            p = dec.probabilities(logits)
+            ent = dec.uncertainty(p)[0]
             sha = sha256_file(f)
-            save_png(tmp / "pred" / f"{sha}.png", p.argmax(0).byte().cpu().numpy())
+            save_png(tmp / "pred" / f"{sha}.png", dec.labels(logits)[0].byte().cpu().numpy())
             save_png(tmp / "uncertainty" / f"{sha}.png", (ent * 255).round().byte().cpu().numpy())
             index[sha] = {"image": str(f.resolve()), "prediction": f"pred/{sha}.png",
                           "uncertainty": f"uncertainty/{sha}.png", "mean_uncertainty": float(ent.mean()),
-                          "mean_margin": float((top2[0] - top2[1]).mean())}
+                          "mean_margin": float(dec.margin(p).mean())}
         write_index(tmp, run_name, self.task, names, index)
 
     def summary_lines(self, result: dict[str, Any]) -> list[str]:

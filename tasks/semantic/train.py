@@ -1,4 +1,5 @@
-"""Semantic segmentation: per-pixel classes, models mapping images to (N, C, H, W) logits, scored by mIoU."""
+"""Semantic segmentation: per-pixel classes, models mapping images to logits that their head decodes (softmax over
+the classes, or one sigmoid logit for a two-class taxonomy), scored by mIoU."""
 
 from __future__ import annotations
 
@@ -9,12 +10,14 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
+from core.errors import SegLoopError
 from ingest.version import DatasetVersion
 from metrics.semantic import SemSegEvaluator
 from train.data import SplitDataset, build_augment, collate, normalize, resize_image
 from train.infer import autocast_for, predict_logits, use_channels_last
-from train.losses import build_loss
+from train.losses import build_loss, resolve_class_weights, uses_class_weights
 from train.models import SEMANTIC_MODELS
+from train.models.heads import Decoding, decoding_of
 from train.task import Task
 
 
@@ -34,7 +37,31 @@ class SemanticTask(Task):
 
     @classmethod
     def unused_settings(cls, cfg: dict[str, Any]) -> dict[str, str]:
-        return {"augment.copy_paste": "copy-paste pastes another image's instances: an instance-task augmentation"}
+        out = {"augment.copy_paste": "copy-paste pastes another image's instances: an instance-task augmentation"}
+        if cfg["augment"]["copy_blob"]["p"] == 0:
+            out.update({f"augment.copy_blob.{k}": "CopyBlob is off (augment.copy_blob.p is 0)"
+                        for k in ("classes", "max_blobs", "band")})
+        if not uses_class_weights(cfg["loss"]["name"]):
+            out["loss.class_weights"] = f"class weights weight the pixels of cross_entropy and bce; " \
+                                        f"{cfg['loss']['name']} takes none"
+        return out
+
+    def copy_blob_config(self, version: DatasetVersion, split: str) -> dict[str, Any] | None:
+        """``augment.copy_blob`` with its class names as train indices; a class the taxonomy lacks is refused."""
+        cb = dict(self.cfg["augment"]["copy_blob"])
+        if cb["p"] == 0:
+            return None
+        if not cb["classes"]:
+            raise SegLoopError("augment.copy_blob.p is set but augment.copy_blob.classes names no class",
+                               fix="name the rare classes to paste, e.g. augment.copy_blob.classes=[pole,bus]")
+        names = self.taxonomy.names
+        missing = [c for c in cb["classes"] if c not in names]
+        if missing:
+            raise SegLoopError(f"augment.copy_blob.classes names {', '.join(missing)}, which taxonomy "
+                               f"'{self.taxonomy.name}' does not have", path=version.path,
+                               fix=f"classes of {self.taxonomy.name}: {', '.join(names)}")
+        cb["class_indices"] = [names.index(c) for c in cb["classes"]]
+        return cb
 
     def datasets(self, version: DatasetVersion, train_ids: list[int] | None, val_split: str,
                  val_ids: list[int] | None) -> tuple[Dataset, Dataset]:
@@ -42,8 +69,16 @@ class SemanticTask(Task):
         hw = tuple(cfg["data"]["image_size"])
         aug = build_augment(cfg["augment"], hw, self.taxonomy.ignore_index)
         aug.set_random_seed(cfg["train"]["seed"])
+        copy_blob = self.copy_blob_config(version, cfg["data"]["train_split"])
         train_set = SplitDataset(version, cfg["data"]["train_split"], hw, aug, image_ids=train_ids,
-                                 progress=self.progress)
+                                 progress=self.progress, copy_blob=copy_blob)
+        if train_set.copy_blob is not None:
+            absent = [self.taxonomy.names[c] for c, n in train_set.copy_blob.counts().items() if n == 0]
+            if absent:
+                raise SegLoopError(f"augment.copy_blob.classes: {', '.join(absent)} has no blob (connected region "
+                                   f"of 16+ pixels at data.image_size) in the {cfg['data']['train_split']} split",
+                                   path=version.path, fix="paste classes the training images have, or leave them "
+                                                          "out of augment.copy_blob.classes")
         self.val_set = SplitDataset(version, val_split, hw, None, full_labels=True, image_ids=val_ids,
                                     progress=self.progress)
         return train_set, self.val_set
@@ -54,18 +89,48 @@ class SemanticTask(Task):
     def start_epoch(self, train_set: Dataset, seed: int) -> None:
         train_set.set_random_seed(seed)
 
-    @classmethod
-    def num_outputs(cls, num_classes: int) -> int:
-        return num_classes
+    def build_model(self, initialise: bool = True) -> nn.Module:
+        model = super().build_model(initialise)
+        self.decoding: Decoding = decoding_of(model)
+        return model
 
     def channels_last(self, model: nn.Module, requested: bool) -> bool:
         self.use_cl = use_channels_last(model, self.device, requested)
         return self.use_cl
 
     def setup_loss(self, train_set: Dataset) -> None:
-        pixels = train_set.pixels_per_class(self.taxonomy.num_classes)
-        self.loss_fn = build_loss(self.cfg["loss"], self.taxonomy.num_classes, self.taxonomy.ignore_index,
-                                  pixels).to(self.device)
+        pixels, present = train_set.class_pixels(self.taxonomy.num_classes)
+        weights = resolve_class_weights(self.cfg["loss"], self.taxonomy.num_classes, pixels, present)
+        self.class_weights = None if weights is None or not uses_class_weights(self.cfg["loss"]["name"]) else \
+            {n: round(float(w), 6) for n, w in zip(self.taxonomy.names, weights, strict=True)}
+        self.loss_fn = build_loss(self.cfg["loss"], self.decoding.loss_mode, self.taxonomy.ignore_index,
+                                  weights).to(self.device)
+
+    def before_train(self, run_dir: Any, train_set: Dataset) -> None:
+        """``augment.preview=N``: N augmented training samples (image over its label) in ``augment_preview.png``,
+        exactly as the first epoch's pipeline produces them (the epoch re-seeds the stream afterwards)."""
+        n = self.cfg["augment"]["preview"]
+        if not n:
+            return
+        from core.fsio import save_png
+
+        train_set.set_random_seed(self.cfg["train"]["seed"] * 1000)
+        tiles = []
+        for i in range(n):
+            item = train_set[i % len(train_set)]
+            img, label = item["image"].numpy(), item["label"].numpy().astype(np.uint8)
+            tiles.append(np.concatenate([img, self.taxonomy.colorize(label)], 0))
+        cols = min(n, 4)
+        blank = np.zeros_like(tiles[0])
+        rows = [np.concatenate((tiles[r:r + cols] + [blank] * cols)[:cols], 1) for r in range(0, n, cols)]
+        save_png(run_dir / "augment_preview.png", np.concatenate(rows, 0))
+        print(f"augment.preview: {n} augmented training samples in {run_dir / 'augment_preview.png'}")
+
+    def run_info(self, model: nn.Module) -> dict[str, Any]:
+        info: dict[str, Any] = {"head": self.decoding.describe()}
+        if self.class_weights is not None:
+            info["class_weights"] = self.class_weights
+        return info
 
     def train_step(self, model: nn.Module, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
         x = normalize(batch["image"].to(self.device, non_blocking=True))
@@ -73,8 +138,7 @@ class SemanticTask(Task):
         x = x.contiguous(memory_format=torch.channels_last if self.use_cl else torch.contiguous_format)
         y = batch["label"].to(self.device, non_blocking=True)
         with autocast_for(self.device, self.amp):
-            loss = self.loss_fn(model(x), y)
-        return {self.cfg["loss"]["name"]: loss}
+            return self.loss_fn(model(x), y)
 
     def evaluator(self, version: DatasetVersion, split: str) -> BatchSemSegEvaluator:
         return BatchSemSegEvaluator(self.taxonomy.names, self.taxonomy.ignore_index)
@@ -90,23 +154,23 @@ class SemanticTask(Task):
 
     @torch.no_grad()
     def inference(self, model: nn.Module, batch: dict[str, Any]) -> list[torch.Tensor]:
-        """Argmax maps at each label's own resolution."""
-        return [m for logits in self._logits(model, batch) for m in logits.argmax(1)]
+        """Class maps (the head's decoding) at each label's own resolution."""
+        return [m for logits in self._logits(model, batch) for m in self.decoding.labels(logits)]
 
     @torch.no_grad()
     def validation_step(self, model: nn.Module, batch: dict[str, Any]
                         ) -> tuple[list[torch.Tensor], dict[str, torch.Tensor] | None]:
-        """Argmax maps and the training loss (same weights, smoothing, ignore value) from one forward pass, on the
-        logits upsampled to each label's full resolution, as the validation metrics see them."""
+        """Class maps and the training loss's terms (same weights, smoothing, ignore value) from one forward pass,
+        on the logits upsampled to each label's full resolution, as the validation metrics see them."""
         labels = batch["label"]
         chunks = self._logits(model, batch)
         targets = [labels] if isinstance(labels, torch.Tensor) else [lb[None] for lb in labels]
         ignore = self.taxonomy.ignore_index
         # an image with no labelled pixel has no loss (cross-entropy over no pixel is NaN): it is left out
-        terms = [self.loss_fn(logits, y.to(self.device).long()).float()
+        terms = [self.loss_fn(logits, y.to(self.device).long())
                  for logits, y in zip(chunks, targets, strict=True) if bool((y != ignore).any())]
-        losses = {self.cfg["loss"]["name"]: torch.stack(terms).mean()} if terms else None
-        return [m for logits in chunks for m in logits.argmax(1)], losses
+        losses = {k: torch.stack([t[k].float() for t in terms]).mean() for k in terms[0]} if terms else None
+        return [m for logits in chunks for m in self.decoding.labels(logits)], losses
 
     @torch.no_grad()
     def validation_loss(self, model: nn.Module, batch: dict[str, Any]) -> dict[str, torch.Tensor] | None:

@@ -20,15 +20,14 @@ from collections.abc import Sequence
 from functools import partial
 from pathlib import Path
 
-import torch
 from torch import nn
 from torchvision.models.detection import MaskRCNN
 from torchvision.models.detection.anchor_utils import AnchorGenerator
 from torchvision.models.detection.backbone_utils import mobilenet_backbone, resnet_fpn_backbone
 from torchvision.ops import MultiScaleRoIAlign
 
-from core.errors import SegLoopError
 from train.models.registry import INSTANCE_MODELS
+from train.models.weights import load_weights_file
 
 BACKBONES = ("resnet50", "resnet18", "resnet34", "mobilenet_v3_large")
 
@@ -47,44 +46,12 @@ class _GroupNorm(nn.GroupNorm):
         super().__init__(math.gcd(32, num_channels), num_channels)
 
 
-def load_backbone_weights(body: nn.Module, path: str | Path) -> None:
+def load_backbone_weights(body: nn.Module, path: str | Path) -> dict[str, str]:
     """Load a torchvision classification state dict into the backbone's body; name what does not fit."""
-    path = Path(path)
-    if not path.is_file():
-        raise SegLoopError("backbone weights file not found", path=path,
-                           fix="give a torchvision state dict saved with torch.save(model.state_dict(), PATH)")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        from train.checkpoint import refused_pickle_message
-
-        refused = refused_pickle_message(exc, "the backbone weights")
-        raise SegLoopError(refused or f"cannot read backbone weights ({type(exc).__name__}: {str(exc)[:200]})",
-                           path=path, fix="give a plain state dict (tensors only): torch.save(model.state_dict(), "
-                                          "PATH); pickled objects are refused") from None
-    if isinstance(state, dict) and "model" in state and isinstance(state["model"], dict):
-        state = state["model"]
-    if not isinstance(state, dict):
-        raise SegLoopError("backbone weights are not a state dict", path=path, fix="save model.state_dict()")
-    own = body.state_dict()
-    state = {k.removeprefix("backbone.body.").removeprefix("body."): v for k, v in state.items()}
-    state = {k: v for k, v in state.items() if not k.startswith(("fc.", "classifier."))}
-    missing = [k for k in own if k not in state and not k.endswith("num_batches_tracked")]
-    unexpected = [k for k in state if k not in own]
-    shapes = [f"{k} {tuple(state[k].shape)} vs {tuple(own[k].shape)}" for k in own
-              if k in state and state[k].shape != own[k].shape]
-    if missing or unexpected or shapes:
-        parts = []
-        if missing:
-            parts.append(f"{len(missing)} missing (e.g. {', '.join(missing[:3])})")
-        if unexpected:
-            parts.append(f"{len(unexpected)} unexpected (e.g. {', '.join(unexpected[:3])})")
-        if shapes:
-            parts.append(f"{len(shapes)} of another shape (e.g. {'; '.join(shapes[:2])})")
-        raise SegLoopError(f"backbone weights do not match the backbone: {', '.join(parts)}", path=path,
-                           fix="use weights of the same torchvision architecture, with model.args.norm=batch for "
-                               "BatchNorm weights")
-    body.load_state_dict(state, strict=False)
+    return load_weights_file(body, path, "backbone weights", strip=("backbone.body.", "body."),
+                             drop=("fc.", "classifier."),
+                             fix="use weights of the same torchvision architecture, with model.args.norm=batch for "
+                                 "BatchNorm weights")
 
 
 def _ints(name: str, values: Sequence[object], low: int, high: int | None = None) -> list[int]:
@@ -99,7 +66,7 @@ def _ints(name: str, values: Sequence[object], low: int, high: int | None = None
     return out
 
 
-@INSTANCE_MODELS.register("maskrcnn")
+@INSTANCE_MODELS.register("maskrcnn", init_only=("weights_backbone",))
 def build_maskrcnn(num_classes: int, backbone: str = "resnet50", norm: str = "group",
                    min_size: int | list[int] = 256, max_size: int = 1024,
                    anchor_sizes: Sequence[int] = (32, 64, 128, 256, 512), trainable_layers: int = 5,
@@ -109,7 +76,7 @@ def build_maskrcnn(num_classes: int, backbone: str = "resnet50", norm: str = "gr
     """Mask R-CNN with an FPN backbone, every layer trainable.
 
     Args:
-        num_classes: classes including background (set by SegLoop: taxonomy classes + 1, label = COCO category id)
+        num_classes: the taxonomy's classes (set by SegLoop); the network adds the background (label = COCO category id)
         backbone: resnet50, resnet18, resnet34 or mobilenet_v3_large (each with an FPN)
         norm: group (GroupNorm, for small batches from scratch) or batch (BatchNorm2d)
         min_size: shorter image side after resizing; a list is multi-scale training (one value per batch)
@@ -150,10 +117,10 @@ def build_maskrcnn(num_classes: int, backbone: str = "resnet50", norm: str = "gr
                                 trainable_layers=min(trainable_layers + 1, 6))
         featmaps = ["0", "1"]
     if weights_backbone:
-        load_backbone_weights(bb.body, weights_backbone)
+        bb.body.pretrained = load_backbone_weights(bb.body, weights_backbone)
     anchor_gen = AnchorGenerator(tuple((a,) for a in anchors), ((0.5, 1.0, 2.0),) * len(anchors))
     return MaskRCNN(
-        bb, num_classes=num_classes, min_size=min_sizes, max_size=max_size, rpn_anchor_generator=anchor_gen,
+        bb, num_classes=num_classes + 1, min_size=min_sizes, max_size=max_size, rpn_anchor_generator=anchor_gen,
         box_roi_pool=MultiScaleRoIAlign(featmaps, 7, 2), mask_roi_pool=MultiScaleRoIAlign(featmaps, 14, 2),
         box_detections_per_img=box_detections_per_img, box_score_thresh=box_score_thresh,
         box_batch_size_per_image=box_batch_size_per_image, rpn_post_nms_top_n_train=rpn_post_nms_top_n_train)

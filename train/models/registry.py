@@ -3,7 +3,9 @@
     @SEMANTIC_MODELS.register("resunet")
     class ResUNet(nn.Module): ...
 
-and becomes selectable as ``model.name=resunet`` with its own ``model.args``; nothing else changes.
+and becomes selectable as ``model.name=resunet`` with its own ``model.args``; nothing else changes. Every model is
+built with ``num_classes``, the taxonomy's classes: how many outputs that takes is the model's own business (a
+sigmoid head's one logit, Mask R-CNN's added background).
 """
 
 from __future__ import annotations
@@ -12,11 +14,7 @@ from torch import nn
 
 from train.registry import Registry
 
-# semantic: (N, 3, H, W) normalised images -> (N, C, H, W) logits at the input size
+# semantic: (N, 3, H, W) normalised images -> logits at the input size, decoded by the model's SegmentationHead
 SEMANTIC_MODELS: Registry[nn.Module] = Registry("semantic model", "model.name")
 # instance: torchvision detection API (list of images [+ targets]) -> losses in training, detections in eval
 INSTANCE_MODELS: Registry[nn.Module] = Registry("instance model", "model.name")
-
-# arguments that only initialise weights (a file to start from): a checkpoint's own weights replace what they load,
-# so they are not part of the architecture a checkpoint must match, and a run is rebuilt without them
-INIT_ONLY_ARGS = frozenset({"weights_backbone"})

@@ -159,7 +159,7 @@ def _register(name: str) -> None:
     family = next(f for f in FAMILIES if name.startswith(f))
 
     def build(num_classes: int) -> YoloSeg:
-        net = build_network(name, num_classes - 1)  # COCO category ids: the background is not a YOLO class
+        net = build_network(name, num_classes)  # one YOLO class per taxonomy class; no background class
         return YoloSeg(net)
 
     build.__name__ = name.replace("-", "_")
