@@ -25,7 +25,7 @@ from annotate.server import document_root
 from core.errors import SegLoopError
 from core.fsio import atomic_path, raise_os_error, sha256_file
 from core.runs import INDEX, read_index
-from ingest.images import list_images
+from ingest.images import BROWSER_EXTS, list_images
 from ingest.labelstudio import UPLOAD_PREFIX, snapshot_name, upload_relpath
 from ingest.taxonomy import Taxonomy
 from tasks import get as get_task
@@ -104,7 +104,7 @@ def import_images(client: LabelStudio, project: dict, images: str | Path | list[
     through local-file storage, the tasks sent ``batch`` at a time (a broken connection is resumed by asking the
     server which images landed: none is imported twice); a remote one (or ``upload=True``) gets each image
     uploaded, and the task is then given the image's hash and source path."""
-    files = [Path(f) for f in images] if isinstance(images, list) else list_images(images)
+    files = [Path(f) for f in images] if isinstance(images, list) else list_images(images, BROWSER_EXTS)
     if upload if upload is not None else not is_local(client):
         return _upload_images(client, project, files, extra)
     root = document_root()

@@ -18,7 +18,7 @@ from typing import Any
 from core.errors import SegLoopError
 from core.fsio import sha256_file
 from core.runs import INDEX, read_index
-from ingest.images import list_images
+from ingest.images import BROWSER_EXTS, list_images
 from tasks import get as get_task
 
 STRATEGIES = ("entropy", "margin", "random")
@@ -34,7 +34,7 @@ def pool_scores(run_dir: Path, pool: str | Path, strategy: str, seed: int = 0) -
         part = get_task(pset["task"]).labelstudio()
         index.update(pset["images"])
         regions.update(dict.fromkeys(pset["images"], part))
-    files = list_images(pool)
+    files = list_images(pool, BROWSER_EXTS)
     rng = random.Random(seed)
     out, missing = [], []
     for f in files:

@@ -1,12 +1,14 @@
-"""CamVid (11 classes, ../shared/data/camvid): SegLoop's recipe vs a hand-written segmentation_models_pytorch loop,
-each given the same wall-clock training budget on this machine, both scored on CamVid val at full label resolution
-(360x480) with the same confusion matrix.
+"""CamVid (11 classes, ../shared/data/camvid): the best recipe of each SegLoop architecture vs a hand-written
+segmentation_models_pytorch loop, each given the same wall-clock training budget on this machine, all scored on
+CamVid val at full label resolution (360x480) with the same confusion matrix, SegLoop's runs with flip TTA.
 
 Baseline: smp.Unet(resnet18, encoder_weights=None), AdamW 1e-3, cross-entropy (ignore 255), horizontal flips,
 batch 8 at the native 360x480 (padded to 384x480), trained until the budget runs out.
-SegLoop: ``python -m train.run --config configs/experiments/camvid.yaml train.time_limit=<budget>``.
+SegLoop: ``python -m train.run --config configs/experiments/camvid.yaml train.time_limit=<budget> <row's overrides>``
+for each row of ``RECIPES``; the EfficientNet-Lite0 UNet runs with and without its ImageNet weights, which is the
+pretraining gain at this budget.
 
-  python bench/camvid.py [--camvid DIR] [--budget 900]      (SEGLOOP_CAMVID also sets the folder)
+  python bench/camvid.py [--camvid DIR] [--budget 900] [--only resunet,unet-effnet-lite0]   (SEGLOOP_CAMVID too)
 """
 
 from __future__ import annotations
@@ -76,44 +78,67 @@ def baseline(ds: DatasetVersion, budget_s: float, seed: int = 0) -> dict:
             "per_class": dict(zip(ds.taxonomy.names, s.iou.round(4).tolist(), strict=True))}
 
 
+# each architecture's recipe on top of configs/experiments/camvid.yaml (its data, schedule and augmentation)
+RECIPES: dict[str, list[str]] = {
+    "resunet": [],
+    "unet-resnet34": ["model.name=unet", "model.args={encoder: resnet34, decoder_channels: [32, 32, 64, 128]}"],
+    "convunext": ["model.name=convunext", "model.args={width: 16, depth: 4, stem_stride: 2}", "optim.lr=0.002"],
+    "linknet-resnet34": ["model.name=linknet", "model.args={encoder: resnet34}"],
+    "unet-effnet-lite0": ["model.name=unet", "model.args={encoder: efficientnet-lite0, encoder_weights: imagenet, "
+                          "decoder_channels: [16, 24, 40, 64]}", "optim.lr=0.001"],
+    "unet-effnet-lite0-scratch": ["model.name=unet", "model.args={encoder: efficientnet-lite0, "
+                                  "decoder_channels: [16, 24, 40, 64]}"],
+}
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--camvid", default=os.environ.get("SEGLOOP_CAMVID", str(_common.ROOT.parent / "shared" / "data"
                                                                              / "camvid")))
     p.add_argument("--budget", type=float, default=900, help="training seconds for each side")
     p.add_argument("--out", default=None, help="where runs and versions go (default: a temporary folder)")
-    p.add_argument("overrides", nargs="*", help="extra key=value for SegLoop's side")
+    p.add_argument("--only", help="comma-separated rows of the table (default: all): " + ", ".join(RECIPES))
+    p.add_argument("overrides", nargs="*", help="extra key=value for every SegLoop row")
     args = p.parse_args()
     camvid = Path(args.camvid)
     if not (camvid / "train").is_dir():
         print(f"camvid: skipped, CamVid not found at {camvid} (use --camvid or SEGLOOP_CAMVID)")
         sys.exit(0)
+    rows = args.only.split(",") if args.only else list(RECIPES)
+    unknown = [r for r in rows if r not in RECIPES]
+    if unknown:
+        sys.exit(f"--only: unknown rows {unknown}; rows: {', '.join(RECIPES)}")
     out = Path(args.out or tempfile.mkdtemp())
     dcfg = load_data_config(_common.ROOT / "configs" / "data" / "camvid.yaml", [f"output={out / 'versions'}"])
     dcfg["sources"][0]["root"] = str(camvid)
     ds = DatasetVersion(build(dcfg).path)
 
-    cfg = load_train_config(_common.ROOT / "configs" / "experiments" / "camvid.yaml",
-                            [f"data.version={ds.path}", f"train.time_limit={args.budget / 60}",
-                             f"output.runs_dir={out / 'runs'}", "output.name=camvid", *args.overrides])
-    res = train(cfg)
-    ours = evaluate_run(res.run_dir, "val", which="last", uncertainty=False, progress=False)
     base = baseline(ds, args.budget)
-    summary = {
-        "budget_s": args.budget,
-        "segloop": {"val_mIoU": ours["mIoU"], "pixel_acc": ours["pixel_acc"], "train_s": res.train_seconds,
-                    "steps": res.steps, "config": {k: cfg[k] for k in ("data", "model", "loss", "optim", "augment")},
-                    "per_class": {n: ours["per_class"][n]["iou"] for n in ds.taxonomy.names}},
-        "baseline_smp_unet_resnet18": base,
-    }
+    results: dict[str, dict] = {}
+    for row in rows:
+        cfg = load_train_config(_common.ROOT / "configs" / "experiments" / "camvid.yaml",
+                                [f"data.version={ds.path}", f"train.time_limit={args.budget / 60}",
+                                 f"output.runs_dir={out / 'runs'}", f"output.name={row}", "output.exist_ok=true",
+                                 *RECIPES[row], *args.overrides])
+        res = train(cfg)
+        ours = evaluate_run(res.run_dir, "val", which="last", uncertainty=False, tta=True, progress=False)
+        results[row] = {"val_mIoU": ours["mIoU"], "pixel_acc": ours["pixel_acc"], "train_s": res.train_seconds,
+                        "steps": res.steps, "overrides": RECIPES[row],
+                        "per_class": {n: ours["per_class"][n]["iou"] for n in ds.taxonomy.names}}
+    summary = {"budget_s": args.budget, "segloop": results, "baseline_smp_unet_resnet18": base}
     (out / "camvid_bench.json").write_text(json.dumps(summary, indent=2, default=str))
     print(f"\ncamvid: {len(ds.images('train'))} train / {len(ds.images('val'))} val images, budget {args.budget:.0f} s "
-          f"each, scored on val at 360x480")
-    print(f"  smp Unet-resnet18 (hand loop)  val mIoU {base['mIoU']:.4f}  pixel acc {base['pixel_acc']:.4f}  "
-          f"{base['steps']} steps")
-    print(f"  SegLoop camvid.yaml            val mIoU {ours['mIoU']:.4f}  pixel acc {ours['pixel_acc']:.4f}  "
-          f"{res.steps} steps")
-    print(f"  margin {ours['mIoU'] - base['mIoU']:+.4f} mIoU   (details: {out / 'camvid_bench.json'})")
+          f"each, scored on val at 360x480 (SegLoop rows with flip TTA)")
+    print(f"  {'recipe':<28} {'val mIoU':>9} {'pixel acc':>10} {'steps':>7} {'vs baseline':>12}")
+    print(f"  {'smp Unet-resnet18 (hand loop)':<28} {base['mIoU']:>9.4f} {base['pixel_acc']:>10.4f} "
+          f"{base['steps']:>7} {'1.00':>12}")
+    for row, r in results.items():
+        print(f"  {row:<28} {r['val_mIoU']:>9.4f} {r['pixel_acc']:>10.4f} {r['steps']:>7} "
+              f"{r['val_mIoU'] / base['mIoU']:>12.2f}")
+    if {"unet-effnet-lite0", "unet-effnet-lite0-scratch"} <= set(results):
+        gain = results["unet-effnet-lite0"]["val_mIoU"] - results["unet-effnet-lite0-scratch"]["val_mIoU"]
+        print(f"  pretraining gain (EfficientNet-Lite0 ImageNet weights vs from scratch): {gain:+.4f} mIoU")
+    print(f"  details: {out / 'camvid_bench.json'}")
 
 
 if __name__ == "__main__":

@@ -55,7 +55,9 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     except yaml.YAMLError as exc:
         raise ConfigError(f"YAML does not parse: {exc}", path=path, fix="fix the syntax") from None
     if not isinstance(data, dict):
-        raise ConfigError("top level must be a mapping of keys to values", path=path)
+        raise ConfigError(f"top level must be a mapping of keys to values, not {type(data).__name__}", path=path,
+                          fix="write the config as key: value lines (sections nested by indentation), as "
+                              "configs/train/default.yaml is")
     return data
 
 

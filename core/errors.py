@@ -55,6 +55,11 @@ OS_ERRORS: dict[int, tuple[str, str]] = {
 }
 
 
+def article(word: str) -> str:
+    """'a' or 'an' before ``word`` in a message ("an instance model", "a semantic model")."""
+    return "an" if word[:1].lower() in "aeiou" else "a"
+
+
 def os_error(exc: OSError, path: str | Path | None = None) -> SegLoopError | None:
     """The ``SegLoopError`` for an operating-system error a user can fix, or None for one that is a bug (a refused
     connection, say, keeps its traceback). The file named is the one the error names, else ``path``."""

@@ -31,6 +31,17 @@ from core.services import pid_alive
 _CHUNK = 1 << 20
 
 
+def user_cache_dir(*parts: str) -> Path:
+    """``$XDG_CACHE_HOME/segloop/...`` (else ``~/.cache/segloop/...``): where SegLoop keeps what it may rebuild
+    (compiled code, Ultralytics' settings). A home folder that does not exist (``HOME=/nonexistent``, a service
+    account) is not created: the cache goes under the system's temporary folder instead."""
+    base = os.environ.get("XDG_CACHE_HOME")
+    if not base:
+        home = Path.home()
+        base = str(home / ".cache") if home.is_dir() else os.path.join(tempfile.gettempdir(), f"segloop-{os.getuid()}")
+    return Path(base, "segloop", *parts)
+
+
 def sha256_file(path: str | Path) -> str:
     """Hex SHA-256 of a file's bytes (streamed, so large images cost no memory)."""
     h = hashlib.sha256()
@@ -251,7 +262,10 @@ def _opened_image(path: str | Path) -> Iterator[Image.Image]:
     except Image.DecompressionBombError as exc:  # a header announcing gigapixels: refused before decoding
         raise SegLoopError(f"image is too large to decode safely ({exc})", path=path,
                            fix=f"downscale it below {Image.MAX_IMAGE_PIXELS / 1e6:.0f} megapixels") from None
-    except (UnidentifiedImageError, SyntaxError, ValueError) as exc:
+    except UnidentifiedImageError:  # Pillow's message names the file object, not the file: the path says it
+        raise SegLoopError("cannot decode image: not an image format Pillow knows (or not an image at all)",
+                           path=path, fix="replace the file with a valid PNG/JPEG or remove it") from None
+    except (SyntaxError, ValueError) as exc:
         raise SegLoopError(
             f"cannot decode image ({exc})", path=path, fix="replace the file with a valid PNG/JPEG or remove it"
         ) from None
@@ -283,11 +297,19 @@ def to_rgb8(img: Image.Image) -> np.ndarray:
     return np.array(img.convert("RGB"))
 
 
-def read_image(path: str | Path, mode: str | None = "RGB") -> np.ndarray:
+def read_image(path: str | Path, mode: str | None = "RGB", upright: bool = False) -> np.ndarray:
     """Decode an image into a numpy array (``mode="RGB"``: 8-bit RGB, high bit depths scaled by ``to_rgb8``); a
-    missing, corrupt or oversized file raises an error naming it."""
+    missing, corrupt or oversized file raises an error naming it.
+
+    ``upright``: turned as its EXIF orientation says (a phone photo stored sideways), as a browser, Label Studio and
+    the demo page show it; predictions of user photos are made on that image. Dataset images are read as stored,
+    which is how their label masks are aligned."""
+    from PIL import ImageOps
+
     with _opened_image(path) as img:
         img.load()
+        if upright:
+            img = ImageOps.exif_transpose(img)
         if mode == "RGB":
             return to_rgb8(img)
         if mode is not None and img.mode != mode:

@@ -67,6 +67,9 @@ class Run:
 
     def info(self) -> dict[str, Any]:
         """``run.json``: dataset version and path, task, command, device, parameters, final figures."""
+        if not self.dir.exists():
+            raise SegLoopError("run folder not found", path=self.dir,
+                               fix="give a folder written by python -m train.run (ls runs/)")
         if not self.info_path.is_file():
             raise SegLoopError("not a run folder (no run.json)", path=self.dir,
                                fix="give a folder written by python -m train.run (ls runs/)")
@@ -75,6 +78,10 @@ class Run:
             kinds = {list: "an array", str: "a string", bool: "true/false", type(None): "null"}
             kind = kinds.get(type(info), "a number")
             raise SegLoopError(f"run.json is not a JSON object (it holds {kind})", path=self.info_path,
+                               fix="restore run.json from a backup, or train the run again (python -m train.run)")
+        problem = _info_problem(info)
+        if problem:
+            raise SegLoopError(f"run.json {problem}", path=self.info_path,
                                fix="restore run.json from a backup, or train the run again (python -m train.run)")
         return info
 
@@ -108,18 +115,37 @@ class Run:
         return path
 
     def read_metrics(self) -> list[dict[str, Any]]:
-        """The validation records of ``metrics.jsonl`` (one per evaluation); a line torn by a kill is skipped."""
+        """The validation records of ``metrics.jsonl`` (one per evaluation); a last line torn by a kill is skipped
+        (``torn_metrics_line`` says whether there was one)."""
         return [rec for _, rec in self._records()]
 
+    def torn_metrics_line(self) -> bool:
+        """Whether the last line of ``metrics.jsonl`` is a write cut short (a kill mid-line): it is left out."""
+        lines = self.metrics_path.read_text().splitlines() if self.metrics_path.is_file() else []
+        return bool(lines) and len(self._records()) < len(lines)
+
     def _records(self) -> list[tuple[str, dict[str, Any]]]:
+        """Every line of ``metrics.jsonl`` as (text, record). Only the last line may be unreadable (a kill cuts a
+        write short there, nowhere else); any other unreadable line, or a line that is not a record of an epoch
+        (a JSON object with integer ``epoch`` and ``step``), is a damaged file, said with its line number."""
         if not self.metrics_path.is_file():
             return []
+        lines = self.metrics_path.read_text().splitlines()
         out = []
-        for line in self.metrics_path.read_text().splitlines():
+        for n, line in enumerate(lines, 1):
             try:
-                out.append((line, json.loads(line)))
+                rec = json.loads(line)
             except ValueError:
-                continue
+                if n == len(lines):
+                    continue
+                raise SegLoopError(f"line {n} of {len(lines)} is not JSON: only the last line can be a write cut "
+                                   f"short by a kill, so the file was damaged", path=self.metrics_path,
+                                   fix=METRICS_FIX.format(n=n)) from None
+            problem = _metrics_record_problem(rec)
+            if problem:
+                raise SegLoopError(f"line {n} is not a metrics record: {problem}", path=self.metrics_path,
+                                   fix=METRICS_FIX.format(n=n))
+            out.append((line, rec))
         return out
 
     def truncate_metrics(self, step: int) -> None:
@@ -132,6 +158,31 @@ class Run:
             tmp = self.metrics_path.with_name(f".{METRICS}.tmp")
             tmp.write_text("".join(line + "\n" for line in keep))
             os.replace(tmp, self.metrics_path)
+
+
+def _info_problem(info: dict[str, Any]) -> str | None:
+    """What makes a ``run.json`` object unusable by its readers: its keys of the wrong kind."""
+    kinds = {"task": str, "dataset_version": str, "dataset_path": str, "model": dict, "command": str}
+    for key, kind in kinds.items():
+        if key in info and not isinstance(info[key], kind):
+            return f"has {key!r} = {info[key]!r}, not a {'JSON object' if kind is dict else 'string'}"
+    if "model" in info and not isinstance(info["model"].get("name"), str):
+        return "has a 'model' without its name"
+    return None
+
+
+METRICS_FIX = ("delete or repair line {n}: each line of metrics.jsonl is one JSON object per validated epoch, with "
+               "integer 'epoch' and 'step' (the training loop writes them; TensorBoard in tb/ holds the same values)")
+
+
+def _metrics_record_problem(rec: Any) -> str | None:
+    if not isinstance(rec, dict):
+        return f"a JSON {type(rec).__name__}, not an object"
+    for key in ("epoch", "step"):
+        v = rec.get(key)
+        if isinstance(v, bool) or not isinstance(v, int) or v < 0:
+            return f"its {key!r} is {v!r}, not an integer >= 0"
+    return None
 
 
 def save_checkpoint(path: Path, payload: dict[str, Any]) -> None:

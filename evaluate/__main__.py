@@ -29,6 +29,8 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--version", help="evaluate on another dataset version (same taxonomy)")
     r.add_argument("--tta", action="store_true", help="average with the horizontally flipped prediction")
     r.add_argument("--no-uncertainty", action="store_true", help="skip the entropy maps")
+    r.add_argument("--replace", action="store_true",
+                   help="replace an evaluation of this split on another dataset version (refused without it)")
     pr = sub.add_parser("predict", help="predict unlabelled images (folder or .txt list) for the labeling loop")
     pr.add_argument("run", help="run folder, a name under runs/, or 'last'")
     pr.add_argument("--images", required=True, help="folder of images, or a .txt file listing them")
@@ -63,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"predictions written to {out}")
         return 0
     result = evaluate_run(args.run, args.split, args.checkpoint, args.device, args.version, args.tta,
-                          not args.no_uncertainty)
+                          not args.no_uncertainty, replace=args.replace)
     print_summary(result)
     return 0
 

@@ -122,10 +122,14 @@ def app_args(runs: list[str], runs_dir: str, which: str, device: str) -> list[st
         trained = [d for d in (root.iterdir() if root.is_dir() else []) if Run(d).checkpoint_path(which).is_file()]
         for d in trained:
             Run(d).info()
+        if not root.is_dir():
+            raise SegLoopError("--runs-dir folder not found", path=root,
+                               fix="give the folder that holds your runs (default runs/), or run folders by path")
         if not trained:
-            raise SegLoopError(f"no trained run (with {which}.pt) to demo", path=root,
-                               fix=TRAIN_FIX.replace("<name>", "demo").replace(" (or resume it: python -m train.run "
-                                                                              "resume=<run>)", ""))
+            fix = TRAIN_FIX.replace("<name>", "demo").replace(" (or resume it: python -m train.run resume=<run>)", "")
+            if root.resolve() != Path("runs").resolve():
+                fix = fix.replace("output.name=demo", f"output.runs_dir={root} output.name=demo")
+            raise SegLoopError(f"no trained run (with {which}.pt) to demo", path=root, fix=fix)
         paths = []
     return [*paths, "--runs-dir", str(Path(runs_dir).resolve()), "--checkpoint", which, "--device", device]
 

@@ -3,25 +3,50 @@
 Writes ``runs/<run>/predict/<name>/``: the task's prediction files (``pred/<sha256>.png`` as train indices, and the
 task's own: uncertainty maps, COCO results) and ``index.json`` (image sha256 -> files and the image's uncertainty;
 ``core.runs.write_index``), the files ``annotate predict`` and ``annotate next`` read. Images are keyed by content
-hash, so a renamed file keeps its prediction and a changed file does not.
+hash, so a renamed file keeps its prediction and a changed file does not. Photos are predicted upright, as their
+EXIF orientation says (as a browser and Label Studio show them).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from core.fsio import atomic_dir
-from core.runs import Run, find_checkpoint, resolve_run
+from core.errors import SegLoopError
+from core.fsio import atomic_dir, sha256_file
+from core.runs import INDEX, Run, find_checkpoint, read_index, resolve_run
 from evaluate.inference import load_for_inference
 from ingest.images import list_images
 
 
+def default_name(images: Path) -> str:
+    """The prediction set's name: the folder's (or list's) own, or with its parent's for a Cityscapes-style
+    ``<city>/leftImg8bit`` folder, whose last part says nothing of which images it holds."""
+    images = images.resolve()
+    generic = {"leftimg8bit", "images", "img", "imgs", "rgb", "train", "val", "test"}
+    return f"{images.parent.name}-{images.stem}" if images.stem.lower() in generic and images.parent.name else \
+        images.stem
+
+
 def predict_images(run: str | Path, images: str | Path, name: str | None = None, which: str = "best",
                    device: str = "auto", progress: bool = True) -> Path:
+    """Predict ``images`` into ``predict/<name>/``. Without ``name``, a set there of other images is not replaced
+    (two pools whose folders share a name would silently overwrite each other)."""
+    if name is not None and not name.strip():
+        raise SegLoopError("--name is empty", fix="give a name for the prediction set, or leave --name out")
     run_dir = resolve_run(run)
-    inf = load_for_inference(find_checkpoint(run_dir, which), device)
     files = list_images(images)
-    out = Run(run_dir).predict_dir(name or Path(images).stem)
+    out = Run(run_dir).predict_dir(name if name is not None else default_name(Path(images)))
+    if name is None and (out / INDEX).is_file():
+        before = {Path(e["image"]).resolve() for e in read_index(out / INDEX)["images"].values()}
+        if before and not before & {f.resolve() for f in files}:
+            raise SegLoopError(f"{out} holds predictions of other images (e.g. {sorted(before)[0]}); these would "
+                               f"replace them", path=out, fix="give this set its own name: --name NAME")
+    hashes: dict[str, Path] = {}
+    for f in files:
+        first = hashes.setdefault(sha256_file(f), f)
+        if first != f:
+            print(f"note: {f} has the same content as {first}: one prediction for both (sets are keyed by content)")
+    inf = load_for_inference(find_checkpoint(run_dir, which), device)
     with atomic_dir(out, replace=True) as tmp:
         inf.plugin.evaluation().predict_images(inf, files, tmp, run_dir.name, f"predicting {Path(images).name}",
                                                progress)

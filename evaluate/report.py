@@ -33,10 +33,11 @@ import tasks
 from core.browser import CHROMIUM_ARGS, INSTALL, require_chromium
 from core.config import flatten, load_with_bases
 from core.errors import SegLoopError
-from core.fsio import atomic_dir, read_json
+from core.fsio import atomic_dir
 from core.runs import Run, find_checkpoint
 from evaluate.gallery import make_triptychs
-from ingest.version import DatasetVersion, resolve_version
+from evaluate.results import EvalResults, read_eval_metrics
+from ingest.version import DatasetVersion
 from train.checkpoint import load_checkpoint, load_model
 from train.config import TRAIN_DEFAULT, WHY, shown_command
 
@@ -106,7 +107,11 @@ def _load_run(run: Path) -> dict[str, Any]:
     if not test.is_file():
         raise SegLoopError("run has no test evaluation", path=run,
                            fix=f"python -m evaluate run {run} --split test")
-    test_metrics = read_json(test, "test metrics")
+    test_metrics = read_eval_metrics(test, run, "test")
+    problem = tasks.get(Run(run).task).evaluation().result_problem(test_metrics)
+    if problem:
+        raise SegLoopError(f"the test metrics.json {problem}", path=test,
+                           fix=f"evaluate the run again: python -m evaluate run {run} --split test")
     model, ckpt = load_model(find_checkpoint(run, "best"))
     evaluated = Path(str(test_metrics.get("checkpoint", "best.pt"))).name
     now = ckpt if evaluated == "best.pt" else load_checkpoint(find_checkpoint(run, evaluated.removesuffix(".pt")))
@@ -115,10 +120,9 @@ def _load_run(run: Path) -> dict[str, Any]:
                            f"trained on since (its {evaluated} is epoch {now['epoch']}): the report would put old "
                            f"figures beside the new run", path=test,
                            fix=f"python -m evaluate run {run} --split test")
-    torn = len(Run(run).metrics_path.read_text().splitlines()) - len(metrics) if metrics else 0
-    if torn > 0:
-        print(f"note: {torn} line(s) of {Run(run).metrics_path} could not be read (a write cut short by a kill); "
-              f"the curves leave them out")
+    if Run(run).torn_metrics_line():
+        print(f"note: the last line of {Run(run).metrics_path} could not be read (a write cut short by a kill); "
+              f"the curves leave it out")
     hw = tuple(ckpt["config"]["data"]["image_size"])
     from torch.utils.flop_counter import FlopCounterMode
 
@@ -275,8 +279,14 @@ def build_report(runs: list[str | Path], out: str | Path, gallery: int = 6, pdf:
                                f"({len(theirs['classes'])} classes), run {first['name']} on '{ours['name']}' "
                                f"({len(ours['classes'])}); their figures do not compare in one report", path=r["dir"],
                                fix="report runs of the same taxonomy together (one report per taxonomy)")
-    first_run = Run(first["dir"])
-    ds = DatasetVersion(resolve_version(first_run.dataset_ref(), first_run.versions_root))
+    for r in loaded[1:]:  # figures of different test sets do not compare either
+        if r["test"]["dataset_version"] != first["test"]["dataset_version"]:
+            raise SegLoopError(f"run {r['name']}'s test evaluation is on {r['test']['dataset_version']}, run "
+                               f"{first['name']}'s on {first['test']['dataset_version']}: figures of different test "
+                               f"sets do not compare in one table", path=r["dir"] / "eval" / "test",
+                               fix=f"evaluate both on one version: python -m evaluate run RUN --split test --version "
+                                   f"{first['test']['dataset_version']} --replace")
+    ds = EvalResults(first["dir"], "test").version  # the version the compared test figures were scored on
     m = ds.manifest
     expl = config_explanations()
     with atomic_dir(out, replace=True) as tmp:

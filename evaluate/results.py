@@ -18,6 +18,22 @@ from core.runs import Run, resolve_run
 from ingest.version import DatasetVersion, resolve_version
 
 
+def read_eval_metrics(path: Path, run_dir: Path, split: str) -> dict[str, Any]:
+    """An evaluation's ``metrics.json``, checked for what every reader needs: the dataset version it scored, the
+    classes (or per-class scores) and, for the report, the split's figures."""
+    metrics = read_json(path, "evaluation metrics")
+    fix = f"evaluate the run again: python -m evaluate run {run_dir} --split {split}"
+    if not isinstance(metrics, dict):
+        raise SegLoopError("metrics.json is not a JSON object", path=path, fix=fix)
+    if not isinstance(metrics.get("dataset_version"), str):
+        raise SegLoopError("metrics.json does not say which dataset version it scored (no 'dataset_version')",
+                           path=path, fix=fix)
+    classes = metrics.get("classes") or metrics.get("per_class")
+    if not isinstance(classes, (list, dict)) or not classes or not all(isinstance(c, str) for c in classes):
+        raise SegLoopError("metrics.json names no classes ('classes' or 'per_class')", path=path, fix=fix)
+    return metrics
+
+
 class EvalResults:
     """``runs/<run>/eval/<split>/`` and the dataset version behind it."""
 
@@ -31,7 +47,7 @@ class EvalResults:
                                fix=f"python -m evaluate run {self.run_dir} --split {split}")
         with open(rows_file, newline="") as fh:
             self.rows: list[dict[str, Any]] = list(csv.DictReader(fh))
-        self.metrics: dict[str, Any] = read_json(self.dir / "metrics.json", "evaluation metrics")
+        self.metrics: dict[str, Any] = read_eval_metrics(self.dir / "metrics.json", self.run_dir, split)
         # the taxonomy's classes (evaluations written before instance runs only had them as per_class keys)
         self.class_names: list[str] = list(self.metrics.get("classes") or self.metrics["per_class"])
 
@@ -41,7 +57,9 @@ class EvalResults:
         run = Run(self.run_dir)
         version = self.metrics["dataset_version"]
         recorded = run.info().get("dataset_version") if run.info_path.is_file() else None
-        ref = run.dataset_ref() if recorded == version else version
+        path = Path(self.metrics.get("dataset_path") or "")
+        ref = (path if path.name == version and (path / "manifest.json").is_file() else
+               run.dataset_ref() if recorded == version else version)
         ds = DatasetVersion(resolve_version(ref, run.versions_root))
         if ds.taxonomy.names != self.class_names:
             raise SegLoopError(

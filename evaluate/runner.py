@@ -13,20 +13,48 @@ from pathlib import Path
 from typing import Any
 
 import tasks
-from core.errors import SegLoopError
-from core.fsio import atomic_dir, write_json_atomic
-from core.runs import dataset_ref, find_checkpoint, resolve_run
+from core.errors import SegLoopError, article
+from core.fsio import atomic_dir, read_json, write_json_atomic
+from core.runs import Run, dataset_ref, find_checkpoint, resolve_run
 from evaluate.inference import Inference, load_for_inference, model_size, timing
 from ingest.version import DatasetVersion, resolve_version
 
 
+def check_run_checkpoint(run_dir: Path, ckpt: dict[str, Any], path: Path) -> None:
+    """The checkpoint must be the run's own: a ``best.pt`` of another model copied into the folder would be
+    evaluated, and its figures filed, under this run's name."""
+    info = Run(run_dir).info()
+    spec, theirs = ckpt["model_spec"], info.get("model")
+    if theirs is not None and (theirs.get("task", spec["task"]), theirs["name"]) != (spec["task"], spec["name"]):
+        raise SegLoopError(f"{path.name} is {article(spec['task'])} {spec['task']} {spec['name']} model, but "
+                           f"run.json says this run trained {theirs.get('task', spec['task'])} {theirs['name']}: "
+                           f"it is not this run's checkpoint", path=path,
+                           fix="put the run's own checkpoint back, or evaluate the run the checkpoint came from")
+
+
+def train_overlap(ckpt: dict[str, Any], ds: DatasetVersion, split: str) -> int:
+    """How many images of ``ds``'s ``split`` the run trained on (by content hash), when ``ds`` is not the version
+    the run trained on: a test split that holds training images scores memory, not generalisation."""
+    try:
+        own = DatasetVersion(resolve_version(dataset_ref(ckpt["dataset_path"], ckpt["dataset_version"]),
+                                             ckpt["config"]["data"]["versions_root"]))
+    except SegLoopError:
+        return 0  # the training version is gone: nothing to compare with
+    trained = {im["sha256"] for im in own.images(ckpt["config"]["data"]["train_split"])}
+    return sum(im["sha256"] in trained for im in ds.images(split))
+
+
 def evaluate_run(run: str | Path, split: str = "test", which: str = "best", device: str = "auto",
                  version: str | None = None, tta: bool = False, uncertainty: bool = True,
-                 progress: bool = True) -> dict[str, Any]:
+                 progress: bool = True, replace: bool = False) -> dict[str, Any]:
+    """Score the run's checkpoint on ``split`` into ``eval/<split>/``. An evaluation there of another dataset
+    version is replaced only with ``replace`` (its figures would be lost); a split of another version that holds
+    images the run trained on is said and recorded (``train_overlap``)."""
     run_dir = resolve_run(run)
     ckpt_path = find_checkpoint(run_dir, which)
     inf = load_for_inference(ckpt_path, device)
     ckpt = inf.ckpt
+    check_run_checkpoint(run_dir, ckpt, ckpt_path)
     ref = version or dataset_ref(ckpt["dataset_path"], ckpt["dataset_version"])
     ds = DatasetVersion(resolve_version(ref, ckpt["config"]["data"]["versions_root"]))
     names = inf.class_names
@@ -42,11 +70,22 @@ def evaluate_run(run: str | Path, split: str = "test", which: str = "best", devi
     if not images:
         raise SegLoopError(f"split '{split}' of {ds.version} is empty", path=ds.path, fix="choose another --split")
     out_dir = run_dir / "eval" / split
+    previous = out_dir / "metrics.json"
+    if previous.is_file() and not replace:
+        before = read_json(previous, "evaluation metrics")
+        if isinstance(before, dict) and before.get("dataset_version") not in (None, ds.version):
+            raise SegLoopError(f"{out_dir} holds the evaluation on {before['dataset_version']}; evaluating on "
+                               f"{ds.version} would replace it (and its figures)", path=out_dir,
+                               fix="pass --replace to replace it, or copy the run folder and evaluate the copy")
+    overlap = train_overlap(ckpt, ds, split) if ds.version != ckpt["dataset_version"] else 0
+    if overlap:
+        print(f"warning: {overlap} of the {len(images)} images of {ds.version}'s {split} split are images run "
+              f"{run_dir.name} trained on: its figures there measure memory, not generalisation")
     with atomic_dir(out_dir, replace=True) as tmp:
         scores = part.evaluate_split(inf, ds, split, tmp, run_dir.name, tta=tta,
                                                         uncertainty=uncertainty, progress=progress)
         result = {**header(run_dir, split, ds, inf, len(images), scores.pop("times"), scores.pop("input_size")),
-                  **scores}
+                  **({"train_overlap": overlap} if overlap else {}), **scores}
         write_json_atomic(tmp / "metrics.json", result)
     result["out_dir"] = str(out_dir)
     return result
@@ -57,6 +96,7 @@ def header(run_dir: Path, split: str, ds: DatasetVersion, inf: Inference, images
     """What every evaluation records beside its scores: the run, data, checkpoint, timing and model size."""
     spec = inf.ckpt["model_spec"]
     return {"run": str(run_dir), "task": spec["task"], "split": split, "dataset_version": ds.version,
+            "dataset_path": str(ds.path.resolve()),
             "checkpoint": str(inf.checkpoint), "epoch": inf.ckpt["epoch"], "images": images,
             "classes": ds.taxonomy.names, "timing": timing(times, inf.device, input_size),
             "model": {"name": spec["name"], "args": spec["args"], **model_size(inf.model)}}

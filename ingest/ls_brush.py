@@ -26,8 +26,9 @@ def _numba_cache_dir() -> None:
     install) it goes to the user's cache folder instead (``NUMBA_CACHE_DIR``, unless already set)."""
     if "NUMBA_CACHE_DIR" in os.environ or os.access(Path(__file__).parent, os.W_OK):
         return
-    base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
-    os.environ["NUMBA_CACHE_DIR"] = str(base / "segloop" / "numba")
+    from core.fsio import user_cache_dir
+
+    os.environ["NUMBA_CACHE_DIR"] = str(user_cache_dir("numba"))
     if "numba" in sys.modules:  # imported already: its configuration is read again
         from numba.core import config
 

@@ -15,10 +15,9 @@ import numpy as np
 
 from core.errors import SegLoopError
 from core.fsio import image_size, read_label
+from ingest.images import READABLE_EXTS as IMAGE_EXTS
 from ingest.records import Annotation, Record
 from ingest.taxonomy import Taxonomy
-
-IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 
 
 class MaskFolderSource:

@@ -181,7 +181,8 @@ TRAIN_VALUES = [
     ("optim.weight_decay=-1", "optim.weight_decay", ">= 0"),
     ("schedule.warmup_steps=-5", "schedule.warmup_steps", ">= 0"),
     ("optim.name=adam", "optim.name", "did you mean 'adamw'"),
-    ("loss.name=focal", "loss.name", "cross_entropy"),
+    ("loss.name=hinge", "loss.name", "cross_entropy"),
+    ("loss.name=dice+dise", "loss.name", "did you mean 'dice'"),
     ("schedule.name=step", "schedule.name", "cosine"),
     ("train.device=tpu", "train.device", "auto, cpu, cuda"),
     ("DEVICE", "train.device", "nvidia-smi"),
@@ -401,9 +402,36 @@ def test_malicious_checkpoint_never_runs(capsys, tmp_path, demo_version):
 
 MODEL_ROWS = [
     ("model.args.widht=8", "widht", "did you mean 'width'"),
-    ("model.name=unet3", "model.name", "linknet, resunet"),
+    ("model.name=unet3", "model.name", "convunext, linknet, resunet, unet"),
     ("task=panoptic", "task", "semantic"),
 ]
+
+
+# the semantic zoo's registries and settings: each refused in a second, before a run folder exists
+ZOO_ROWS = [
+    ("model.width=32", "model.width", "did you mean 'model.args.width'"),
+    ("model.name=unet;model.args={encoder: resnet99}", "resnet99", "model.args.encoder must be one of"),
+    ("model.name=unet;model.args={encoder: residual, encoder_args: {widht: 8}}", "widht", "did you mean 'width'"),
+    ("model.args={head: sigmoid}", "sigmoid head", "19"),
+    ("model.name=unet;model.args={encoder: resnet18, encoder_weights: /no/such.pth}", "/no/such.pth", "not found"),
+    ("loss.name=bce", "loss bce is for a binary head", "cross_entropy"),
+    ("loss.name=dice;loss.args={dice: {weight: -1}}", "loss.args.dice.weight", "positive number"),
+    ("loss.name=focal;loss.args={focal: {gama: 2}}", "gama", "did you mean 'gamma'"),
+    ("augment.transforms=[{name: GaussBlur}]", "GaussBlur", "GaussianBlur"),
+    ("augment.transforms=[{name: GaussianBlur, sigma: 3}]", "no argument 'sigma'", "sigma_limit"),
+    ("augment.copy_blob={p: 0.5, classes: [polee]}", "polee", "pole"),
+    ("augment.copy_blob={p: 0.5, classes: [train]}", "train has no blob", "training images have"),
+    ("train.freeze_encoder_epochs=2;task=instance;model.name=maskrcnn", "no encoder part to freeze", "unet"),
+]
+
+
+@pytest.mark.parametrize("override,key,words", ZOO_ROWS, ids=[r[0] for r in ZOO_ROWS])
+def test_bad_zoo_setting(capsys, tmp_path, demo_version, override, key, words):
+    runs = tmp_path / "runs"
+    rc, err = run_in_process(capsys, "train.run", f"data.version={demo_version.path}", f"output.runs_dir={runs}",
+                             *override.split(";"))
+    assert_clean_error(rc, err, key, words)
+    assert not runs.exists()
 
 
 @pytest.mark.parametrize("override,key,words", MODEL_ROWS, ids=[r[0] for r in MODEL_ROWS])

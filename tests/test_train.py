@@ -188,3 +188,13 @@ def test_init_from_another_taxonomy_keeps_the_encoder_and_renews_the_head(tiny_r
     cfg["model"]["args"] = {"encoder_args": {"width": 4, "depth": 2}}
     with pytest.raises(SegLoopError, match="shares no layer"):
         Trainer(cfg, progress=False)
+
+
+def test_init_from_a_taxonomy_sharing_no_class_is_refused(tiny_run):
+    from train.engine import transfer_weights
+    from train.models import SEMANTIC_MODELS
+
+    model = SEMANTIC_MODELS.build("resunet", {"width": 16, "depth": 2}, num_classes=2)
+    with pytest.raises(SegLoopError, match="shares no class") as e:
+        transfer_weights(model, tiny_run.run_dir, ["water", "boat"])
+    assert "encoder_weights" in str(e.value)

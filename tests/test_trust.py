@@ -332,3 +332,181 @@ def test_report_refuses_a_run_twice_and_an_evaluation_older_than_the_run(capsys,
     clean_error(capsys, _evaluate_main(), ["report", run, "--out", tmp_path / "r"], "trained on since",
                 "python -m evaluate run")
     assert not (tmp_path / "r").exists()
+
+
+# ------------------------------------------------------------------- found by a second fresh-eyes probe
+@pytest.mark.parametrize("line", ['[1]', '{"epoch": "one", "step": null}'])
+def test_a_metrics_line_that_is_no_record_is_named_and_changes_nothing(capsys, evaluated_run, tmp_path, line):
+    run = tmp_path / "run"
+    shutil.copytree(evaluated_run, run)
+    metrics = run / "metrics.jsonl"
+    metrics.write_text(line + "\n" + metrics.read_text())
+    before = snapshot(run)
+    clean_error(capsys, _evaluate_main(), ["report", run, "--out", tmp_path / "rep"], "line 1", "metrics.jsonl",
+                "fix: delete or repair line 1")
+    clean_error(capsys, _train_main(), [f"resume={run}", "train.epochs=5"], "line 1 is not a metrics record")
+    assert snapshot(run) == before and not (tmp_path / "rep").exists()
+
+
+def test_an_evaluation_without_its_keys_is_named(capsys, evaluated_run, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(evaluated_run, run)
+    (run / "eval" / "test" / "metrics.json").write_text('{"AP": "high", "segm": 3}')
+    clean_error(capsys, _evaluate_main(), ["report", run, "--out", tmp_path / "rep"], "dataset_version",
+                "python -m evaluate run")
+    metrics = json.loads((evaluated_run / "eval" / "test" / "metrics.json").read_text())
+    del metrics["mIoU"]
+    (run / "eval" / "test" / "metrics.json").write_text(json.dumps(metrics))
+    clean_error(capsys, _evaluate_main(), ["report", run, "--out", tmp_path / "rep"], "lacks mIoU")
+
+
+@pytest.mark.parametrize(("env", "words"), [
+    ({"WORLD_SIZE": "abc"}, "WORLD_SIZE='abc' is not a whole number"),
+    ({"WORLD_SIZE": "1", "RANK": "abc"}, "RANK='abc'"),
+    ({"LOCAL_RANK": "x"}, "LOCAL_RANK='x'"),
+    ({"WORLD_SIZE": "0"}, "WORLD_SIZE=0"),
+    ({"WORLD_SIZE": "2", "RANK": "2"}, "each rank is below WORLD_SIZE"),
+])
+def test_malformed_distributed_variables_are_named(capsys, demo_version, tmp_path, monkeypatch, env, words):
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    clean_error(capsys, _train_main(), tiny_overrides(demo_version.path, tmp_path / "runs"), words, "torchrun")
+    assert not (tmp_path / "runs").exists()
+
+
+def test_resume_refuses_a_config_file_and_a_changed_task(capsys, tiny_run, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run.run_dir, run)
+    before = snapshot(run)
+    clean_error(capsys, _train_main(), ["--config", "configs/experiments/yolo-seg-demo.yaml", f"resume={run}",
+                                        "train.epochs=5"], "would be ignored", "drop --config")
+    clean_error(capsys, _train_main(), [f"resume={run}", "task=instance", "train.epochs=5"],
+                "task=instance does not apply when resuming", "task=semantic")
+    (run / "checkpoints" / "last.pt").touch()  # as the files were: nothing changed
+    assert {k: v[0] for k, v in snapshot(run).items()} == {k: v[0] for k, v in before.items()}
+    clean_error(capsys, _train_main(), [f"resume={run}", "train.epochs=5", "train.time_limit=0.0001"],
+                "already past train.time_limit=0.0001", "minutes in all")
+
+
+@pytest.fixture(scope="module")
+def other_version(demo_city, tmp_path_factory):
+    """The demo city's images split another way: its test split holds images the tiny run trained on."""
+    from ingest.version import DatasetVersion, build
+    from tests.conftest import demo_data_config
+
+    root = tmp_path_factory.mktemp("other-versions")
+    return DatasetVersion(build(demo_data_config(demo_city, root, "name=ratio", "split.mode=ratio"),
+                                progress=False).path)
+
+
+def test_evaluating_on_another_version_never_replaces_silently_nor_mixes(capsys, evaluated_run, other_version,
+                                                                         tmp_path):
+    from evaluate.runner import evaluate_run
+
+    run = tmp_path / "run"
+    shutil.copytree(evaluated_run, run)
+    before = snapshot(run / "eval" / "test")
+    clean_error(capsys, _evaluate_main(), ["run", run, "--version", other_version.path], "holds the evaluation on",
+                "--replace")
+    assert snapshot(run / "eval" / "test") == before
+    capsys.readouterr()
+    result = evaluate_run(run, "test", version=str(other_version.path), replace=True, progress=False)
+    out = capsys.readouterr().out
+    assert result["train_overlap"] > 0 and f"{result['train_overlap']} of the" in out and "memory" in out
+    assert result["dataset_path"] == str(other_version.path.resolve())
+    clean_error(capsys, _evaluate_main(), ["report", run, evaluated_run, "--out", tmp_path / "rep"],
+                "different test sets do not compare", other_version.version)
+    assert not (tmp_path / "rep").exists()
+
+
+def test_evaluate_run_refuses_a_checkpoint_that_is_not_the_runs(capsys, evaluated_run, evaluated_instance_run,
+                                                                tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(evaluated_run, run)
+    shutil.copy(evaluated_instance_run[0] / "checkpoints" / "best.pt", run / "checkpoints" / "best.pt")
+    before = snapshot(run / "eval")
+    clean_error(capsys, _evaluate_main(), ["run", run], "is an instance maskrcnn model", "not this run's")
+    assert snapshot(run / "eval") == before
+    (run / "run.json").write_text('{"task": 5}')
+    clean_error(capsys, _evaluate_main(), ["run", run], "run.json has 'task' = 5")
+
+
+def test_predict_reads_photos_upright_and_lists_as_the_user_means(capsys, tiny_run, tmp_path):
+    """A phone photo stored sideways (EXIF orientation 6) is predicted as shown; a .txt list reads relative paths
+    from its own folder and skips comments; TIFF and WebP folders are read; an empty list, an empty --name and a
+    pool whose folder name another pool already used are refused."""
+    from evaluate.predict import predict_images
+
+    pool = tmp_path / "photos" / "leftImg8bit"
+    pool.mkdir(parents=True)
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90 degrees clockwise to view
+    Image.fromarray(np.zeros((40, 90, 3), np.uint8)).save(pool / "phone.jpg", exif=exif.tobytes())
+    Image.fromarray(np.full((30, 50), 4000, np.uint16)).save(pool / "grey16.tif")
+    Image.fromarray(np.zeros((30, 50, 3), np.uint8)).save(pool / "clip.webp")
+    (pool / "notes.md").write_text("not an image")
+    capsys.readouterr()
+    out = predict_images(tiny_run.run_dir, pool, progress=False)
+    assert out.name == "photos-leftImg8bit" and "notes.md" not in capsys.readouterr().err
+    index = json.loads((out / "index.json").read_text())["images"]
+    assert len(index) == 3
+    phone = next(e for e in index.values() if e["image"].endswith("phone.jpg"))
+    assert Image.open(out / phone["prediction"]).size == (40, 90)  # upright: 40 wide, 90 high
+    lst = tmp_path / "photos" / "list.txt"
+    lst.write_text("# the phone photo\nleftImg8bit/phone.jpg\n\n")
+    assert len(json.loads((predict_images(tiny_run.run_dir, lst, progress=False) / "index.json").read_text())[
+        "images"]) == 1
+    (tmp_path / "empty.txt").write_text("# nothing yet\n")
+    clean_error(capsys, _evaluate_main(), ["predict", tiny_run.run_dir, "--images", tmp_path / "empty.txt"],
+                "names no image")
+    clean_error(capsys, _evaluate_main(), ["predict", tiny_run.run_dir, "--images", pool, "--name", ""],
+                "--name is empty")
+    other = tmp_path / "elsewhere" / "photos" / "leftImg8bit"
+    other.mkdir(parents=True)
+    Image.fromarray(np.full((30, 50, 3), 9, np.uint8)).save(other / "b.png")
+    shutil.copy(other / "b.png", other / "b_copy.PNG")
+    clean_error(capsys, _evaluate_main(), ["predict", tiny_run.run_dir, "--images", other], "holds predictions of "
+                "other images", "--name")
+    capsys.readouterr()
+    predict_images(tiny_run.run_dir, other, name="other", progress=False)
+    assert "same content as" in capsys.readouterr().out
+
+
+def test_free_section_reasons_must_name_a_key_the_config_sets(capsys, demo_version, tmp_path):
+    clean_error(capsys, _train_main(), [*tiny_overrides(demo_version.path, tmp_path), "why={ultralytics.mosaic: x}"],
+                "why: names 'ultralytics.mosaic', which this config does not set")
+    clean_error(capsys, _train_main(), [*tiny_overrides(demo_version.path, tmp_path), "loss.name=cross_entropy+dice",
+                                        "loss.args={dice: {smooth: 1.0}}", "why={loss.args.dice.smoth: x}"],
+                "loss.args.dice.smoth", "did you mean 'loss.args.dice.smooth'")
+
+
+def test_messages_name_the_missing_thing(capsys, tmp_path, monkeypatch):
+    from core.fsio import read_image, user_cache_dir
+    from evaluate.app_server import app_args
+
+    clean_error(capsys, _evaluate_main(), ["report", tmp_path / "no-such-run", "--out", tmp_path / "r"],
+                "run folder not found")
+    with pytest.raises(SegLoopError, match="--runs-dir folder not found"):
+        app_args([], tmp_path / "nothere", "best", "auto")
+    (tmp_path / "runs").mkdir()
+    with pytest.raises(SegLoopError, match=f"output.runs_dir={tmp_path / 'runs'}"):
+        app_args([], tmp_path / "runs", "best", "auto")
+    fake = tmp_path / "a.png"
+    fake.write_text("not an image")
+    with pytest.raises(SegLoopError) as e:
+        read_image(fake)
+    assert str(fake) in str(e.value) and "BufferedReader" not in str(e.value)
+    run = tmp_path / "listcfg"
+    run.mkdir()
+    (run / "config.yaml").write_text("- 1\n")
+    clean_error(capsys, _train_main(), [f"resume={run}"], "top level must be a mapping", "fix:")
+    monkeypatch.delenv("XDG_CACHE_HOME", raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path / "nonexistent"))
+    assert not str(user_cache_dir("x")).startswith(str(tmp_path / "nonexistent"))
+
+
+def test_models_lists_one_task_on_request(capsys):
+    assert _train_main()(["--models", "task=instance"]) == 0
+    out = capsys.readouterr().out
+    assert "model.name=maskrcnn" in out and "model.name=resunet" not in out and "loss.name" not in out
+    clean_error(capsys, _train_main(), ["--models", "train.epochs=3"], "takes no override but task=NAME")

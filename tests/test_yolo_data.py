@@ -118,6 +118,16 @@ def test_export_of_a_version_round_trips_every_instance(demo_version, tmp_path):
     mtime = (out / EXPORT_JSON).stat().st_mtime_ns
     assert export_yolo(demo_version, tmp_path / "yolo", progress=False) == out
     assert (out / EXPORT_JSON).stat().st_mtime_ns == mtime
+    # the cache is SegLoop's own: an edited label, a deleted one, or a broken record is rebuilt, never read as is
+    labels = sorted((out / "labels" / "train").glob("*.txt"))
+    original = labels[0].read_text()
+    labels[0].write_text("0 0.5 0.5 abc\n")
+    labels[1].unlink()
+    export_yolo(demo_version, tmp_path / "yolo", progress=False)
+    assert labels[0].read_text() == original and labels[1].is_file()
+    (out / EXPORT_JSON).write_text('{"trunc')
+    export_yolo(demo_version, tmp_path / "yolo", progress=False)
+    assert json.loads((out / EXPORT_JSON).read_text())["format"] == record["format"]
 
 
 @pytest.mark.parametrize("shape", [(1, 1), (5, 7)])

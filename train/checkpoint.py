@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 import tasks
-from core.errors import SegLoopError
+from core.errors import SegLoopError, article
 from core.runs import DEFAULT_TASK, find_checkpoint
 
 # NumPy arrays in checkpoints of earlier SegLoop versions (their RNG state): array reconstruction only, no code
@@ -190,8 +190,9 @@ def check_compatible(ckpt: dict[str, Any], spec: dict[str, Any], class_names: li
     """Refuse a checkpoint made for another task, architecture or class list."""
     theirs = ckpt["model_spec"]
     if theirs["task"] != spec["task"]:
-        raise SegLoopError(f"checkpoint is a {theirs['task']} model ({theirs['name']}), but this is a "
-                           f"{spec['task']} {'command' if spec.get('name') is None else 'config'}", path=path,
+        raise SegLoopError(f"checkpoint is {article(theirs['task'])} {theirs['task']} model ({theirs['name']}), "
+                           f"but this is {article(spec['task'])} {spec['task']} "
+                           f"{'command' if spec.get('name') is None else 'config'}", path=path,
                            fix=f"use a {spec['task']} run's checkpoint, or set task={theirs['task']}")
     if spec.get("name") is not None and (theirs["name"], architecture(theirs)) != (spec["name"], architecture(spec)):
         raise SegLoopError(f"checkpoint is for model {theirs['name']} {theirs['args']}, but the config asks for "
@@ -230,7 +231,8 @@ def load_model(run: str | Path, which: str = "best", task: str | None = None) ->
     ckpt = load_checkpoint(path)
     spec = ckpt["model_spec"]
     if task is not None and spec["task"] != task:
-        raise SegLoopError(f"checkpoint is a {spec['task']} model ({spec['name']}); this command needs a {task} "
+        raise SegLoopError(f"checkpoint is {article(spec['task'])} {spec['task']} model ({spec['name']}); "
+                           f"this command needs {article(task)} {task} "
                            f"model", path=path, fix=f"give a {task} run")
     model = build_from_spec(spec, len(ckpt["taxonomy"]["classes"]))
     model.load_state_dict(ckpt["model"])

@@ -28,7 +28,7 @@ from tqdm import tqdm
 
 import tasks
 from core.config import dump_yaml, flatten
-from core.errors import SegLoopError
+from core.errors import SegLoopError, article
 from core.runs import Run, RunWriter, create_run_dir, has_results, plan_run_dir
 from ingest.version import DatasetVersion, build, load_data_config, resolve_version
 from train.checkpoint import (
@@ -80,9 +80,22 @@ def ensure_dataset(cfg: dict[str, Any]) -> DatasetVersion:
         return DatasetVersion(build(dcfg).path)
 
 
-def _dist_info() -> tuple[int, int, int]:
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    return world, int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0"))
+def dist_info() -> tuple[int, int, int]:
+    """WORLD_SIZE, RANK and LOCAL_RANK as torchrun sets them; a value torchrun would never set (``abc``, a rank
+    outside the world, a world of 0) is said, naming the variable, instead of int()'s message or a silent run."""
+    values = {}
+    for var, default in (("WORLD_SIZE", "1"), ("RANK", "0"), ("LOCAL_RANK", "0")):
+        text = os.environ.get(var, default).strip()
+        if not text.isdigit():
+            raise SegLoopError(f"environment variable {var}={os.environ[var]!r} is not a whole number",
+                               fix=f"unset {var} for one process, or start training with torchrun, which sets it")
+        values[var] = int(text)
+    world, rank = values["WORLD_SIZE"], values["RANK"]
+    if world < 1 or rank >= world:
+        raise SegLoopError(f"WORLD_SIZE={world} with RANK={rank}: the world needs at least one process and each "
+                           f"rank is below WORLD_SIZE", fix="unset WORLD_SIZE, RANK and LOCAL_RANK for one process, "
+                                                            "or start training with torchrun")
+    return world, rank, values["LOCAL_RANK"]
 
 
 def transfer_weights(model: nn.Module, source: str | Path, class_names: list[str]) -> dict[str, Any]:
@@ -103,7 +116,13 @@ def transfer_weights(model: nn.Module, source: str | Path, class_names: list[str
     own = model.state_dict()
     matched = {k: v for k, v in theirs.items() if k in own and own[k].shape == v.shape}
     mapped: dict[str, list[str]] = {}
-    for key, rows in class_rows(model).items():  # a head's weight, then its bias: the bias follows its weight
+    heads = class_rows(model)
+    if heads and their_names and not set(their_names) & set(class_names):
+        raise SegLoopError(f"model.init_from's taxonomy ({', '.join(their_names[:4])}, ...) shares no class with this "
+                           f"dataset's ({', '.join(class_names[:4])}, ...): no class of the head can start from it",
+                           path=path, fix="start from a run whose taxonomy shares classes by name, or start the "
+                                          "encoder alone from a state dict (model.args.encoder_weights=PATH)")
+    for key, rows in heads.items():  # a head's weight, then its bias: the bias follows its weight
         weight = key.removesuffix(".bias") + ".weight" if key.endswith(".bias") else key
         if key not in theirs or key not in own or own[key].shape[1:] != theirs[key].shape[1:] or (
                 key != weight and weight not in matched):
@@ -122,7 +141,8 @@ def transfer_weights(model: nn.Module, source: str | Path, class_names: list[str
             matched[key] = tensor
             mapped[key] = shared
     if not any(not k.endswith("num_batches_tracked") for k in matched):  # a counter alone is no shared layer
-        raise SegLoopError(f"model.init_from is a {spec['task']} {spec['name']} model, which shares no layer (same "
+        raise SegLoopError(f"model.init_from is {article(spec['task'])} {spec['task']} {spec['name']} model, which "
+                           f"shares no layer (same "
                            f"name and shape) with this {type(model).__name__}", path=path,
                            fix="start from a run of the same model family, or leave model.init_from empty")
     model.load_state_dict(matched, strict=False)
@@ -134,6 +154,10 @@ def transfer_weights(model: nn.Module, source: str | Path, class_names: list[str
           + (f"; new: {', '.join(report['skipped'][:4])}{' ...' if len(own) - len(matched) > 4 else ''}"
              if len(matched) < len(own) else "")
           + (f"; head rows of {', '.join(report['classes_mapped'])} mapped by class name" if mapped else ""))
+    if len(matched) < len(own) / 2:
+        print(f"note: most of this {type(model).__name__} starts fresh: model.init_from is {article(spec['task'])} "
+              f"{spec['task']} {spec['name']} model of another architecture, and only layers of the same name and "
+              f"shape are taken")
     return report
 
 
@@ -157,11 +181,36 @@ def check_reasons(cfg: dict[str, Any], model_args: dict[str, Any]) -> None:
             raise SegLoopError(f"why: names '{key}', but model {cfg['model']['name']} has no argument "
                                f"'{parts[2]}'", fix=f"{hint}arguments of {cfg['model']['name']}: "
                                                     f"{', '.join(valid) or 'none'}")
+        # a free section's keys (Ultralytics' arguments, a loss term's) are known once set: a reason explains a
+        # value the config sets
+        section = ".".join(parts[:2]) if parts[:2] == ["loss", "args"] else parts[0]
+        if section in ("ultralytics", "loss.args") and key != section:
+            given = [k for k in flatten({section: _section(cfg, section)}) if k != section]
+            if key not in given and not any(g.startswith(key + ".") for g in given):
+                close = difflib.get_close_matches(key, given, n=1)
+                hint = f"did you mean '{close[0]}'? " if close else ""
+                raise SegLoopError(f"why: names '{key}', which this config does not set",
+                                   fix=f"{hint}give reasons for the {section} keys the config sets"
+                                       + (f" ({', '.join(given)})" if given else " (it sets none)"))
+
+
+def _section(cfg: dict[str, Any], dotted: str) -> Any:
+    node: Any = cfg
+    for part in dotted.split("."):
+        node = (node or {}).get(part) if isinstance(node, dict) else None
+    return node or {}
 
 
 def check_resume_overrides(cfg: dict[str, Any], theirs: dict[str, Any]) -> None:
     """A resumed run continues in its own folder from its own weights: ``output.*`` and a starting checkpoint
     (``model.weights`` / ``model.init_from``) other than the ones it was started with would have no effect."""
+    for key in ("task", "model.name"):
+        ours, before = (cfg[key], theirs.get(key)) if key == "task" else (cfg["model"]["name"],
+                                                                          (theirs.get("model") or {}).get("name"))
+        if before is not None and ours != before:
+            raise SegLoopError(f"{key}={ours} does not apply when resuming: the run trains {key}={before}, and "
+                               f"resuming continues it", path=cfg["resume"],
+                               fix=f"drop {key} from the command, or start a new run without resume=")
     for key in ("output.name", "output.runs_dir", "model.weights", "model.init_from"):
         section, name = key.split(".")
         ours, before = cfg[section][name], (theirs.get(section) or {}).get(name)
@@ -179,8 +228,10 @@ def check_something_to_do(cfg: dict[str, Any], epochs_done: int, elapsed_s: floa
         raise SegLoopError(f"nothing to do: the run finished its {tc['epochs']} epochs (train.epochs)",
                            path=cfg["resume"], fix=f"resume with more epochs: train.epochs={epochs_done + 10}")
     if tc["time_limit"] and elapsed_s >= tc["time_limit"] * 60:
-        raise SegLoopError(f"nothing to do: the run used its train.time_limit of {tc['time_limit']} minutes",
-                           path=cfg["resume"], fix="resume with a larger budget: train.time_limit=MINUTES")
+        raise SegLoopError(f"nothing to do: the run has trained {elapsed_s / 60:.2f} minutes, already past "
+                           f"train.time_limit={tc['time_limit']:g} minutes", path=cfg["resume"],
+                           fix=f"resume with a larger budget: train.time_limit={elapsed_s / 60 + 5:.0f} (minutes in "
+                               f"all, not more)")
 
 
 class HookBase:
@@ -207,7 +258,7 @@ class Trainer:
     def __init__(self, cfg: dict[str, Any], progress: bool = True) -> None:
         self.cfg = cfg
         self.progress = progress
-        self.world, self.rank, local_rank = _dist_info()
+        self.world, self.rank, local_rank = dist_info()
         self.main = self.rank == 0
         tc = cfg["train"]
         if self.world > 1 and not dist.is_initialized() and not {"MASTER_ADDR", "MASTER_PORT"} <= set(os.environ):
@@ -225,6 +276,11 @@ class Trainer:
             torch.backends.cudnn.benchmark = True
         seed_everything(tc["seed"] + self.rank)
 
+        resume = cfg["resume"]
+        self.ckpt: dict[str, Any] | None = None
+        if resume:  # first: a resumed run's settings are its own, and an override that cannot apply is said
+            self.ckpt = load_checkpoint(Run(resume).checkpoint_path("last"))
+            check_resume_overrides(cfg, self.ckpt["config"])
         task_cls = tasks.get(cfg["task"]).training()  # model name and arguments fail here, before any dataset is built
         task_cls.models.check_args(cfg["model"]["name"], dict(cfg["model"]["args"] or {}), ("num_classes",))
         check_reasons(cfg, task_cls.models.parameters(cfg["model"]["name"]))
@@ -233,15 +289,10 @@ class Trainer:
                                f"models only; {cfg['model']['name']} trains in SegLoop's loop",
                                fix="remove the ultralytics: section, or set model.name to a YOLO model "
                                    "(python -m train.run --models)")
-        resume = cfg["resume"]
         if cfg["model"]["weights"] and cfg["model"]["init_from"]:
             raise SegLoopError("model.weights and model.init_from both set: one run starts from one checkpoint",
                                fix="model.weights for the same model and taxonomy, or model.init_from for transfer "
                                    "learning (layers of the same name and shape); not both")
-        self.ckpt: dict[str, Any] | None = None
-        if resume:
-            self.ckpt = load_checkpoint(Run(resume).checkpoint_path("last"))
-            check_resume_overrides(cfg, self.ckpt["config"])
         if self.world > 1 and not self.main:
             dist.barrier()  # rank 0 generates / builds the dataset first; the others then only read it
         self.dataset = ensure_dataset(cfg) if not resume else DatasetVersion(
@@ -301,7 +352,8 @@ class Trainer:
         said = {k: why for k, why in unused.items() if value(k, given) not in ({}, value(k, default))}
         if self.main:
             for key, why in said.items():
-                shown = given.get(key, {k.removeprefix(key + "."): v for k, v in value(key, given).items()})
+                shown = given[key] if key in given else {k.removeprefix(key + "."): v
+                                                          for k, v in value(key, given).items()}
                 print(f"note: {key}={shown} has no effect here: {why}")
         return said
 

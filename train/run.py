@@ -28,16 +28,34 @@ def _print_entries(registry: Any, key: str, args_key: str, fixed: tuple[str, ...
             print(f"    {shown:<52} {help_.get(arg, '')}")
 
 
-def print_models() -> None:
-    """Every registered model per task, with each argument's default and meaning (``model.name``, ``model.args``),
-    then the encoders the semantic architectures take and the losses of semantic training."""
+def models_task(overrides: list[str]) -> str | None:
+    """The one override ``--models`` takes: ``task=NAME``, to list that task's models only."""
+    import tasks
+
+    task = None
+    for o in overrides:
+        key, _, value = o.partition("=")
+        if key != "task" or value not in tasks.TASK_NAMES:
+            raise SegLoopError(f"--models lists the models; it takes no override but task=NAME, got {o!r}",
+                               fix=f"python -m train.run --models [task={'|'.join(tasks.TASK_NAMES)}]")
+        task = value
+    return task
+
+
+def print_models(only: str | None = None) -> None:
+    """Every registered model per task (or of task ``only``), with each argument's default and meaning
+    (``model.name``, ``model.args``), then the encoders the semantic architectures take and the losses of
+    semantic training."""
     import tasks
     from train.losses import FIXED, LOSSES
     from train.models import ENCODERS
 
     for task in tasks.TASK_NAMES:
-        print(f"task={task}  ({tasks.get(task).description})")
-        _print_entries(tasks.get(task).training().models, "model.name", "model.args", ("num_classes",))
+        if only in (None, task):
+            print(f"task={task}  ({tasks.get(task).description})")
+            _print_entries(tasks.get(task).training().models, "model.name", "model.args", ("num_classes",))
+    if only not in (None, "semantic"):
+        return
     print("encoders of the semantic architectures (unet, linknet)")
     _print_entries(ENCODERS, "model.args.encoder", "model.args.encoder_args", ("weights",))
     print("semantic losses (combine with +; each term's weight and arguments under loss.args.<term>)")
@@ -53,10 +71,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("overrides", nargs="*", help="key=value overrides")
     args = p.parse_args(argv)
     if args.models:
-        print_models()
+        print_models(models_task(args.overrides))
         return 0
     config = args.config
     resume = next((o.split("=", 1)[1] for o in args.overrides if o.split("=", 1)[0].lstrip("-") == "resume"), None)
+    if resume and args.config:
+        raise SegLoopError(f"--config {args.config} with resume=: a resumed run continues with its own config.yaml, "
+                           f"so the file would be ignored", path=args.config,
+                           fix="drop --config; give the settings a resume may change as key=value (train.epochs=N)")
     if resume:
         cfg_file = Path(resume) / "config.yaml"
         if not Path(resume).is_dir():

@@ -120,7 +120,7 @@ class InstanceEvaluation:
         results: list[dict[str, Any]] = []
         (tmp / "pred").mkdir()
         for image_id, f in enumerate(tqdm(files, desc=desc, disable=not progress)):
-            img = read_image(f)
+            img = read_image(f, upright=True)  # as the user sees the photo (EXIF orientation)
             sha = sha256_file(f)
             res = self.results(inf, img, image_id)
             results += res
@@ -130,6 +130,11 @@ class InstanceEvaluation:
                           "score_threshold": SCORE_THRESHOLD}
         write_json_atomic(tmp / "instances.json", results, indent=None)
         write_index(tmp, run_name, self.task, inf.class_names, index)
+
+    def result_problem(self, result: dict[str, Any]) -> str | None:
+        """What a ``metrics.json`` of this task lacks for its readers (the report), or None."""
+        missing = [k for k in ("segm", "worst_classes", "thing_iou") if k not in result]
+        return f"lacks {', '.join(missing)}" if missing else None
 
     def summary_lines(self, result: dict[str, Any]) -> list[str]:
         sg, bb = result["segm"], result.get("bbox", {})

@@ -27,7 +27,6 @@ from __future__ import annotations
 import difflib
 import logging
 import math
-import os
 import tempfile
 import time
 from contextlib import contextmanager
@@ -41,7 +40,7 @@ from core.config import dump_yaml
 from core.errors import SegLoopError
 from tasks.instance.train import SEMANTIC_ONLY
 from train.checkpoint import check_compatible, rng_state, unwrap
-from train.engine import Trainer, TrainResult, check_something_to_do
+from train.engine import Trainer, TrainResult, check_something_to_do, dist_info
 from train.models.yolo import MODEL_NAMES, YoloSeg, default_config_dir, is_yolo, offline_environment
 
 # SegLoop's keys and the Ultralytics argument each one sets (README: "YOLO-seg")
@@ -184,7 +183,7 @@ class YoloFit(Trainer):
     def __init__(self, cfg: dict[str, Any], progress: bool = True) -> None:
         if not is_yolo(cfg["model"]["name"]):
             raise SegLoopError(f"{cfg['model']['name']} is not a YOLO model", fix=f"one of {', '.join(MODEL_NAMES)}")
-        if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        if dist_info()[0] > 1:
             raise SegLoopError("YOLO models train in one process on one device (Ultralytics' trainer runs here, "
                                "with SegLoop's callbacks, which its own multi-GPU launcher would not carry)",
                                fix="start python -m train.run without torchrun; train.device=cuda:N picks the GPU")

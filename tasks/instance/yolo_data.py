@@ -27,6 +27,7 @@ being exported.
 
 from __future__ import annotations
 
+import hashlib
 import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -37,6 +38,7 @@ import numpy as np
 from tqdm import tqdm
 
 from core.config import dump_yaml
+from core.errors import SegLoopError
 from core.fsio import atomic_dir, read_json, write_json_atomic
 from ingest.coco import decode_rle, train_index
 from ingest.version import DatasetVersion
@@ -125,6 +127,19 @@ def read_label_polygons(path: Path, width: int, height: int) -> list[tuple[int, 
     return out
 
 
+def labels_digest(folder: Path, splits: tuple[str, ...]) -> str:
+    """One sha256 over every label file of an export (names and contents), and over which images it links: what
+    tells a cache that is as SegLoop wrote it from one edited, truncated or thinned by hand."""
+    h = hashlib.sha256()
+    for split in splits:
+        for kind in ("labels", "images"):
+            for f in sorted((folder / kind / split).glob("*")) if (folder / kind / split).is_dir() else []:
+                h.update(f"{kind}/{split}/{f.name}\n".encode())
+                if kind == "labels":
+                    h.update(f.read_bytes())
+    return h.hexdigest()
+
+
 def _stem(image: dict[str, Any]) -> str:
     return image["key"].replace("/", "__")
 
@@ -136,9 +151,16 @@ def export_yolo(ds: DatasetVersion, cache: str | Path | None = None, splits: tup
     info_path = dest / EXPORT_JSON
     source = str(ds.path.resolve())
     if info_path.is_file():
-        record = read_json(info_path, "YOLO export record")
-        if record.get("format") == FORMAT and record.get("source") == source:
-            return dest
+        # the cache is SegLoop's own: a record it cannot read, or labels changed since they were written, are
+        # rebuilt from the version (Ultralytics would otherwise drop or misread the changed files quietly)
+        try:
+            record = read_json(info_path, "YOLO export record")
+        except SegLoopError:
+            record = {}
+        if isinstance(record, dict) and record.get("format") == FORMAT and record.get("source") == source:
+            if record.get("labels_sha256") == labels_digest(dest, splits):
+                return dest
+            print(f"note: the YOLO export of {ds.version} in {dest} was changed since SegLoop wrote it: rebuilt")
     things = {c.index for c in ds.taxonomy.classes if c.has_instances}
     counts: dict[str, ExportCounts] = {}
     with atomic_dir(dest, replace=True) as tmp:
@@ -180,5 +202,6 @@ def export_yolo(ds: DatasetVersion, cache: str | Path | None = None, splits: tup
                 "names": {c.index: c.name for c in ds.taxonomy.classes}}
         (tmp / "data.yaml").write_text(dump_yaml(data))
         write_json_atomic(tmp / EXPORT_JSON, {"format": FORMAT, "version": ds.version, "source": source,
+                                              "labels_sha256": labels_digest(tmp, splits),
                                               "counts": {s: asdict(v) for s, v in counts.items()}})
     return dest

@@ -101,7 +101,7 @@ class SemanticEvaluation:
         (tmp / "pred").mkdir()
         (tmp / "uncertainty").mkdir()
         for f in tqdm(files, desc=desc, disable=not progress):
-            img = read_image(f)
+            img = read_image(f, upright=True)  # as the user sees the photo (EXIF orientation)
             logits = self.logits(inf, img, img.shape[:2])
             p = dec.probabilities(logits)
             ent = dec.uncertainty(p)[0]
@@ -112,6 +112,11 @@ class SemanticEvaluation:
                           "uncertainty": f"uncertainty/{sha}.png", "mean_uncertainty": float(ent.mean()),
                           "mean_margin": float(dec.margin(p).mean())}
         write_index(tmp, run_name, self.task, names, index)
+
+    def result_problem(self, result: dict[str, Any]) -> str | None:
+        """What a ``metrics.json`` of this task lacks for its readers (the report), or None."""
+        missing = [k for k in ("mIoU", "pixel_acc", "mDice", "per_class", "worst_classes") if k not in result]
+        return f"lacks {', '.join(missing)}" if missing else None
 
     def summary_lines(self, result: dict[str, Any]) -> list[str]:
         lines = [f"mIoU {show(result['mIoU'])}   pixel acc {show(result['pixel_acc'])}   "

@@ -86,7 +86,9 @@ def offline_environment(config_dir: Path) -> Path:
 
 def default_config_dir() -> Path:
     """Where Ultralytics keeps its settings when SegLoop loads a YOLO model outside a training run."""
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "segloop" / "ultralytics"
+    from core.fsio import user_cache_dir
+
+    return user_cache_dir("ultralytics")
 
 
 class YoloSeg(nn.Module):
