@@ -1,9 +1,9 @@
 """Choosing what to label next: rank unlabelled pool images by the model's uncertainty, keep the batch diverse.
 
 Scores come from the prediction index a run wrote for the pool (``python -m evaluate predict RUN --images POOL``):
-``entropy`` ranks by mean normalised softmax entropy, ``margin`` by 1 - mean top-2 margin, ``random`` by a seeded
-shuffle (the baseline every active-learning claim should beat). Diversity: no group (a video sequence, from the
-file name) may take more than ``max_share`` of the batch while other groups still have candidates.
+``entropy`` ranks by mean normalised entropy of the class probabilities, ``margin`` by 1 - mean top-2 margin,
+``random`` by a seeded shuffle (the baseline every active-learning claim should beat). Diversity: no group (a video
+sequence, from the file name) may take more than ``max_share`` of the batch while other groups still have candidates.
 """
 
 from __future__ import annotations

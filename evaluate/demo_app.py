@@ -6,8 +6,8 @@ picture all live here, so tests call them directly and the browser test can comp
 library's own overlay of the same image.
 
 What is predicted and drawn for a run is its task's app part (``tasks/<name>/app.py``): a semantic run's classes
-and softmax entropy, an instance run's detections above the chosen score threshold with their outlines, scores and
-table. The page lays out whatever the task gives it.
+and the entropy of its class probabilities, an instance run's detections above the chosen score threshold with
+their outlines, scores and table. The page lays out whatever the task gives it.
 """
 
 from __future__ import annotations

@@ -356,7 +356,7 @@ def test_page_overlays_an_uploaded_image_in_chromium(evaluated_run, demo_version
             body = page.inner_text("body")
             assert f"{rows[0].name}: {rows[0].share:.1%}" in body
             assert "inference" in body and f"ms on {dm.device.type}" in body
-            assert "softmax entropy" in body
+            assert "entropy of the class probabilities" in body
 
             page.locator("input[type=file]").first.set_input_files(str(bad))
             page.wait_for_selector("text=Cannot use this upload", timeout=60_000)

@@ -103,7 +103,8 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
         raise SegLoopError("not a SegLoop checkpoint (no model and model spec)", path=path,
                            fix="use a checkpoint from runs/<run>/checkpoints/")
     ckpt["model_spec"] = normalize_spec(ckpt["model_spec"])
-    return ckpt
+    # a checkpoint written before its task's models took today's layout is renamed by the task
+    return tasks.get(ckpt["model_spec"]["task"]).training().upgrade_checkpoint(ckpt)
 
 
 class _Inert:

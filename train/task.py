@@ -52,6 +52,12 @@ class Task(ABC):
         return None
 
     @classmethod
+    def upgrade_checkpoint(cls, ckpt: dict[str, Any]) -> dict[str, Any]:
+        """A checkpoint of this task written by an earlier SegLoop, in today's layout (renamed layers, moved
+        arguments); as it is when it already is."""
+        return ckpt
+
+    @classmethod
     def unused_settings(cls, cfg: dict[str, Any]) -> dict[str, str]:
         """Config keys this task's training does not read, with why: a non-default value of one is said (and kept
         in run.json) rather than silently ignored."""

@@ -20,6 +20,13 @@ from train.models import SEMANTIC_MODELS
 from train.models.heads import Decoding, decoding_of
 from train.task import Task
 
+# the state-dict names of the residual UNet and LinkNet before their encoders became registry entries: same
+# layers, same shapes, under other names (old name prefix -> today's), so a run trained then is still read
+RESUNET_NAMES = (("stem.", "encoder.stem."), ("down.", "encoder.down."), ("up.", "decoder."),
+                 ("head.1.", "head.conv."))
+LINKNET_NAMES = (("stem.", "encoder.stem."), ("enc.", "encoder.down."), ("head.1.", "final."),
+                 ("head.2.", "head.conv."))
+
 
 class BatchSemSegEvaluator(SemSegEvaluator):
     """The semantic evaluator fed with a validation batch and its predicted maps."""
@@ -34,6 +41,25 @@ class SemanticTask(Task):
     models = SEMANTIC_MODELS
     best_metric = "mIoU"
     metric_names = ("mIoU", "pixel_acc", "mDice")
+
+    @classmethod
+    def upgrade_checkpoint(cls, ckpt: dict[str, Any]) -> dict[str, Any]:
+        """A ``resunet`` or ``linknet`` checkpoint written before the encoder registry, renamed to today's layout
+        (LinkNet's ``width`` / ``depth`` moved under ``encoder_args``); any other checkpoint as it is."""
+        spec, state = ckpt["model_spec"], ckpt["model"]
+        names = {"resunet": RESUNET_NAMES, "linknet": LINKNET_NAMES}.get(spec["name"])
+        if names is None or not any(k.startswith("stem.") for k in state):
+            return ckpt
+        renamed = {}
+        for key, value in state.items():
+            old = next((o for o, _ in names if key.startswith(o)), None)
+            renamed[key if old is None else dict(names)[old] + key[len(old):]] = value
+        ckpt["model"] = renamed
+        if spec["name"] == "linknet":
+            args = dict(spec["args"])
+            enc = {k: args.pop(k) for k in ("width", "depth") if k in args}
+            spec["args"] = {**args, **({"encoder_args": enc} if enc else {})}
+        return ckpt
 
     @classmethod
     def unused_settings(cls, cfg: dict[str, Any]) -> dict[str, str]:

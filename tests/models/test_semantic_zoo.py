@@ -205,3 +205,32 @@ def test_width_depth_and_stem_stride():
             assert m(torch.randn(1, 3, 50, 70)).shape == (1, 3, 50, 70)
     with pytest.raises(SegLoopError, match="stem_stride"):
         SEMANTIC_MODELS.build("resunet", {"stem_stride": 3}, num_classes=3)
+
+
+@pytest.mark.parametrize(("name", "old_args", "new_args"), [
+    ("resunet", {"width": 8, "depth": 3, "stem_stride": 2}, {"width": 8, "depth": 3, "stem_stride": 2}),
+    ("linknet", {"width": 8, "depth": 3}, {"encoder_args": {"width": 8, "depth": 3}}),
+])
+def test_checkpoints_of_the_earlier_layout_still_load(tmp_path, name, old_args, new_args):
+    """Runs trained before the encoder registry named the same layers otherwise (``stem.``, ``down.``, ``up.``,
+    ``head.1.``; LinkNet's ``width`` / ``depth`` as its own arguments): they load into today's model unchanged
+    (checked once against the earlier code itself: identical outputs)."""
+    from tasks.semantic.train import LINKNET_NAMES, RESUNET_NAMES
+    from train.checkpoint import load_checkpoint
+
+    model = SEMANTIC_MODELS.build(name, new_args, num_classes=5).eval()
+    names = RESUNET_NAMES if name == "resunet" else LINKNET_NAMES
+    old_state = {}
+    for key, value in model.state_dict().items():
+        new = next((n for _, n in names if key.startswith(n)), None)
+        old_state[key if new is None else dict((n, o) for o, n in names)[new] + key[len(new):]] = value
+    assert any(k.startswith("stem.") for k in old_state)
+    path = tmp_path / "old.pt"
+    torch.save({"model": old_state, "model_spec": {"task": "semantic", "name": name, "args": old_args}}, path)
+    ckpt = load_checkpoint(path)
+    assert ckpt["model_spec"]["args"] == new_args
+    again = SEMANTIC_MODELS.build(name, ckpt["model_spec"]["args"], num_classes=5).eval()
+    again.load_state_dict(ckpt["model"])
+    x = torch.randn(1, 3, 40, 56)
+    with torch.no_grad():
+        torch.testing.assert_close(again(x), model(x))

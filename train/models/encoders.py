@@ -45,8 +45,28 @@ class Encoder(nn.Module):
 
 
 # ------------------------------------------------------------------------------------------------ from scratch
+class StagedEncoder(Encoder):
+    """A stem and ``depth`` stride-2 stages, ``width`` channels doubled per level: the from-scratch encoders."""
+
+    def _levels(self, width: int, depth: int, stem_stride: int, *counts: int) -> list[int]:
+        """The channels per level, after checking the sizes (``counts``: any other positive counts)."""
+        if depth < 1 or width < 1 or any(c < 1 for c in counts):
+            raise ValueError("depth, width and block counts must be positive")
+        if stem_stride not in (1, 2, 4):
+            raise ValueError(f"stem_stride must be 1, 2 or 4, got {stem_stride}")
+        self.channels = [width * 2**i for i in range(depth + 1)]
+        self.strides = [stem_stride * 2**i for i in range(depth + 1)]
+        return self.channels
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        feats = [self.stem(x)]
+        for down in self.down:
+            feats.append(down(feats[-1]))
+        return feats
+
+
 @ENCODERS.register("residual")
-class ResidualEncoder(Encoder):
+class ResidualEncoder(StagedEncoder):
     """Residual blocks (ResNet-18 style), two per level, from scratch.
 
     Args:
@@ -58,11 +78,7 @@ class ResidualEncoder(Encoder):
 
     def __init__(self, width: int = 16, depth: int = 4, stem_stride: int = 1, in_channels: int = 3) -> None:
         super().__init__()
-        if depth < 1 or width < 1:
-            raise ValueError("depth and width must be positive")
-        if stem_stride not in (1, 2, 4):
-            raise ValueError(f"stem_stride must be 1, 2 or 4, got {stem_stride}")
-        chs = [width * 2**i for i in range(depth + 1)]
+        chs = self._levels(width, depth, stem_stride)
         stem: list[nn.Module] = [conv_bn_relu(in_channels, chs[0], stride=min(stem_stride, 2))]
         if stem_stride == 4:
             stem.append(conv_bn_relu(chs[0], chs[0], stride=2))
@@ -70,14 +86,6 @@ class ResidualEncoder(Encoder):
         self.down = nn.ModuleList(
             nn.Sequential(ResBlock(chs[i], chs[i + 1], stride=2), ResBlock(chs[i + 1], chs[i + 1]))
             for i in range(depth))
-        self.channels = chs
-        self.strides = [stem_stride * 2**i for i in range(depth + 1)]
-
-    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
-        feats = [self.stem(x)]
-        for down in self.down:
-            feats.append(down(feats[-1]))
-        return feats
 
 
 class LayerNorm2d(nn.LayerNorm):
@@ -104,7 +112,7 @@ class ConvNeXtBlock(nn.Module):
 
 
 @ENCODERS.register("convnext")
-class ConvNeXtEncoder(Encoder):
+class ConvNeXtEncoder(StagedEncoder):
     """ConvNeXt stages: a 3x3 stem, then per level a LayerNorm + 2x2 stride-2 downsampling and ConvNeXt blocks.
 
     Args:
@@ -118,11 +126,7 @@ class ConvNeXtEncoder(Encoder):
     def __init__(self, width: int = 32, depth: int = 4, blocks: int = 1, stem_stride: int = 1,
                  in_channels: int = 3) -> None:
         super().__init__()
-        if depth < 1 or width < 1 or blocks < 1:
-            raise ValueError("depth, width and blocks must be positive")
-        if stem_stride not in (1, 2, 4):
-            raise ValueError(f"stem_stride must be 1, 2 or 4, got {stem_stride}")
-        chs = [width * 2**i for i in range(depth + 1)]
+        chs = self._levels(width, depth, stem_stride, blocks)
         self.stem = nn.Sequential(nn.Conv2d(in_channels, chs[0], 3 if stem_stride < 4 else 4, stem_stride,
                                             1 if stem_stride < 4 else 0), LayerNorm2d(chs[0], eps=1e-6),
                                   *(ConvNeXtBlock(chs[0]) for _ in range(blocks)))
@@ -130,14 +134,6 @@ class ConvNeXtEncoder(Encoder):
             nn.Sequential(LayerNorm2d(chs[i], eps=1e-6), nn.Conv2d(chs[i], chs[i + 1], 2, 2),
                           *(ConvNeXtBlock(chs[i + 1]) for _ in range(blocks)))
             for i in range(depth))
-        self.channels = chs
-        self.strides = [stem_stride * 2**i for i in range(depth + 1)]
-
-    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
-        feats = [self.stem(x)]
-        for down in self.down:
-            feats.append(down(feats[-1]))
-        return feats
 
 
 # ----------------------------------------------------------------------------------------------- torchvision

@@ -28,7 +28,7 @@ class Decoder(nn.Module):
     def __init__(self, cin: int, cout: int) -> None:
         super().__init__()
         mid = max(cin // 4, 8)
-        self.block = nn.Sequential(conv_bn_relu(cin, mid, k=1), up_block(mid, mid), conv_bn_relu(mid, cout, k=1))
+        self.block = nn.Sequential(conv_bn_relu(cin, mid, k=1), *up_block(mid, mid), conv_bn_relu(mid, cout, k=1))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.block(x)
