@@ -81,10 +81,16 @@ def load_with_bases(path: str | Path, _seen: tuple[Path, ...] = ()) -> dict[str,
 
 
 def deep_merge(base: Mapping[str, Any], update: Mapping[str, Any]) -> dict[str, Any]:
-    """Recursive dict merge; mappings merge, everything else (lists included) is replaced."""
+    """Recursive dict merge; mappings merge, everything else (lists included) is replaced.
+
+    A section's ``args`` belong to the thing its ``name`` names (``model: {name, args}``, ``loss: {name, args}``):
+    an update that names another one starts its ``args`` afresh, so a recipe or a ``model.name=unet`` over the
+    demo's residual UNet does not inherit arguments that UNet does not have."""
     out = copy.deepcopy(dict(base))
     for key, value in update.items():
         if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
+            if "name" in value and "args" in out[key] and value["name"] != out[key].get("name"):
+                out[key] = {**out[key], "args": {}}
             out[key] = deep_merge(out[key], value)
         else:
             out[key] = copy.deepcopy(value)

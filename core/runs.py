@@ -179,7 +179,9 @@ def _metrics_record_problem(rec: Any) -> str | None:
     if not isinstance(rec, dict):
         return f"a JSON {type(rec).__name__}, not an object"
     for key in ("epoch", "step"):
-        v = rec.get(key)
+        if key not in rec:
+            return f"it has no {key!r}"
+        v = rec[key]
         if isinstance(v, bool) or not isinstance(v, int) or v < 0:
             return f"its {key!r} is {v!r}, not an integer >= 0"
     return None

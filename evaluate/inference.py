@@ -89,6 +89,24 @@ def model_size(model: torch.nn.Module) -> dict[str, Any]:
     return {"parameters": params, "size_mb": round(nbytes / 2**20, 3)}
 
 
+def figures_problem(result: dict[str, Any], numbers: tuple[str, ...], per_class: str,
+                    worst: Any = None, prefix: str = "", entry: tuple[type, ...] = (dict,)) -> str | None:
+    """Whether an evaluation's figures are of the kinds its readers compute with: ``numbers`` numbers (or null),
+    ``per_class`` a map of class names to ``entry`` values, the worst classes (``worst``, default
+    ``result["worst_classes"]``) names of that map."""
+    for k in numbers:
+        v = result.get(k)
+        if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float))):
+            return f"has {prefix}{k} = {v!r}, not a number"
+    pc = result.get(per_class)
+    if not isinstance(pc, dict) or not all(isinstance(v, entry) and not isinstance(v, bool) for v in pc.values()):
+        return f"has a {prefix}{per_class} that is not a map of class names to their figures"
+    worst = result.get("worst_classes") if worst is None else worst
+    if not isinstance(worst, list) or not all(isinstance(n, str) and n in pc for n in worst):
+        return "has worst_classes that are not names of its classes"
+    return None
+
+
 def timing(times: list[float], device: torch.device, input_size: Any) -> dict[str, Any]:
     """Seconds per image as ``metrics.json`` records them; the first image (warm-up) is left out when there are more."""
     steady = times[1:] or times

@@ -16,6 +16,7 @@ from core.fsio import atomic_dir, sha256_file
 from core.runs import INDEX, Run, find_checkpoint, read_index, resolve_run
 from evaluate.inference import load_for_inference
 from ingest.images import list_images
+from train.checkpoint import check_run_checkpoint
 
 
 def default_name(images: Path) -> str:
@@ -41,12 +42,16 @@ def predict_images(run: str | Path, images: str | Path, name: str | None = None,
         if before and not before & {f.resolve() for f in files}:
             raise SegLoopError(f"{out} holds predictions of other images (e.g. {sorted(before)[0]}); these would "
                                f"replace them", path=out, fix="give this set its own name: --name NAME")
+    if name is not None and (out / INDEX).is_file():
+        before = len(read_index(out / INDEX)["images"])
+        print(f"note: replaces the {before} predictions in {out} with these {len(files)} images")
     hashes: dict[str, Path] = {}
     for f in files:
         first = hashes.setdefault(sha256_file(f), f)
         if first != f:
             print(f"note: {f} has the same content as {first}: one prediction for both (sets are keyed by content)")
     inf = load_for_inference(find_checkpoint(run_dir, which), device)
+    check_run_checkpoint(run_dir, inf.ckpt, inf.checkpoint)
     with atomic_dir(out, replace=True) as tmp:
         inf.plugin.evaluation().predict_images(inf, files, tmp, run_dir.name, f"predicting {Path(images).name}",
                                                progress)

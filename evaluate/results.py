@@ -31,6 +31,13 @@ def read_eval_metrics(path: Path, run_dir: Path, split: str) -> dict[str, Any]:
     classes = metrics.get("classes") or metrics.get("per_class")
     if not isinstance(classes, (list, dict)) or not classes or not all(isinstance(c, str) for c in classes):
         raise SegLoopError("metrics.json names no classes ('classes' or 'per_class')", path=path, fix=fix)
+    kinds = {"timing": dict, "model": dict, "tta": bool, "images": int, "epoch": int}
+    for key, kind in kinds.items():
+        if key in metrics and not isinstance(metrics[key], kind):
+            raise SegLoopError(f"metrics.json has {key!r} = {metrics[key]!r}, not {kind.__name__}", path=path, fix=fix)
+    timing = metrics.get("timing") or {}
+    if timing and not all(isinstance(timing.get(k), (int, float)) for k in ("ms_per_image_mean", "images_per_second")):
+        raise SegLoopError("metrics.json has a 'timing' without its figures", path=path, fix=fix)
     return metrics
 
 

@@ -13,23 +13,12 @@ from pathlib import Path
 from typing import Any
 
 import tasks
-from core.errors import SegLoopError, article
+from core.errors import SegLoopError
 from core.fsio import atomic_dir, read_json, write_json_atomic
-from core.runs import Run, dataset_ref, find_checkpoint, resolve_run
+from core.runs import dataset_ref, find_checkpoint, resolve_run
 from evaluate.inference import Inference, load_for_inference, model_size, timing
 from ingest.version import DatasetVersion, resolve_version
-
-
-def check_run_checkpoint(run_dir: Path, ckpt: dict[str, Any], path: Path) -> None:
-    """The checkpoint must be the run's own: a ``best.pt`` of another model copied into the folder would be
-    evaluated, and its figures filed, under this run's name."""
-    info = Run(run_dir).info()
-    spec, theirs = ckpt["model_spec"], info.get("model")
-    if theirs is not None and (theirs.get("task", spec["task"]), theirs["name"]) != (spec["task"], spec["name"]):
-        raise SegLoopError(f"{path.name} is {article(spec['task'])} {spec['task']} {spec['name']} model, but "
-                           f"run.json says this run trained {theirs.get('task', spec['task'])} {theirs['name']}: "
-                           f"it is not this run's checkpoint", path=path,
-                           fix="put the run's own checkpoint back, or evaluate the run the checkpoint came from")
+from train.checkpoint import check_run_checkpoint
 
 
 def train_overlap(ckpt: dict[str, Any], ds: DatasetVersion, split: str) -> int:

@@ -422,6 +422,18 @@ ZOO_ROWS = [
     ("augment.copy_blob={p: 0.5, classes: [polee]}", "polee", "pole"),
     ("augment.copy_blob={p: 0.5, classes: [train]}", "train has no blob", "training images have"),
     ("train.freeze_encoder_epochs=2;task=instance;model.name=maskrcnn", "no encoder part to freeze", "unet"),
+    ("train.freeze_encoder_epochs=5;train.epochs=1", "freezes all 1 epochs", "never train"),
+    ("augment.transforms=[{name: RandomCrop, height: 999, width: 999}]", "RandomCrop fails on a", "data.image_size"),
+    ("augment.transforms=[{name: Resize, height: 16, width: 16}]", "Resize turns a", "keep the size"),
+    ("augment.transforms=[{name: Normalize}]", "float32", "normalises"),
+    ("augment.transforms=[{name: ToTensorV2}]", "ToTensorV2 turns a", "8-bit"),
+    ("loss.name=focal;loss.args={focal: {alpha: 2}}", "alpha must be a number in [0, 1]", "--models"),
+    ("loss.name=cross_entropy+tversky;loss.args={tversky: {alpha: -3}}", "alpha must be a number >= 0", "tversky"),
+    ("loss.class_weights=[0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0]", "no weight above 0", "loss.class_weights"),
+    ("model.name=unet;model.args={encoder: efficientnet-lite0, encoder_weights: /no/such.pth}", "not found",
+     "encoder_weights=imagenet"),
+    ("model.name=unet;model.args={encoder: resnet18, encoder_weights: imagenet}", "no ImageNet weights ship",
+     "state dict by path"),
 ]
 
 

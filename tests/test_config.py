@@ -138,3 +138,47 @@ def test_bad_value_in_a_file_names_the_file(tmp_path):
     with pytest.raises(ConfigError) as e:
         load_train_config(f)
     assert str(f) in str(e.value) and "'optim.lr' must be > 0" in str(e.value)
+
+
+RECIPES = sorted((TRAIN_DEFAULT.parent.parent / "experiments").rglob("*.yaml"))
+
+
+@pytest.mark.parametrize("recipe", RECIPES, ids=[str(r.relative_to(TRAIN_DEFAULT.parent.parent)) for r in RECIPES])
+def test_every_shipped_recipe_builds(recipe):
+    """Every recipe in configs/experiments/ resolves, and its model, loss, augmentation and reasons are accepted
+    for its own dataset's taxonomy (what a run checks before it loads a single image)."""
+    from core.config import project_path
+    from ingest.taxonomy import load_taxonomy
+    from ingest.version import load_data_config
+    from tasks import get
+    from train.config import load_train_config
+    from train.data import build_augment
+    from train.engine import check_reasons
+    from train.losses import build_loss
+    from train.models.heads import decoding_of
+
+    cfg = load_train_config(recipe)
+    taxonomy = load_taxonomy(project_path(load_data_config(cfg["data"]["config"])["taxonomy"]))
+    models = get(cfg["task"]).training().models
+    models.check_args(cfg["model"]["name"], dict(cfg["model"]["args"]), ("num_classes",))
+    check_reasons(cfg, models.parameters(cfg["model"]["name"]))
+    if cfg["task"] != "semantic":
+        return
+    args = {k: v for k, v in cfg["model"]["args"].items() if k not in models.init_only(cfg["model"]["name"])}
+    model = models.build(cfg["model"]["name"], args, num_classes=taxonomy.num_classes)
+    build_loss(cfg["loss"], decoding_of(model).loss_mode, taxonomy.ignore_index, None)
+    build_augment(cfg["augment"], tuple(cfg["data"]["image_size"]), taxonomy.ignore_index)
+    missing = [c for c in cfg["augment"]["copy_blob"]["classes"] if c not in taxonomy.names]
+    assert not missing, missing
+
+
+def test_naming_another_model_or_loss_starts_its_arguments_afresh():
+    from train.config import load_train_config
+
+    demo = TRAIN_DEFAULT.parent.parent / "experiments" / "demo.yaml"
+    cfg = load_train_config(demo, ["model.name=unet"])
+    assert cfg["model"]["args"] == {} and not [k for k in cfg["why"] if k.startswith("model.args")]
+    cfg = load_train_config(demo, ["model.name=resunet", "model.args.width=8"])
+    assert cfg["model"]["args"] == {"stem_stride": 2, "width": 8}  # the same model keeps its arguments
+    dice = TRAIN_DEFAULT.parent.parent / "experiments" / "zoo" / "loss-dice.yaml"
+    assert load_train_config(dice, ["loss.name=focal"])["loss"]["args"] == {}

@@ -80,6 +80,9 @@ def test_terms_are_combined_with_their_weights_and_arguments():
     ({"name": "dice", "args": {"dice": {"mode": "binary"}}}, "set by SegLoop"),
     ({"name": "cross_entropy", "args": {"cross_entropy": {"label_smoothing": 1.5}}}, "label_smoothing"),
     ({"name": "dice+dice"}, "names a term twice"),
+    ({"name": "focal", "args": {"focal": {"alpha": 2}}}, "alpha must be a number in"),
+    ({"name": "tversky", "args": {"tversky": {"gamma": 0}}}, "gamma must be a number > 0"),
+    ({"name": "dice", "args": {"dice": {"log_loss": "yes"}}}, "log_loss must be true or false"),
 ])
 def test_bad_loss_settings_name_the_key(cfg, message):
     with pytest.raises(SegLoopError, match=message):

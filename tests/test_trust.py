@@ -510,3 +510,55 @@ def test_models_lists_one_task_on_request(capsys):
     out = capsys.readouterr().out
     assert "model.name=maskrcnn" in out and "model.name=resunet" not in out and "loss.name" not in out
     clean_error(capsys, _train_main(), ["--models", "train.epochs=3"], "takes no override but task=NAME")
+
+
+
+# -------------------------------------------------------------------- found by a third fresh-eyes probe
+@pytest.mark.parametrize(("change", "words"), [
+    ({"mIoU": "x"}, "mIoU = 'x', not a number"),
+    ({"per_class": [1, 2]}, "per_class that is not a map"),
+    ({"timing": "fast"}, "'timing' = 'fast'"),
+    ({"worst_classes": [{"x": 1}]}, "worst_classes that are not names"),
+    ({"tta": "yes"}, "'tta' = 'yes'"),
+])
+def test_an_evaluation_of_the_wrong_kinds_is_named(capsys, evaluated_run, tmp_path, change, words):
+    run = tmp_path / "run"
+    shutil.copytree(evaluated_run, run)
+    metrics = json.loads((run / "eval" / "test" / "metrics.json").read_text())
+    (run / "eval" / "test" / "metrics.json").write_text(json.dumps({**metrics, **change}))
+    clean_error(capsys, _evaluate_main(), ["report", run, "--out", tmp_path / "rep"], words, "python -m evaluate run")
+    assert not (tmp_path / "rep").exists()
+
+
+def test_a_checkpoint_of_the_same_model_with_other_arguments_is_not_the_runs(capsys, tiny_run, demo_version,
+                                                                             tmp_path):
+    from train.config import load_train_config
+    from train.engine import train
+
+    other = train(load_train_config(None, tiny_overrides(demo_version.path, tmp_path / "o", "train.epochs=1",
+                                                         "model.args={width: 8, depth: 2}")), progress=False)
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run.run_dir, run)
+    for which in ("best", "last"):
+        shutil.copy(other.run_dir / "checkpoints" / f"{which}.pt", run / "checkpoints" / f"{which}.pt")
+    before = snapshot(run)
+    clean_error(capsys, _evaluate_main(), ["run", run], "it is not this run's checkpoint", "'width': 8")
+    pool = tmp_path / "pool"
+    pool.mkdir()
+    Image.fromarray(np.zeros((30, 50, 3), np.uint8)).save(pool / "a.png")
+    clean_error(capsys, _evaluate_main(), ["predict", run, "--images", pool], "not this run's checkpoint")
+    clean_error(capsys, _train_main(), [f"resume={run}", "train.epochs=5"], "last.pt is a semantic resunet",
+                "not this run's checkpoint")
+    assert snapshot(run) == before
+
+
+def test_a_loss_that_is_not_finite_stops_the_run(capsys, demo_version, tmp_path):
+    runs = tmp_path / "runs"
+    clean_error(capsys, _train_main(), tiny_overrides(demo_version.path, runs, "optim.lr=1e30",
+                                                      "schedule.warmup_steps=0"),
+                "the training loss is", "lower optim.lr")
+    assert not runs.exists() or not any(runs.iterdir())
+
+
+def test_models_names_a_task_that_does_not_exist(capsys):
+    clean_error(capsys, _train_main(), ["--models", "task=bogus"], "there is no task 'bogus'", "semantic, instance")

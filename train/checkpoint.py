@@ -207,6 +207,28 @@ def check_compatible(ckpt: dict[str, Any], spec: dict[str, Any], class_names: li
             fix="train on a dataset with the checkpoint's taxonomy, or start without it")
 
 
+def check_run_checkpoint(run_dir: str | Path, ckpt: dict[str, Any], path: str | Path) -> None:
+    """The checkpoint must be the run's own: a ``best.pt`` / ``last.pt`` of another model (or of the same model with
+    other arguments) copied into the folder would be evaluated, predicted with or resumed under this run's name.
+    The run's ``run.json`` records the model it trained."""
+    from core.runs import Run
+
+    run = Run(run_dir)
+    if not run.info_path.is_file():
+        return
+    spec, theirs = ckpt["model_spec"], run.info().get("model")
+    if theirs is None:
+        return
+    theirs = tasks.get(spec["task"]).training().upgrade_spec(normalize_spec({"task": spec["task"], **theirs}))
+    same = (theirs["task"], theirs["name"]) == (spec["task"], spec["name"]) and (
+        spec["name"] not in tasks.get(spec["task"]).training().models or architecture(theirs) == architecture(spec))
+    if not same:
+        raise SegLoopError(f"{Path(path).name} is {article(spec['task'])} {spec['task']} {spec['name']} model "
+                           f"{spec['args']}, but run.json says this run trained {theirs['task']} {theirs['name']} "
+                           f"{theirs['args']}: it is not this run's checkpoint", path=path,
+                           fix="put the run's own checkpoint back, or use the run the checkpoint came from")
+
+
 def architecture(spec: dict[str, Any]) -> dict[str, Any]:
     """A spec's arguments with the model's defaults filled in and initialisation-only ones left out: what two
     checkpoints must share to hold weights of the same shapes (``{}`` and ``{width: 16}`` are the same resunet)."""

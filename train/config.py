@@ -75,6 +75,8 @@ def class_weights_problem(value: Any) -> str | None:
     if isinstance(value, list) and not all(isinstance(w, (int, float)) and not isinstance(w, bool) and w >= 0
                                            for w in value):
         return f"must hold numbers >= 0 (one per class), got {value!r}"
+    if isinstance(value, list) and value and not any(w > 0 for w in value):
+        return "has no weight above 0: every pixel would count for nothing (the loss is 0 / 0)"
     return None
 
 
@@ -226,7 +228,10 @@ RULES[WHY] = Rule(check=why_problem, fix="give each reason under the config key 
 
 
 def _drop_changed(why: dict[str, str], keys: list[str], kept: set[str] | dict[str, str]) -> None:
-    """Remove the reasons of ``keys`` (and of the keys under them) that ``kept`` does not give again."""
+    """Remove the reasons of ``keys`` (and of the keys under them) that ``kept`` does not give again. A layer that
+    names a model or a loss (``model.name``) starts its ``args`` afresh (``core.config.deep_merge``): the reasons
+    for the arguments it replaced go too."""
+    keys = [*keys, *(k.removesuffix(".name") + ".args" for k in keys if k in ("model.name", "loss.name"))]
     for key in keys:
         for explained in [w for w in why if (w == key or w.startswith(key + ".")) and w not in kept]:
             del why[explained]

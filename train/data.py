@@ -96,8 +96,37 @@ def build_augment(cfg: dict[str, Any], hw: tuple[int, int], ignore_index: int) -
         steps.append(A.ColorJitter(brightness=cfg["brightness"], contrast=cfg["contrast"],
                                    saturation=cfg["saturation"], hue=cfg["hue"], p=cfg["color"]))
     for i, spec in enumerate(cfg.get("transforms") or []):
-        steps.append(albumentations_transform(spec, ignore_index, f"augment.transforms[{i}]"))
+        t = albumentations_transform(spec, ignore_index, f"augment.transforms[{i}]")
+        check_transform(t, hw, f"augment.transforms[{i}]")
+        steps.append(t)
     return A.Compose(steps, seed=None)
+
+
+def check_transform(t: A.BasicTransform, hw: tuple[int, int], where: str) -> None:
+    """Run ``t`` once (as if drawn) on an image and label of the training size: a transform that fails on that
+    size, or that changes the size or the pixel type (a Resize, a Normalize, ToTensorV2: SegLoop resizes,
+    normalises and converts itself, and validation would not see them), is refused before training starts."""
+    from core.errors import SegLoopError
+
+    h, w = hw
+    image = np.random.default_rng(0).integers(0, 256, (h, w, 3), dtype=np.uint8)
+    mask = np.zeros((h, w), np.uint8)
+    p, t.p = t.p, 1.0
+    try:
+        out = A.Compose([t], seed=0)(image=image, mask=mask)
+    except Exception as exc:  # albumentations' own errors (a crop larger than the image, ...)
+        raise SegLoopError(f"{where}: {type(t).__name__} fails on a {h}x{w} training image: "
+                           f"{str(exc).splitlines()[0]}", fix="give arguments that fit data.image_size") from None
+    finally:
+        t.p = p
+    img, lab = out["image"], out["mask"]
+    if not isinstance(img, np.ndarray) or img.dtype != np.uint8 or img.shape != (h, w, 3) or \
+            not isinstance(lab, np.ndarray) or lab.shape != (h, w):
+        got = f"{type(img).__name__} {getattr(img, 'dtype', '')} {tuple(getattr(img, 'shape', ()))}".strip()
+        raise SegLoopError(f"{where}: {type(t).__name__} turns a {h}x{w} uint8 training image into {got}: "
+                           f"augmentation must keep the size and the 8-bit pixels", fix=(
+                               "leave it out: data.image_size sets the size (augment.scale for scale jitter) and "
+                               "SegLoop normalises and converts images itself, for training and validation alike"))
 
 
 class CopyBlob:

@@ -10,6 +10,7 @@ exactly (same batches, same augmentation, same weights as an uninterrupted run).
 from __future__ import annotations
 
 import json
+import math
 import os
 import random
 import shutil
@@ -33,6 +34,7 @@ from core.runs import Run, RunWriter, create_run_dir, has_results, plan_run_dir
 from ingest.version import DatasetVersion, build, load_data_config, resolve_version
 from train.checkpoint import (
     check_compatible,
+    check_run_checkpoint,
     load_checkpoint,
     model_spec,
     rng_state,
@@ -98,12 +100,14 @@ def dist_info() -> tuple[int, int, int]:
     return world, rank, values["LOCAL_RANK"]
 
 
-def transfer_weights(model: nn.Module, source: str | Path, class_names: list[str]) -> dict[str, Any]:
+def transfer_weights(model: nn.Module, source: str | Path, class_names: list[str],
+                     model_name: str | None = None) -> dict[str, Any]:
     """Start every layer of ``model`` whose name and shape match from another SegLoop run or checkpoint (transfer
     learning). A head whose rows are classes (``class_rows``) of another taxonomy keeps, for each class the two
     taxonomies share by name, the source's row; the other classes' rows stay fresh. Nothing matching is an error."""
     from train.models.heads import class_rows, source_rows
 
+    model_name = model_name or type(model).__name__
     path = Run(source).checkpoint_path("best") if Path(source).is_dir() else Path(source)
     foreign = ultralytics_weights(path) if path.is_file() else None
     their_names: list[str] = []
@@ -143,7 +147,7 @@ def transfer_weights(model: nn.Module, source: str | Path, class_names: list[str
     if not any(not k.endswith("num_batches_tracked") for k in matched):  # a counter alone is no shared layer
         raise SegLoopError(f"model.init_from is {article(spec['task'])} {spec['task']} {spec['name']} model, which "
                            f"shares no layer (same "
-                           f"name and shape) with this {type(model).__name__}", path=path,
+                           f"name and shape) with this {model_name}", path=path,
                            fix="start from a run of the same model family, or leave model.init_from empty")
     model.load_state_dict(matched, strict=False)
     report = {"from": str(path), "loaded": len(matched), "of": len(own),
@@ -155,7 +159,7 @@ def transfer_weights(model: nn.Module, source: str | Path, class_names: list[str
              if len(matched) < len(own) else "")
           + (f"; head rows of {', '.join(report['classes_mapped'])} mapped by class name" if mapped else ""))
     if len(matched) < len(own) / 2:
-        print(f"note: most of this {type(model).__name__} starts fresh: model.init_from is {article(spec['task'])} "
+        print(f"note: most of this {model_name} starts fresh: model.init_from is {article(spec['task'])} "
               f"{spec['task']} {spec['name']} model of another architecture, and only layers of the same name and "
               f"shape are taken")
     return report
@@ -280,6 +284,7 @@ class Trainer:
         self.ckpt: dict[str, Any] | None = None
         if resume:  # first: a resumed run's settings are its own, and an override that cannot apply is said
             self.ckpt = load_checkpoint(Run(resume).checkpoint_path("last"))
+            check_run_checkpoint(resume, self.ckpt, Run(resume).checkpoint_path("last"))
             check_resume_overrides(cfg, self.ckpt["config"])
         task_cls = tasks.get(cfg["task"]).training()  # model name and arguments fail here, before any dataset is built
         task_cls.models.check_args(cfg["model"]["name"], dict(cfg["model"]["args"] or {}), ("num_classes",))
@@ -420,7 +425,8 @@ class Trainer:
             model.load_state_dict(init["model"])
         self.init_report = None
         if cfg["model"]["init_from"] and not self.ckpt:
-            self.init_report = transfer_weights(model, cfg["model"]["init_from"], self.taxonomy.names)
+            self.init_report = transfer_weights(model, cfg["model"]["init_from"], self.taxonomy.names,
+                                                cfg["model"]["name"])
         self.channels_last = self.task.channels_last(model, bool(cfg["train"]["channels_last"]))
         model = model.to(self.device, memory_format=torch.channels_last if self.channels_last else
                          torch.contiguous_format)
@@ -429,6 +435,12 @@ class Trainer:
             self.model = nn.parallel.DistributedDataParallel(
                 model, device_ids=[self.device.index] if self.device.type == "cuda" else None,
                 find_unused_parameters=bool(cfg["train"]["freeze_encoder_epochs"]))  # a frozen encoder has no grad
+        frozen, epochs = cfg["train"]["freeze_encoder_epochs"], cfg["train"]["epochs"]
+        if frozen >= epochs:
+            raise SegLoopError(f"train.freeze_encoder_epochs={frozen} freezes all {epochs} epochs "
+                               f"(train.epochs): the encoder would never train",
+                               fix=f"freeze fewer epochs than train.epochs, e.g. train.freeze_encoder_epochs="
+                                   f"{max(epochs // 10, 1) if epochs > 1 else 0}")
         if cfg["train"]["freeze_encoder_epochs"] and not isinstance(getattr(model, "encoder", None), nn.Module):
             raise SegLoopError(f"train.freeze_encoder_epochs is set, but model {cfg['model']['name']} has no "
                                f"encoder part to freeze", fix="use an encoder-decoder model (unet, linknet, resunet, "
@@ -645,6 +657,11 @@ class RunFolder(HookBase):
         if t.step % t.cfg["train"]["log_every"] == 0:
             values = {k: float(v.detach()) for k, v in t.losses.items()}
             main = values.get("total", next(iter(values.values())))
+            if not math.isfinite(main):  # checked where the loss is read anyway: no extra device sync per step
+                raise SegLoopError(f"the training loss is {main} at step {t.step} (terms: "
+                                   + ", ".join(f"{k} {v:.4g}" for k, v in values.items() if k != "total") + ")",
+                                   path=t.run_dir, fix="lower optim.lr, set train.grad_clip, or check "
+                                                       "loss.class_weights and loss.args; the run stops here")
             t.out.scalar("train/loss", main, t.step)
             if len(values) > 1:
                 for k, v in values.items():

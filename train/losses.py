@@ -83,43 +83,61 @@ class BinaryCrossEntropy(nn.Module):
         return (loss * w).sum() / w.sum().clamp_min(1e-12)
 
 
-# segmentation_models_pytorch's losses SegLoop offers: (class, what it is, {argument: (default, meaning)})
-SMP_LOSSES: dict[str, tuple[str, str, dict[str, tuple[Any, str]]]] = {
+Check = tuple[Callable[[Any], bool], str]  # a test of an argument's value, and the valid values in words
+
+
+def _number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+NON_NEGATIVE: Check = (lambda v: _number(v) and v >= 0, "a number >= 0")
+POSITIVE: Check = (lambda v: _number(v) and v > 0, "a number > 0")
+FRACTION_OR_NULL: Check = (lambda v: v is None or (_number(v) and 0 <= v <= 1), "a number in [0, 1], or null")
+FLAG: Check = (lambda v: isinstance(v, bool), "true or false")
+
+# segmentation_models_pytorch's losses SegLoop offers: (class, what it is, {argument: (default, meaning, valid)})
+SMP_LOSSES: dict[str, tuple[str, str, dict[str, tuple[Any, str, Check]]]] = {
     "dice": ("DiceLoss", "1 - soft Dice over the classes present in the batch (segmentation_models_pytorch).",
-             {"smooth": (0.0, "added to numerator and denominator"),
-              "log_loss": (False, "-log(Dice) instead of 1 - Dice")}),
+             {"smooth": (0.0, "added to numerator and denominator", NON_NEGATIVE),
+              "log_loss": (False, "-log(Dice) instead of 1 - Dice", FLAG)}),
     "jaccard": ("JaccardLoss", "1 - soft Jaccard index (IoU) over the classes present (segmentation_models_pytorch).",
-                {"smooth": (0.0, "added to numerator and denominator"),
-                 "log_loss": (False, "-log(IoU) instead of 1 - IoU")}),
+                {"smooth": (0.0, "added to numerator and denominator", NON_NEGATIVE),
+                 "log_loss": (False, "-log(IoU) instead of 1 - IoU", FLAG)}),
     "focal": ("FocalLoss", "Focal loss (Lin et al. 2017), one sigmoid term per class, easy pixels down-weighted (smp).",
-              {"gamma": (2.0, "focusing parameter (0 = cross-entropy)"),
-               "alpha": (None, "weight of the positive term (null = none)"),
-               "normalized": (False, "normalise by the sum of the focal weights")}),
+              {"gamma": (2.0, "focusing parameter (0 = no focusing)", NON_NEGATIVE),
+               "alpha": (None, "weight of the positive term (null = none)", FRACTION_OR_NULL),
+               "normalized": (False, "normalise by the sum of the focal weights", FLAG)}),
     "lovasz": ("LovaszLoss", "Lovasz-softmax / Lovasz hinge (Berman et al. 2018), a convex surrogate of IoU (smp).",
-               {"per_image": (False, "the surrogate per image, then averaged (else over the batch)")}),
+               {"per_image": (False, "the surrogate per image, then averaged (else over the batch)", FLAG)}),
     "tversky": ("TverskyLoss", "Tversky loss (Salehi et al. 2017), Dice with false positives and negatives weighted "
                                "(smp).",
-                {"alpha": (0.5, "weight of false positives"), "beta": (0.5, "weight of false negatives"),
-                 "gamma": (1.0, "focal exponent of the Tversky index (1 = plain)"),
-                 "smooth": (0.0, "added to numerator and denominator")}),
+                {"alpha": (0.5, "weight of false positives", NON_NEGATIVE),
+                 "beta": (0.5, "weight of false negatives", NON_NEGATIVE),
+                 "gamma": (1.0, "focal exponent of the Tversky index (1 = plain)", POSITIVE),
+                 "smooth": (0.0, "added to numerator and denominator", NON_NEGATIVE)}),
 }
 
 
-def _smp(cls_name: str, summary: str, own: dict[str, tuple[Any, str]]) -> Callable[..., nn.Module]:
-    """A builder over segmentation_models_pytorch's loss ``cls_name``, with the arguments ``own`` (defaults and
-    meanings), so the registry checks and lists them as it does for every loss."""
+def _smp(cls_name: str, summary: str, own: dict[str, tuple[Any, str, Check]]) -> Callable[..., nn.Module]:
+    """A builder over segmentation_models_pytorch's loss ``cls_name``, with the arguments ``own`` (defaults,
+    meanings and valid values: smp itself takes a focal alpha of 2 or a negative Tversky weight, and the loss then
+    goes negative and the run diverges), so the registry checks and lists them as it does for every loss."""
 
     def build(mode: str, ignore_index: int, class_weights: torch.Tensor | None = None, **kwargs: Any) -> nn.Module:
         import segmentation_models_pytorch.losses as smp_losses
 
+        for k, v in kwargs.items():
+            valid, words = own[k][2]
+            if not valid(v):
+                raise ValueError(f"{k} must be {words}, got {v!r}")
         return getattr(smp_losses, cls_name)(mode=mode, ignore_index=ignore_index, **kwargs)
 
     params = [inspect.Parameter("mode", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=str),
               inspect.Parameter("ignore_index", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=int),
               inspect.Parameter("class_weights", inspect.Parameter.POSITIONAL_OR_KEYWORD, default=None)]
-    params += [inspect.Parameter(k, inspect.Parameter.KEYWORD_ONLY, default=v) for k, (v, _) in own.items()]
+    params += [inspect.Parameter(k, inspect.Parameter.KEYWORD_ONLY, default=v) for k, (v, _, _) in own.items()]
     build.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
-    build.__doc__ = summary + "\n\nArgs:\n" + "".join(f"    {k}: {m}\n" for k, (_, m) in own.items())
+    build.__doc__ = summary + "\n\nArgs:\n" + "".join(f"    {k}: {m}, {c[1]}\n" for k, (_, m, c) in own.items())
     build.modes = ("multiclass", "binary")  # type: ignore[attr-defined]
     build.__name__ = cls_name
     return build

@@ -35,9 +35,12 @@ def models_task(overrides: list[str]) -> str | None:
     task = None
     for o in overrides:
         key, _, value = o.partition("=")
-        if key != "task" or value not in tasks.TASK_NAMES:
+        if key != "task":
             raise SegLoopError(f"--models lists the models; it takes no override but task=NAME, got {o!r}",
                                fix=f"python -m train.run --models [task={'|'.join(tasks.TASK_NAMES)}]")
+        if value not in tasks.TASK_NAMES:
+            raise SegLoopError(f"--models task={value}: there is no task {value!r}",
+                               fix=f"task is one of: {', '.join(tasks.TASK_NAMES)}")
         task = value
     return task
 

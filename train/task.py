@@ -58,6 +58,11 @@ class Task(ABC):
         return ckpt
 
     @classmethod
+    def upgrade_spec(cls, spec: dict[str, Any]) -> dict[str, Any]:
+        """A model spec (``{task, name, args}``, as ``run.json`` records it) of an earlier layout in today's."""
+        return spec
+
+    @classmethod
     def unused_settings(cls, cfg: dict[str, Any]) -> dict[str, str]:
         """Config keys this task's training does not read, with why: a non-default value of one is said (and kept
         in run.json) rather than silently ignored."""

@@ -21,7 +21,7 @@ from tqdm import tqdm
 
 from core.fsio import read_image, save_png, sha256_file, write_json_atomic
 from core.runs import write_index
-from evaluate.inference import Inference, fmt, show
+from evaluate.inference import Inference, figures_problem, fmt, show
 from evaluate.instances import coco_instances, match_instances
 from ingest.version import DatasetVersion
 from metrics.coco import CocoInstanceEvaluator, outputs_to_results
@@ -132,9 +132,14 @@ class InstanceEvaluation:
         write_index(tmp, run_name, self.task, inf.class_names, index)
 
     def result_problem(self, result: dict[str, Any]) -> str | None:
-        """What a ``metrics.json`` of this task lacks for its readers (the report), or None."""
+        """What a ``metrics.json`` of this task lacks, or holds of the wrong kind, for its readers (the report)."""
         missing = [k for k in ("segm", "worst_classes", "thing_iou") if k not in result]
-        return f"lacks {', '.join(missing)}" if missing else None
+        if missing:
+            return f"lacks {', '.join(missing)}"
+        if not isinstance(result["segm"], dict) or not isinstance(result["thing_iou"], dict):
+            return "has 'segm' or 'thing_iou' that is not a JSON object"
+        return figures_problem(result["segm"], ("AP", "AP50"), "per_class", result["worst_classes"], "segm.",
+                               (int, float, type(None)))
 
     def summary_lines(self, result: dict[str, Any]) -> list[str]:
         sg, bb = result["segm"], result.get("bbox", {})

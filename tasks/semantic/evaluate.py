@@ -23,7 +23,7 @@ from tqdm import tqdm
 from core.fsio import read_image, save_png, sha256_file
 from core.metrics import thing_iou
 from core.runs import write_index
-from evaluate.inference import Inference, fmt, show
+from evaluate.inference import Inference, figures_problem, fmt, show
 from ingest.version import DatasetVersion
 from metrics.semantic import SemSegEvaluator
 from train.data import resize_image
@@ -114,9 +114,11 @@ class SemanticEvaluation:
         write_index(tmp, run_name, self.task, names, index)
 
     def result_problem(self, result: dict[str, Any]) -> str | None:
-        """What a ``metrics.json`` of this task lacks for its readers (the report), or None."""
+        """What a ``metrics.json`` of this task lacks, or holds of the wrong kind, for its readers (the report)."""
         missing = [k for k in ("mIoU", "pixel_acc", "mDice", "per_class", "worst_classes") if k not in result]
-        return f"lacks {', '.join(missing)}" if missing else None
+        if missing:
+            return f"lacks {', '.join(missing)}"
+        return figures_problem(result, ("mIoU", "pixel_acc", "mDice"), "per_class")
 
     def summary_lines(self, result: dict[str, Any]) -> list[str]:
         lines = [f"mIoU {show(result['mIoU'])}   pixel acc {show(result['pixel_acc'])}   "

@@ -55,11 +55,18 @@ class SemanticTask(Task):
             old = next((o for o, _ in names if key.startswith(o)), None)
             renamed[key if old is None else dict(names)[old] + key[len(old):]] = value
         ckpt["model"] = renamed
-        if spec["name"] == "linknet":
-            args = dict(spec["args"])
-            enc = {k: args.pop(k) for k in ("width", "depth") if k in args}
-            spec["args"] = {**args, **({"encoder_args": enc} if enc else {})}
+        ckpt["model_spec"] = cls.upgrade_spec(spec)
         return ckpt
+
+    @classmethod
+    def upgrade_spec(cls, spec: dict[str, Any]) -> dict[str, Any]:
+        """A model spec of the earlier layout (LinkNet's ``width`` / ``depth`` as its own arguments, which are
+        its encoder's today) in today's."""
+        if spec["name"] != "linknet" or not {"width", "depth"} & set(spec["args"]):
+            return spec
+        args = dict(spec["args"])
+        enc = {k: args.pop(k) for k in ("width", "depth") if k in args}
+        return {**spec, "args": {**args, "encoder_args": {**(args.pop("encoder_args", None) or {}), **enc}}}
 
     @classmethod
     def unused_settings(cls, cfg: dict[str, Any]) -> dict[str, str]:

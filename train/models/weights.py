@@ -20,20 +20,25 @@ from core.fsio import sha256_file
 STATE_DICT_FIX = "give a torchvision state dict saved with torch.save(model.state_dict(), PATH)"
 
 
-def read_state_dict(path: str | Path, what: str) -> dict[str, torch.Tensor]:
-    """The tensors of a state dict file (a ``{"model": state_dict}`` wrapper accepted), or one message."""
+def read_state_dict(path: str | Path, what: str, fix: str = STATE_DICT_FIX) -> dict[str, torch.Tensor]:
+    """The tensors of a state dict file (a ``{"model": state_dict}`` wrapper accepted), or one message whose fix
+    is ``fix`` (what the caller accepts)."""
     path = Path(path)
     if not path.is_file():
-        raise SegLoopError(f"{what} file not found", path=path, fix=STATE_DICT_FIX)
+        raise SegLoopError(f"{what} file not found", path=path, fix=fix)
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
         from train.checkpoint import refused_pickle_message
 
         refused = refused_pickle_message(exc, f"the {what}")
-        raise SegLoopError(refused or f"cannot read the {what} ({type(exc).__name__}: {str(exc)[:200]})",
-                           path=path, fix="give a plain state dict (tensors only): torch.save(model.state_dict(), "
-                                          "PATH); pickled objects are refused") from None
+        if refused:
+            raise SegLoopError(refused, path=path, fix="give a plain state dict (tensors only): "
+                                                       "torch.save(model.state_dict(), PATH)") from None
+        # torch's own text would suggest weights_only=False, which SegLoop never does: the file is named instead
+        raise SegLoopError(f"cannot read the {what}: not a PyTorch state dict file (truncated, damaged, or another "
+                           f"format; {type(exc).__name__})", path=path,
+                           fix=f"{fix}; a state dict is written by torch.save(model.state_dict(), PATH)") from None
     if isinstance(state, dict) and "model" in state and isinstance(state["model"], dict):
         state = state["model"]
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
@@ -50,7 +55,7 @@ def load_weights_file(module: nn.Module, path: str | Path, what: str, strip: Ite
     classifier's ``fc.``: the file's are not loaded, the module's are not required). Returns ``{"file",
     "sha256"}`` for the run's record."""
     path = Path(path)
-    state = read_state_dict(path, what)
+    state = read_state_dict(path, what, fix)
     for prefix in strip:
         state = {k.removeprefix(prefix): v for k, v in state.items()}
     drop = tuple(drop)
