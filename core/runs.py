@@ -184,6 +184,12 @@ def _metrics_record_problem(rec: Any) -> str | None:
         v = rec[key]
         if isinstance(v, bool) or not isinstance(v, int) or v < 0:
             return f"its {key!r} is {v!r}, not an integer >= 0"
+    for key, v in rec.items():  # figures are numbers (null where undefined), per-class figures maps of them
+        if not key.startswith(("val_", "train_")) or key in ("train_losses", "val_losses"):
+            continue
+        values = list(v.values()) if isinstance(v, dict) else [v]
+        if not all(x is None or (isinstance(x, (int, float)) and not isinstance(x, bool)) for x in values):
+            return f"its {key!r} is {v!r}, not a number (or a map of class names to numbers)"
     return None
 
 
@@ -298,7 +304,7 @@ def read_index(path: Path) -> dict[str, Any]:
     index = read_json(path, "prediction index")
     if not isinstance(index, dict) or not isinstance(index.get("images"), dict):
         raise SegLoopError("not a prediction index (no 'images' map)", path=path,
-                           fix="re-run the command that wrote it (python -m evaluate run / predict)")
+                           fix=f"delete {path.parent} and write it again (python -m evaluate run / predict)")
     index.setdefault("task", DEFAULT_TASK)
     return index
 

@@ -98,6 +98,8 @@ def figures_problem(result: dict[str, Any], numbers: tuple[str, ...], per_class:
         v = result.get(k)
         if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float))):
             return f"has {prefix}{k} = {v!r}, not a number"
+        if v is not None and not 0 <= v <= 1:  # NaN fails this too: it would show as "not evaluated"
+            return f"has {prefix}{k} = {v!r}, outside [0, 1]"
     pc = result.get(per_class)
     if not isinstance(pc, dict) or not all(isinstance(v, entry) and not isinstance(v, bool) for v in pc.values()):
         return f"has a {prefix}{per_class} that is not a map of class names to their figures"

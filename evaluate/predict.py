@@ -38,13 +38,16 @@ def predict_images(run: str | Path, images: str | Path, name: str | None = None,
     files = list_images(images)
     out = Run(run_dir).predict_dir(name if name is not None else default_name(Path(images)))
     if name is None and (out / INDEX).is_file():
-        before = {Path(e["image"]).resolve() for e in read_index(out / INDEX)["images"].values()}
+        try:
+            before = {Path(e["image"]).resolve() for e in read_index(out / INDEX)["images"].values()}
+        except (SegLoopError, KeyError, TypeError):  # a damaged set of this name: the new one replaces it
+            print(f"note: {out / INDEX} could not be read: the set is written again")
+            before = set()
         if before and not before & {f.resolve() for f in files}:
             raise SegLoopError(f"{out} holds predictions of other images (e.g. {sorted(before)[0]}); these would "
                                f"replace them", path=out, fix="give this set its own name: --name NAME")
     if name is not None and (out / INDEX).is_file():
-        before = len(read_index(out / INDEX)["images"])
-        print(f"note: replaces the {before} predictions in {out} with these {len(files)} images")
+        print(f"note: replaces the predictions in {out} with these {len(files)} images")
     hashes: dict[str, Path] = {}
     for f in files:
         first = hashes.setdefault(sha256_file(f), f)

@@ -542,13 +542,13 @@ def test_a_checkpoint_of_the_same_model_with_other_arguments_is_not_the_runs(cap
     for which in ("best", "last"):
         shutil.copy(other.run_dir / "checkpoints" / f"{which}.pt", run / "checkpoints" / f"{which}.pt")
     before = snapshot(run)
-    clean_error(capsys, _evaluate_main(), ["run", run], "it is not this run's checkpoint", "'width': 8")
-    pool = tmp_path / "pool"
+    clean_error(capsys, _evaluate_main(), ["run", run], "the checkpoint is not this run's", "'width': 8")
+    pool = tmp_path / "foreign-pool"
     pool.mkdir()
     Image.fromarray(np.zeros((30, 50, 3), np.uint8)).save(pool / "a.png")
-    clean_error(capsys, _evaluate_main(), ["predict", run, "--images", pool], "not this run's checkpoint")
+    clean_error(capsys, _evaluate_main(), ["predict", run, "--images", pool], "the checkpoint is not this run's")
     clean_error(capsys, _train_main(), [f"resume={run}", "train.epochs=5"], "last.pt is a semantic resunet",
-                "not this run's checkpoint")
+                "the checkpoint is not this run's")
     assert snapshot(run) == before
 
 
@@ -562,3 +562,66 @@ def test_a_loss_that_is_not_finite_stops_the_run(capsys, demo_version, tmp_path)
 
 def test_models_names_a_task_that_does_not_exist(capsys):
     clean_error(capsys, _train_main(), ["--models", "task=bogus"], "there is no task 'bogus'", "semantic, instance")
+
+
+# ------------------------------------------------------------------- found by a fourth fresh-eyes probe
+def test_a_threshold_without_a_sigmoid_head_is_said(capsys, demo_version, tmp_path):
+    from train.config import load_train_config
+    from train.engine import Trainer
+
+    capsys.readouterr()
+    t = Trainer(load_train_config(None, tiny_overrides(demo_version.path, tmp_path, "model.args.threshold=0.3")),
+                progress=False)
+    assert "model.args.threshold" in t.unused and "note: model.args.threshold=0.3" in capsys.readouterr().out
+
+
+def test_a_run_terminated_before_its_first_checkpoint_leaves_nothing(demo_version, tmp_path):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from tests.conftest import ROOT
+
+    runs = tmp_path / "runs"
+    proc = subprocess.Popen([sys.executable, "-m", "train.run", *tiny_overrides(demo_version.path, runs,
+                                                                               "output.name=killed",
+                                                                               "train.epochs=50"), "--quiet"],
+                            cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.time() + 120
+    while not (runs / "killed" / "run.json").is_file() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.2)
+    assert (runs / "killed" / "run.json").is_file(), "training never started"
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=60) == 128 + signal.SIGTERM
+    assert not (runs / "killed").exists(), "a run that never checkpointed must leave no folder"
+
+
+@pytest.mark.parametrize(("where", "change", "words"), [
+    ("metrics.jsonl", {"val_mIoU": "high"}, "'val_mIoU' is 'high', not a number"),
+    ("metrics.jsonl", {"val_iou": [1, 2]}, "'val_iou' is [1, 2]"),
+    ("metrics.json", {"mIoU": 7.5}, "mIoU = 7.5, outside [0, 1]"),
+    ("metrics.json", {"mIoU": float("nan")}, "outside [0, 1]"),
+])
+def test_figures_out_of_kind_or_range_are_named(capsys, evaluated_run, tmp_path, where, change, words):
+    run = tmp_path / "run"
+    shutil.copytree(evaluated_run, run)
+    if where == "metrics.jsonl":
+        lines = (run / "metrics.jsonl").read_text().splitlines()
+        lines[0] = json.dumps({**json.loads(lines[0]), **change})
+        (run / "metrics.jsonl").write_text("\n".join(lines) + "\n")
+    else:
+        path = run / "eval" / "test" / "metrics.json"
+        path.write_text(json.dumps({**json.loads(path.read_text()), **change}))
+    clean_error(capsys, _evaluate_main(), ["report", run, "--out", tmp_path / "rep"], words)
+
+
+def test_weights_that_are_a_folder_or_a_segloop_checkpoint_are_named(tiny_run, tmp_path):
+    from train.models import SEMANTIC_MODELS
+
+    with pytest.raises(SegLoopError, match="is a folder, not a resnet18 weights file"):
+        SEMANTIC_MODELS.build("unet", {"encoder": "resnet18", "encoder_weights": str(tmp_path)}, num_classes=3)
+    with pytest.raises(SegLoopError, match="is a SegLoop checkpoint") as e:
+        SEMANTIC_MODELS.build("unet", {"encoder": "resnet18", "encoder_weights": str(
+            tiny_run.run_dir / "checkpoints" / "best.pt")}, num_classes=3)
+    assert "model.init_from" in str(e.value)

@@ -225,8 +225,9 @@ def check_run_checkpoint(run_dir: str | Path, ckpt: dict[str, Any], path: str | 
     if not same:
         raise SegLoopError(f"{Path(path).name} is {article(spec['task'])} {spec['task']} {spec['name']} model "
                            f"{spec['args']}, but run.json says this run trained {theirs['task']} {theirs['name']} "
-                           f"{theirs['args']}: it is not this run's checkpoint", path=path,
-                           fix="put the run's own checkpoint back, or use the run the checkpoint came from")
+                           f"{theirs['args']}: the checkpoint is not this run's, or run.json was edited",
+                           path=path, fix="put the run's own checkpoint (or its run.json) back, or use the run the "
+                                          "checkpoint came from")
 
 
 def architecture(spec: dict[str, Any]) -> dict[str, Any]:

@@ -271,6 +271,9 @@ class Trainer:
                                fix="start it with torchrun --nproc_per_node=N -m train.run, or unset WORLD_SIZE, "
                                    "RANK and LOCAL_RANK for one process")
         if self.world > 1 and not dist.is_initialized():
+            if self.main:
+                print(f"waiting for {self.world} processes at {os.environ['MASTER_ADDR']}:{os.environ['MASTER_PORT']}",
+                      flush=True)
             dist.init_process_group("nccl" if torch.cuda.is_available() and tc["device"] != "cpu" else "gloo")
         self.device = pick_device(tc["device"])
         if self.device.type == "cuda" and self.world > 1:
@@ -486,6 +489,14 @@ class Trainer:
     # ------------------------------------------------------------------------------------------------- the loop
     def fit(self, stop_after_epochs: int | None = None) -> TrainResult:
         """Train to ``train.epochs``; ``stop_after_epochs`` ends this session early (as an interruption would)."""
+        import signal
+        import threading
+
+        def terminated(signum: int, frame: Any) -> None:  # a scheduler's or timeout's SIGTERM ends like Ctrl-C
+            raise SystemExit(128 + signum)
+
+        main_thread = threading.current_thread() is threading.main_thread()
+        previous = signal.signal(signal.SIGTERM, terminated) if main_thread else None
         try:
             return self._fit(stop_after_epochs)
         except BaseException:
@@ -493,6 +504,9 @@ class Trainer:
             if self.created_run_dir and not has_results(self.run_dir):
                 shutil.rmtree(self.run_dir, ignore_errors=True)
             raise
+        finally:
+            if main_thread:
+                signal.signal(signal.SIGTERM, previous)
 
     def _fit(self, stop_after_epochs: int | None) -> TrainResult:
         tc = self.cfg["train"]

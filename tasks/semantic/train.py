@@ -74,6 +74,9 @@ class SemanticTask(Task):
         if cfg["augment"]["copy_blob"]["p"] == 0:
             out.update({f"augment.copy_blob.{k}": "CopyBlob is off (augment.copy_blob.p is 0)"
                         for k in ("classes", "max_blobs", "band")})
+        if (cfg["model"]["args"] or {}).get("head", "softmax") != "sigmoid":
+            out["model.args.threshold"] = "the threshold decodes a sigmoid head's one logit; a softmax head takes " \
+                                          "the most probable class"
         if not uses_class_weights(cfg["loss"]["name"]):
             out["loss.class_weights"] = f"class weights weight the pixels of cross_entropy and bce; " \
                                         f"{cfg['loss']['name']} takes none"

@@ -24,6 +24,8 @@ def read_state_dict(path: str | Path, what: str, fix: str = STATE_DICT_FIX) -> d
     """The tensors of a state dict file (a ``{"model": state_dict}`` wrapper accepted), or one message whose fix
     is ``fix`` (what the caller accepts)."""
     path = Path(path)
+    if path.is_dir():
+        raise SegLoopError(f"is a folder, not a {what} file", path=path, fix=fix)
     if not path.is_file():
         raise SegLoopError(f"{what} file not found", path=path, fix=fix)
     try:
@@ -39,6 +41,10 @@ def read_state_dict(path: str | Path, what: str, fix: str = STATE_DICT_FIX) -> d
         raise SegLoopError(f"cannot read the {what}: not a PyTorch state dict file (truncated, damaged, or another "
                            f"format; {type(exc).__name__})", path=path,
                            fix=f"{fix}; a state dict is written by torch.save(model.state_dict(), PATH)") from None
+    if isinstance(state, dict) and "model_spec" in state:
+        raise SegLoopError(f"is a SegLoop checkpoint, not {what}", path=path,
+                           fix="start a model from a SegLoop run with model.init_from=PATH (or model.weights=PATH "
+                               "for the same model and taxonomy)")
     if isinstance(state, dict) and "model" in state and isinstance(state["model"], dict):
         state = state["model"]
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
