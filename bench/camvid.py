@@ -85,7 +85,7 @@ RECIPES: dict[str, list[str]] = {
     "convunext": ["model.name=convunext", "model.args={width: 16, depth: 4, stem_stride: 2}", "optim.lr=0.002"],
     "linknet-resnet34": ["model.name=linknet", "model.args={encoder: resnet34}"],
     "unet-effnet-lite0": ["model.name=unet", "model.args={encoder: efficientnet-lite0, encoder_weights: imagenet, "
-                          "decoder_channels: [16, 24, 40, 64]}", "optim.lr=0.001"],
+                          "decoder_channels: [16, 24, 40, 64]}"],
     "unet-effnet-lite0-scratch": ["model.name=unet", "model.args={encoder: efficientnet-lite0, "
                                   "decoder_channels: [16, 24, 40, 64]}"],
 }
