@@ -11,7 +11,6 @@ from core.fsio import read_text
 # page) displays: images sent to Label Studio must be the second kind
 READABLE_EXTS = (".bmp", ".jpeg", ".jpg", ".png", ".tif", ".tiff", ".webp")
 BROWSER_EXTS = (".jpeg", ".jpg", ".png", ".webp")
-IMAGE_EXTS = READABLE_EXTS
 
 
 def _listed(p: Path) -> list[Path]:

@@ -82,7 +82,7 @@ class SemanticTask(Task):
                                         f"{cfg['loss']['name']} takes none"
         return out
 
-    def copy_blob_config(self, version: DatasetVersion, split: str) -> dict[str, Any] | None:
+    def copy_blob_config(self, version: DatasetVersion) -> dict[str, Any] | None:
         """``augment.copy_blob`` with its class names as train indices; a class the taxonomy lacks is refused."""
         cb = dict(self.cfg["augment"]["copy_blob"])
         if cb["p"] == 0:
@@ -105,7 +105,7 @@ class SemanticTask(Task):
         hw = tuple(cfg["data"]["image_size"])
         aug = build_augment(cfg["augment"], hw, self.taxonomy.ignore_index)
         aug.set_random_seed(cfg["train"]["seed"])
-        copy_blob = self.copy_blob_config(version, cfg["data"]["train_split"])
+        copy_blob = self.copy_blob_config(version)
         train_set = SplitDataset(version, cfg["data"]["train_split"], hw, aug, image_ids=train_ids,
                                  progress=self.progress, copy_blob=copy_blob)
         if train_set.copy_blob is not None:
