@@ -102,6 +102,8 @@ bench: $(STAMP)
 	$(PY) bench/trainer_overhead.py
 	$(PY) bench/ingest_speed.py
 	$(PY) bench/metrics_speed.py
+	$(PY) bench/compare.py
+	$(PY) bench/ensemble.py
 	$(PY) bench/camvid.py
 
 # 1,000 generated images through a throw-away Label Studio: import, pre-annotations, 600 labelled, export, ingest;

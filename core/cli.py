@@ -51,3 +51,10 @@ def port_number(text: str) -> int:
     if not 1 <= value <= 65535:
         raise argparse.ArgumentTypeError(f"must be a TCP port in 1..65535, got {value} (fix: e.g. 5151 or 8080)")
     return value
+
+
+def output_folder(text: str) -> str:
+    """An output folder option (``--out``): an empty one would be read as the current folder."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("must name a folder, got an empty string")
+    return text

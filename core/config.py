@@ -14,11 +14,11 @@ of deep inside a training loop after the run folder exists. This is the one vali
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import difflib
 import fnmatch
 import math
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,6 +43,28 @@ def project_path(path: str | Path) -> Path:
     return q if q.exists() else p
 
 
+class ConfigLoader(yaml.SafeLoader):
+    """PyYAML's safe loader with YAML 1.2's numbers: ``1e-3`` and ``5e4`` are floats (YAML 1.1, which PyYAML
+    follows, wants ``1.0e-3`` and reads ``1e-3`` as a string, so ``lr: 1e-3`` in a file would be refused as "not a
+    number" while the same value on the command line is not)."""
+
+
+ConfigLoader.yaml_implicit_resolvers = {k: list(v) for k, v in yaml.SafeLoader.yaml_implicit_resolvers.items()}
+ConfigLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
+                |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
+                |\.[0-9_]+(?:[eE][-+]?[0-9]+)?
+                |[-+]?\.(?:inf|Inf|INF)
+                |\.(?:nan|NaN|NAN))$""", re.X),
+    list("-+0123456789."))
+
+
+def load_yaml_text(text: str) -> Any:
+    """YAML text as SegLoop reads every config, override and taxonomy (``ConfigLoader``)."""
+    return yaml.load(text, Loader=ConfigLoader)
+
+
 def read_yaml(path: str | Path) -> dict[str, Any]:
     """Read one YAML mapping, naming the file in any error."""
     path = Path(path)
@@ -51,7 +73,7 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     except SegLoopError as exc:  # missing, unreadable, not UTF-8: the same message, as a config error
         raise ConfigError(exc.message, path=exc.path, fix=exc.fix) from None
     try:
-        data = yaml.safe_load(text) or {}
+        data = load_yaml_text(text) or {}
     except yaml.YAMLError as exc:
         raise ConfigError(f"YAML does not parse: {exc}", path=path, fix="fix the syntax") from None
     if not isinstance(data, dict):
@@ -116,13 +138,9 @@ def parse_override(text: str) -> tuple[str, Any]:
     key, raw = text.split("=", 1)
     key = key.strip().lstrip("-")
     try:
-        value = yaml.safe_load(raw) if raw.strip() else ""
+        value = load_yaml_text(raw) if raw.strip() else ""
     except yaml.YAMLError:
         value = raw
-    # YAML reads '1e-3' as a string; accept scientific notation as a float.
-    if isinstance(value, str):
-        with contextlib.suppress(ValueError):
-            value = float(value) if any(c in value for c in ".eE") and not value.isalpha() else value
     return key, value
 
 

@@ -16,7 +16,7 @@ import re
 import shutil
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NoReturn
@@ -73,8 +73,26 @@ def raise_os_error(exc: OSError, dest: str | Path, tmp: str | Path | None = None
 
 
 def _make_parent(dest: Path) -> None:
+    blocking = next((p for p in [dest.parent, *dest.parent.parents] if p.exists() and not p.is_dir()), None)
+    if blocking is not None:  # not "already exists: remove it": the file is the user's
+        raise SegLoopError("is a file, so no folder can be made under it", path=blocking,
+                           fix=f"choose an output outside {blocking}")
     try:
         dest.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise_os_error(exc, dest.parent)
+
+
+def _temporary_beside(dest: Path, make: Callable[[], Any]) -> Any:
+    """A temporary file or folder beside ``dest`` (``make``), its error naming the folder, not the temporary
+    name (a system folder such as /proc refuses new entries with "not found")."""
+    try:
+        return make()
+    except FileNotFoundError:
+        if dest.parent.is_dir():
+            raise SegLoopError("cannot create anything in this folder (the file system refuses new entries)",
+                               path=dest.parent, fix="choose an output in a folder of your own") from None
+        raise
     except OSError as exc:
         raise_os_error(exc, dest.parent)
 
@@ -88,10 +106,8 @@ def atomic_path(dest: str | Path) -> Iterator[Path]:
     """
     dest = Path(dest)
     _make_parent(dest)
-    try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent)
-    except OSError as exc:
-        raise_os_error(exc, dest.parent)
+    fd, tmp = _temporary_beside(dest, lambda: tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp",
+                                                               dir=dest.parent))
     os.close(fd)
     tmp_path = Path(tmp)
     try:
@@ -141,10 +157,8 @@ def atomic_dir(dest: str | Path, replace: bool = False) -> Iterator[Path]:
         raise DestinationExists("the output exists and is a file, not a folder", path=dest,
                                 fix="choose another output folder, or move the file away")
     _make_parent(dest)
-    try:
-        tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.{os.getpid()}-", suffix=TMP_SUFFIX, dir=dest.parent))
-    except OSError as exc:
-        raise_os_error(exc, dest.parent)
+    tmp = Path(_temporary_beside(dest, lambda: tempfile.mkdtemp(prefix=f".{dest.name}.{os.getpid()}-",
+                                                                suffix=TMP_SUFFIX, dir=dest.parent)))
     old = None
     try:
         yield tmp
@@ -289,12 +303,39 @@ def to_rgb8(img: Image.Image) -> np.ndarray:
         if img.mode == "F" and a.size and (a.min() < 0 or a.max() > 1):
             lo, hi = float(a.min()), float(a.max())
             a = (a - lo) / (hi - lo) if hi > lo else np.zeros_like(a)
-        elif img.mode != "F":
-            top = float(a.max()) if a.size else 0.0
-            a = a / (2 ** max(8, int(np.ceil(np.log2(top + 1)))) - 1) if top > 255 else a / 255
-        grey = np.clip(np.round(a * 255), 0, 255).astype(np.uint8)
+        grey = _scaled(a) if img.mode != "F" else np.clip(np.round(a * 255), 0, 255).astype(np.uint8)
         return np.repeat(grey[..., None], 3, axis=2)
     return np.array(img.convert("RGB"))
+
+
+def _scaled(a: np.ndarray) -> np.ndarray:
+    """Integer samples above 8 bits over the largest value of their bit depth (a 12-bit sensor's 4095 stored in
+    16 bits stays 12-bit), as 8-bit."""
+    a = a.astype(np.float64)
+    top = float(a.max()) if a.size else 0.0
+    a = a / (2 ** max(8, int(np.ceil(np.log2(top + 1)))) - 1) if top > 255 else a / 255
+    return np.clip(np.round(a * 255), 0, 255).astype(np.uint8)
+
+
+def deep_colour(img: Image.Image) -> bool:
+    """A 16-bit-per-channel colour image (PNG, TIFF), which Pillow decodes to 8 bits by keeping each sample's
+    high byte: 12-bit data in 16 bits would come out almost black."""
+    return img.mode in ("RGB", "RGBA") and any(";16" in str(getattr(t, "args", "")) for t in (img.tile or []))
+
+
+def deep_colour_rgb8(source: str | Path | bytes, img: Image.Image, name: str | None = None) -> np.ndarray:
+    """A 16-bit colour image (a file, or an upload's bytes) scaled to 8-bit RGB by its range (``_scaled``),
+    decoded by OpenCV at full depth."""
+    import cv2
+
+    if isinstance(source, bytes):
+        a = cv2.imdecode(np.frombuffer(source, np.uint8), cv2.IMREAD_UNCHANGED)
+    else:
+        a = cv2.imread(str(source), cv2.IMREAD_UNCHANGED)
+    if a is None or a.ndim != 3 or a.shape[2] not in (3, 4):
+        raise SegLoopError(f"cannot decode this 16-bit {img.format} image", path=name or source,
+                           fix="save it as an 8-bit PNG or JPEG")
+    return _scaled(cv2.cvtColor(a[..., :3], cv2.COLOR_BGR2RGB))
 
 
 def read_image(path: str | Path, mode: str | None = "RGB", upright: bool = False) -> np.ndarray:
@@ -307,6 +348,8 @@ def read_image(path: str | Path, mode: str | None = "RGB", upright: bool = False
     from PIL import ImageOps
 
     with _opened_image(path) as img:
+        if mode == "RGB" and deep_colour(img):
+            return deep_colour_rgb8(path, img)
         img.load()
         if upright:
             img = ImageOps.exif_transpose(img)

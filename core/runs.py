@@ -128,9 +128,16 @@ class Run:
         """Every line of ``metrics.jsonl`` as (text, record). Only the last line may be unreadable (a kill cuts a
         write short there, nowhere else); any other unreadable line, or a line that is not a record of an epoch
         (a JSON object with integer ``epoch`` and ``step``), is a damaged file, said with its line number."""
+        if self.metrics_path.exists() and not self.metrics_path.is_file():
+            raise SegLoopError("metrics.jsonl is not a file", path=self.metrics_path,
+                               fix="move it away: metrics.jsonl is the run's record of its validations, a text file")
         if not self.metrics_path.is_file():
             return []
-        lines = self.metrics_path.read_text().splitlines()
+        try:
+            lines = self.metrics_path.read_text().splitlines()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise SegLoopError(f"metrics.jsonl cannot be read ({type(exc).__name__})", path=self.metrics_path,
+                               fix="restore it, or delete it (the run's curves are then empty)") from None
         out = []
         for n, line in enumerate(lines, 1):
             try:
@@ -160,14 +167,24 @@ class Run:
             os.replace(tmp, self.metrics_path)
 
 
+_NUMBER = (int, float)
+INFO_KINDS: dict[str, tuple[type, ...]] = {
+    "task": (str,), "dataset_version": (str,), "dataset_path": (str,), "model": (dict,), "command": (str,),
+    "best_metric": (str,), "best_value": _NUMBER, "best_epoch": (int,), "best_step": (int, type(None)),
+    "steps": (int,), "parameters": (int,), "train_seconds": _NUMBER, "train_images_per_second": _NUMBER,
+    "taxonomy": (str,), "train_images": (dict,), "overfit": (dict,), "early_stop": (dict,)}
+KIND_WORDS = {str: "a string", dict: "a JSON object", int: "an integer", float: "a number"}
+
+
 def _info_problem(info: dict[str, Any]) -> str | None:
     """What makes a ``run.json`` object unusable by its readers: its keys of the wrong kind."""
-    kinds = {"task": str, "dataset_version": str, "dataset_path": str, "model": dict, "command": str}
-    for key, kind in kinds.items():
-        if key in info and not isinstance(info[key], kind):
-            return f"has {key!r} = {info[key]!r}, not a {'JSON object' if kind is dict else 'string'}"
+    for key, kinds in INFO_KINDS.items():
+        if key in info and (not isinstance(info[key], kinds) or isinstance(info[key], bool)):
+            return f"has {key!r} = {info[key]!r}, not {KIND_WORDS[float if float in kinds else kinds[0]]}"
     if "model" in info and not isinstance(info["model"].get("name"), str):
         return "has a 'model' without its name"
+    if "model" in info and not isinstance(info["model"].get("args", {}), dict):
+        return f"has model args {info['model']['args']!r}, not a JSON object"
     return None
 
 
@@ -252,13 +269,16 @@ class RunWriter:
 
     def log(self, record: dict[str, Any]) -> None:
         """One ``metrics.jsonl`` line (``epoch``, ``step``, ``time_s``, ``lr``, ``train_loss``, optional
-        ``train_losses`` and ``val_loss``, and the task's ``val_*`` figures) and its TensorBoard scalars:
-        ``val_x`` as ``val/x``, per-class maps as ``val_x/<class>``."""
+        ``train_losses`` and ``val_loss``, the task's ``train_*`` scores of the training batches and its ``val_*``
+        figures) and its TensorBoard scalars: ``val_x`` as ``val/x``, ``train_x`` as ``train/x``, per-class maps as
+        ``val_x/<class>``."""
         with open(self.run.metrics_path, "a") as fh:
             fh.write(json.dumps(record) + "\n")
         step = record["step"]
         self.tb.add_scalar("train/epoch_loss", record["train_loss"], step)
         for key, value in record.items():
+            if key.startswith("train_") and key not in ("train_loss", "train_losses") and isinstance(value, float):
+                self.tb.add_scalar(key.replace("train_", "train/", 1), value, step)  # train/mIoU beside val/mIoU
             if not key.startswith("val_"):
                 continue
             if isinstance(value, (int, float)) and not isinstance(value, bool):
@@ -355,26 +375,64 @@ OWNER = ".owner.json"  # pid and host of the training that created the folder, u
 
 
 def is_abandoned(path: Path) -> bool:
-    """A run folder that holds no checkpoint and no evaluation, and whose training is gone: a run that failed
-    before its first epoch ended. Reusing its name is safe; nothing of value would be lost. A run still in its
-    first epoch (its owner alive on this host) is not abandoned."""
+    """A run folder SegLoop created (its ``.owner.json``) that holds no checkpoint and no evaluation, and whose
+    training is gone: a run that failed before its first epoch ended, or an empty folder. Reusing its name is safe;
+    nothing of value would be lost. A run still in its first epoch (its owner alive on this host) is not abandoned,
+    and neither is a folder SegLoop did not make (a user's folder that happens to have the run's name)."""
     if not path.is_dir() or has_results(path):
         return False
+    if not any(path.iterdir()):
+        return True
     try:
         owner = json.loads((path / OWNER).read_text())
     except (OSError, ValueError):
-        return True
-    return not owner_alive(owner.get("pid"), owner.get("host"))
+        return False
+    return not isinstance(owner, dict) or not owner_alive(owner.get("pid"), owner.get("host"))
+
+
+# what a run folder holds: its own files, and what evaluate, fiftyone_views and the labeling loop add to it
+RUN_ENTRIES = {CONFIG, "run.json", METRICS, CHECKPOINTS, "tb", OWNER, "eval", "predict", "relabel", "fiftyone",
+               "triptychs", "augment_preview.png"}
+
+
+def replaceable(path: Path) -> list[str]:
+    """What ``output.exist_ok`` replaces of an earlier run of this name (its entries), checked before anything is
+    built: only a SegLoop run folder is replaced, and only whole (an earlier model's evaluations would otherwise sit
+    beside the new model); a folder that is no run, or that holds files no run writes, is refused."""
+    entries = sorted(p.name for p in path.iterdir())
+    if not entries:
+        return []
+    if not ({CONFIG, "run.json", OWNER} & set(entries)):
+        raise SegLoopError("output.exist_ok=true would replace this folder, but it is not a run folder (no "
+                           "run.json or config.yaml)", path=path,
+                           fix="choose another output.name, or move the folder away")
+    foreign = [e for e in entries if e not in RUN_ENTRIES]
+    if foreign:
+        raise SegLoopError(f"output.exist_ok=true replaces the run folder whole, and it holds files no run writes: "
+                           f"{', '.join(foreign[:5])}{' ...' if len(foreign) > 5 else ''}", path=path,
+                           fix="move those files out of the run folder, or choose another output.name")
+    return entries
 
 
 def plan_run_dir(runs_dir: str | Path, name: str, exist_ok: bool) -> Path:
     """The folder a new run will use, chosen before anything is written (the folder itself is created only when
-    training starts). An existing name gets ``-2``, ``-3``, ... unless ``exist_ok``; an abandoned folder of a run
-    that failed before its first checkpoint is reused rather than skipped."""
+    training starts). An existing name gets ``-2``, ``-3``, ... unless ``exist_ok`` (an earlier run of that name is
+    then replaced: see ``replaceable``); an abandoned folder of a run that failed before its first checkpoint, or
+    an empty one, is reused rather than skipped."""
     name = safe_name(name, "output.name")
     root = Path(runs_dir)
     path = root / name
-    if not path.exists() or exist_ok or is_abandoned(path):
+    if path.exists() and not path.is_dir():
+        if exist_ok:
+            raise SegLoopError("output.exist_ok=true, but the run folder's name is a file", path=path,
+                               fix="choose another output.name, or move the file away")
+    elif path.exists() and exist_ok:
+        replaced = [e for e in replaceable(path) if e not in (OWNER,)]
+        if replaced:
+            print(f"note: output.exist_ok=true: the earlier run {path} is replaced when training starts "
+                  f"({', '.join(replaced)})")
+        return path
+    if not path.exists() or is_abandoned(path):
         return path
     i = 2
     while (root / f"{name}-{i}").exists() and not is_abandoned(root / f"{name}-{i}"):
@@ -386,7 +444,9 @@ def create_run_dir(path: Path, exist_ok: bool) -> Path:
     """Claim the planned run folder (``mkdir`` is atomic: of two trainings started together, one gets the name and
     the other the next free ``-N``); with ``exist_ok`` an earlier run of that name is replaced (its metrics must not
     mix with the new ones). The folder records its owner until the first checkpoint."""
-    if path.exists() and (exist_ok or is_abandoned(path)):
+    if path.is_dir() and (exist_ok or is_abandoned(path)):
+        if exist_ok:
+            replaceable(path)  # checked again: the folder may have changed while the data was prepared
         shutil.rmtree(path)
     base, i = path, 2
     while True:

@@ -3,6 +3,8 @@
   python -m evaluate run RUN [--split test] [--checkpoint best|last] [--tta]
   python -m evaluate predict RUN --images DIR|LIST.txt [--name NAME]
   python -m evaluate report RUN [RUN ...] --out reports/NAME [--pdf]
+  python -m evaluate compare RUN [RUN ...] [--out reports/NAME] [--split test] [--flops]
+  python -m evaluate ensemble RUN RUN [...] --out runs/NAME [--split test] [--reference RUN]
   python -m evaluate app [RUN ...] [--port N]
 """
 
@@ -10,11 +12,10 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
-from core.cli import port_number, positive_int
+from core.cli import output_folder, port_number, positive_int
 from core.errors import run_cli
-from evaluate.predict import predict_images
-from evaluate.runner import evaluate_run, print_summary
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -45,10 +46,29 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
     rp = sub.add_parser("report", help="Markdown + HTML report of one or more runs (after evaluate run)")
     rp.add_argument("runs", nargs="+", help="run folders")
-    rp.add_argument("--out", required=True, help="output folder, e.g. reports/demo")
+    rp.add_argument("--out", required=True, type=output_folder, help="output folder, e.g. reports/demo")
     rp.add_argument("--gallery", type=positive_int, default=6, help="test triptychs shown (>= 1)")
     rp.add_argument("--pdf", action="store_true", help="also report.pdf, printed by headless Chromium")
+    cp = sub.add_parser("compare", help="every run in one table (Markdown on the terminal; --out adds CSV, HTML, "
+                                        "curves), read from the run folders")
+    cp.add_argument("runs", nargs="+", help="run folders (a folder that is no run is named and left out)")
+    cp.add_argument("--out", type=output_folder, help="folder for compare.md, compare.csv, compare.html and the curves")
+    cp.add_argument("--split", default="test", help="the evaluated split whose figures are compared (default test)")
+    cp.add_argument("--flops", action="store_true", help="also GFLOPs per forward pass (loads each model)")
+    en = sub.add_parser("ensemble", help="several runs as one model (mean of probabilities), evaluated beside each")
+    en.add_argument("runs", nargs="+", help="the members: run folders of one task, taxonomy and dataset version")
+    en.add_argument("--out", required=True, type=output_folder, help="the ensemble's run folder, e.g. runs/folds-ens")
+    en.add_argument("--split", default="test", help="the split scored (default test)")
+    en.add_argument("--reference", help="a run to show beside them (a model trained on all of train)")
+    en.add_argument("--worst", type=positive_int, default=10, help="worst images compared across members")
     args = p.parse_args(argv)
+    if args.cmd == "ensemble":
+        from evaluate.ensemble import build_ensemble, print_comparison
+
+        print_comparison(build_ensemble(args.runs, args.out, args.split, args.reference, args.worst), Path(args.out))
+        return 0
+    if args.cmd == "compare":
+        return _compare(args.runs, args.out, args.split, args.flops)
     if args.cmd == "app":
         from evaluate.app_server import serve
 
@@ -61,12 +81,34 @@ def main(argv: list[str] | None = None) -> int:
               + (f" and {out / 'report.pdf'}" if args.pdf else ""))
         return 0
     if args.cmd == "predict":
+        from evaluate.predict import predict_images  # torch and the model code: imported for the commands that run one
+
         out = predict_images(args.run, args.images, args.name, args.checkpoint, args.device)
         print(f"predictions written to {out}")
         return 0
+    from evaluate.runner import evaluate_run, print_summary
+
     result = evaluate_run(args.run, args.split, args.checkpoint, args.device, args.version, args.tta,
                           not args.no_uncertainty, replace=args.replace)
     print_summary(result)
+    return 0
+
+
+def _compare(runs: list[str], out: str | None, split: str, flops: bool) -> int:
+    from core.errors import SegLoopError
+    from evaluate.compare import compare_runs, markdown, write_comparison
+
+    if split not in ("train", "val", "test"):
+        raise SegLoopError(f"--split {split}: there is no such split", fix="--split train, val or test")
+    rows, skipped = compare_runs(runs, split, flops)
+    for line in skipped:
+        print(f"note: left out {line}", file=sys.stderr)
+    if not rows:
+        raise SegLoopError(f"none of the {len(runs)} folder(s) is a run to compare", path=runs[0],
+                           fix="give run folders written by python -m train.run (ls runs/)")
+    print(markdown(rows, split))
+    if out:
+        print(f"comparison written: {write_comparison(rows, out, split)}/compare.md, compare.csv, compare.html")
     return 0
 
 

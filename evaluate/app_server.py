@@ -44,6 +44,10 @@ def check_trained(run: str | Path, which: str = "best", runs_dir: str | Path = "
         raise SegLoopError(f"run '{path.name}' has no checkpoint ({which}.pt) to demo", path=path,
                            fix=TRAIN_FIX.replace("<name>", path.name).replace("<run>", str(path)))
     Run(path).info()  # a missing or broken run.json is said here, not in the served page
+    from train.checkpoint import check_run_checkpoint, load_checkpoint
+
+    ckpt_path = Run(path).checkpoint_path(which)
+    check_run_checkpoint(path, load_checkpoint(ckpt_path), ckpt_path)  # a truncated or foreign file, here too
     return path
 
 

@@ -28,7 +28,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 import tasks
 from core.errors import SegLoopError
-from core.fsio import to_rgb8
+from core.fsio import deep_colour, deep_colour_rgb8, to_rgb8
 from core.runs import DEFAULT_TASK, Run, dataset_ref
 from evaluate.app_server import check_trained
 from evaluate.inference import Inference, load_for_inference
@@ -190,6 +190,8 @@ def decode_upload(data: bytes, name: str = "upload", max_pixels: int = MAX_PIXEL
                 raise SegLoopError(f"image is {w} x {h} = {w * h / 1e6:.0f} megapixels, above the demo's limit of "
                                    f"{max_pixels / 1e6:.0f}", path=name,
                                    fix="downscale it (e.g. to 2048 pixels wide) and upload it again")
+            if deep_colour(img):  # 16 bits per channel: Pillow would keep each sample's high byte only
+                return deep_colour_rgb8(data, img, name)
             img.load()
             # a phone photo is stored sideways with an EXIF orientation tag: show it the way up the camera saw it
             return to_rgb8(ImageOps.exif_transpose(img))

@@ -12,8 +12,6 @@ Images are written beside the report; ``pdf=True`` prints the HTML page to ``rep
 
 from __future__ import annotations
 
-import functools
-import html
 import json
 import platform
 import re
@@ -23,10 +21,8 @@ from typing import Any
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt
 import numpy as np
 import torch
-from markdown_it import MarkdownIt
 from PIL import Image
 
 import tasks
@@ -35,8 +31,15 @@ from core.config import flatten, load_with_bases
 from core.errors import SegLoopError
 from core.fsio import atomic_dir
 from core.runs import Run, find_checkpoint
+from evaluate.compare import Row, compare_runs
+from evaluate.compare import markdown as compare_markdown
+from evaluate.curves import curve_pngs as _curve_pngs
+from evaluate.curves import plot as _plot
 from evaluate.gallery import make_triptychs
 from evaluate.results import EvalResults, read_eval_metrics
+from evaluate.tables import code as _code
+from evaluate.tables import html_page as _html
+from evaluate.tables import table
 from ingest.version import DatasetVersion
 from train.checkpoint import load_checkpoint, load_model
 from train.config import TRAIN_DEFAULT, WHY, shown_command
@@ -103,6 +106,8 @@ def _model_args_help(spec: dict[str, Any]) -> dict[str, str]:
 def _load_run(run: Path) -> dict[str, Any]:
     info = Run(run).info()  # the one reader of run.json: a folder without one, or a broken one, says so
     metrics = Run(run).read_metrics()
+    if not metrics:
+        print(f"note: {Run(run).metrics_path} is missing or empty: the report has no curves for {run.name}")
     test = run / "eval" / "test" / "metrics.json"
     if not test.is_file():
         raise SegLoopError("run has no test evaluation", path=run,
@@ -135,40 +140,6 @@ def _load_run(run: Path) -> dict[str, Any]:
             "config": ckpt["config"], "spec": ckpt["model_spec"], "params": params, "size_mb": size_mb,
             "gflops": fc.get_total_flops() / 1e9, "hw": hw, "taxonomy": ckpt["taxonomy"],
             "report": tasks.get(ckpt["model_spec"]["task"]).report()}
-
-
-def _plot(path: Path, title: str, ylabel: str, series: list[tuple[str, list[int], list[Any], str]]) -> None:
-    """One curve figure: (label, epochs, values, line style) per series; missing values (None) leave gaps."""
-    fig, ax = plt.subplots(figsize=(6, 3.4))
-    for label, epochs, values, style in series:
-        ax.plot(epochs, [np.nan if v is None else v for v in values], style, marker=".", label=label)
-    ax.set(xlabel="epoch", ylabel=ylabel, title=title)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
-    fig.savefig(path, dpi=100, bbox_inches="tight")
-    plt.close(fig)
-
-
-def _curve_pngs(runs: list[dict[str, Any]], out: Path) -> list[tuple[str, str]]:
-    """``loss_curves.png`` (train loss solid, validation loss dashed) and one ``curve_val_<metric>.png`` per scalar
-    validation metric any run recorded; returns (file, caption) pairs."""
-    files = [("loss_curves.png", "training loss (solid) and validation loss (dashed)")]
-    series = []
-    for r in runs:
-        ep = [m["epoch"] for m in r["curve"]]
-        series.append((f"{r['name']} train", ep, [m.get("train_loss") for m in r["curve"]], "-"))
-        if any("val_loss" in m for m in r["curve"]):
-            series.append((f"{r['name']} val", ep, [m.get("val_loss") for m in r["curve"]], "--"))
-    _plot(out / files[0][0], "loss", "loss", series)
-    keys = sorted({k for r in runs for m in r["curve"] for k, v in m.items()
-                   if k.startswith("val_") and k != "val_loss" and isinstance(v, (int, float))})
-    for key in keys:
-        name = f"curve_{re.sub(r'[^A-Za-z0-9_]', '_', key)}.png"
-        _plot(out / name, key.removeprefix("val_"), key.removeprefix("val_"),
-              [(r["name"], [m["epoch"] for m in r["curve"]], [m.get(key) for m in r["curve"]], "-")
-               for r in runs if any(key in m for m in r["curve"])])
-        files.append((name, f"validation {key.removeprefix('val_')}"))
-    return files
 
 
 def _class_curves_png(run: dict[str, Any], path: Path) -> str | None:
@@ -306,32 +277,13 @@ def build_report(runs: list[str | Path], out: str | Path, gallery: int = 6, pdf:
                 r["arch_png"] = archs[key]["arch_png"]
         gal_dir, _, _ = make_triptychs(first["dir"], "test", n=gallery, seed=0, out=tmp / "gallery")
         gallery_pngs = sorted(p.name for p in gal_dir.glob("*.png"))
-        md = _markdown(loaded, ds, m, expl, examples, gallery_pngs, curves)
+        comparison, _ = compare_runs([r["dir"] for r in loaded], "test")
+        md = _markdown(loaded, ds, m, expl, examples, gallery_pngs, curves, comparison)
         (tmp / "report.md").write_text(md)
         (tmp / "report.html").write_text(_html(md, f"SegLoop report: {', '.join(r['name'] for r in loaded)}"))
         if chromium:
             print_pdf(tmp / "report.html", tmp / "report.pdf", chromium)
     return out
-
-
-def _cell(value: Any) -> str:
-    """A table cell's Markdown: ``|`` escaped (GitHub's rule, inside code spans too), line breaks as spaces."""
-    return re.sub(r"\s*\n\s*", " ", str(value)).replace("|", "\\|")
-
-
-def table(header: list[str], rows: list[list[Any]]) -> str:
-    """The one table renderer: every cell escaped, so a value holding ``|`` stays in its column."""
-    lines = ["| " + " | ".join(_cell(c) for c in header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(_cell(c) for c in row) + " |" for row in rows]
-    return "\n".join(lines)
-
-
-def _code(value: Any) -> str:
-    """Inline code holding ``value`` (a longer backtick fence when the value itself holds backticks)."""
-    text = str(value)
-    fence = "`" * (max((len(run) for run in re.findall(r"`+", text)), default=0) + 1)
-    pad = " " if text.startswith("`") or text.endswith("`") else ""  # CommonMark strips one space each side
-    return f"{fence}{pad}{text}{pad}{fence}"
 
 
 def _reasons(cfg: dict[str, Any], defaults: dict[str, Any]) -> dict[str, str]:
@@ -346,16 +298,6 @@ def _reasons(cfg: dict[str, Any], defaults: dict[str, Any]) -> dict[str, str]:
     return out
 
 
-def standard_augmentations(a: dict[str, Any], geometric: list[str], mixing: list[str]) -> list[str]:
-    """SegLoop's own augmentation pipeline in words: flip, the task's geometric steps, colour jitter, mixing."""
-    augs = [f"horizontal flip p={a['hflip']}"] if a.get("hflip") else []
-    augs += geometric
-    if a.get("color"):
-        augs.append(f"colour jitter p={a['color']} (brightness {a['brightness']}, contrast {a['contrast']}, "
-                    f"saturation {a['saturation']}, hue {a['hue']})")
-    return augs + mixing
-
-
 def _coverage(r: dict[str, Any], ds: DatasetVersion) -> dict[str, str]:
     """What one run covers, aspect by aspect, for the reviewer's checklist."""
     cfg, spec, test = r["config"], r["spec"], r["test"]
@@ -367,19 +309,38 @@ def _coverage(r: dict[str, Any], ds: DatasetVersion) -> dict[str, str]:
     splits = ", ".join(f"{counts[s]['images']} {s}" for s in counts) if counts else ""
     data = (f"{r['info']['dataset_version']} ({splits} images); trained on '{cfg['data']['train_split']}', "
             f"validated on '{cfg['data']['val_split']}', tested on 'test'; size {cfg['data']['image_size']}")
-    augs = part.augmentations(spec, cfg)
+    augs = [] if r["info"].get("overfit") else part.augmentations(spec, cfg)  # the overfit check augments nothing
     metrics = part.metrics(test)
     metrics.append(f"inference time ({test['timing']['device']})" if "timing" in test else "")
     fold = cfg["data"]["fold"]
+    chosen = r["info"].get("train_images") or {}
     return {"model": model, "loss": loss, "data": data, "augmentations": "; ".join(augs) or "none",
             "metrics": ", ".join(m for m in metrics if m),
             "TTA": "horizontal flip averaged" if test.get("tta") else "none (single forward pass)",
             "folds": (f"fold {fold}: folds/fold{fold}.json's train / val" if fold is not None
-                      else "none: the version's fixed train / val / test split")}
+                      else "none: the version's fixed train / val / test split"),
+            "training images": (f"{chosen.get('count')} chosen by {chosen.get('from')} (ids sha256 "
+                                f"{str(chosen.get('ids_sha256', ''))[:12]})" if chosen else
+                                f"all of '{cfg['data']['train_split']}'"),
+            "stopping": _stopping(r["info"], cfg)}
+
+
+def _stopping(info: dict[str, Any], cfg: dict[str, Any]) -> str:
+    """How the run's training ended and where its peak (best.pt) was, in words."""
+    peak = (f"peak val {info.get('best_metric')} {info['best_value']:.4f} at epoch {info.get('best_epoch')}"
+            + (f" (step {info['best_step']})" if isinstance(info.get("best_step"), int) else "")
+            if isinstance(info.get("best_value"), (int, float)) else "")
+    if info.get("stopped"):
+        how = str(info["stopped"])
+    elif info.get("stopped_by_time_limit"):
+        how = f"time limit ({cfg['train']['time_limit']} minutes)"
+    else:
+        how = f"all {cfg['train']['epochs']} epochs"
+    return "; ".join(x for x in (how, peak) if x)
 
 
 def _markdown(runs: list[dict], ds: DatasetVersion, m: dict, expl: dict[str, str], examples: list[str],
-              gallery: list[str], curves: list[tuple[str, str]]) -> str:
+              gallery: list[str], curves: list[tuple[str, str]], comparison: list[Row]) -> str:
     tax = ds.taxonomy
     splits = list(m["counts"])
     s: list[str] = [f"# SegLoop report: {', '.join(r['name'] for r in runs)}", ""]
@@ -430,18 +391,8 @@ def _markdown(runs: list[dict], ds: DatasetVersion, m: dict, expl: dict[str, str
     s += [""]
     s += ["## Comparison (test split)", "",
           "Semantic and instance runs share the thing-class mIoU (an instance model's masks painted into a class "
-          "map, higher scores on top); mask AP is COCO's (IoU .50:.95), equal to pycocotools' COCOeval.", "",
-          table(["run", "task", "model", "parameters", "best val", "test mIoU", "thing-class mIoU", "mask AP",
-                  "mask AP50", "box AP", "ms / image", "train time"],
-                 [[r["name"], r["spec"]["task"], r["spec"]["name"], f"{r['params'] / 1e6:.2f} M",
-                   f"{r['info'].get('best_metric', 'mIoU')} "
-                   f"{r['info'].get('best_value', r['info'].get('best_val_mIoU', float('nan'))):.4f}",
-                   num(r["test"].get("mIoU")), num(r["test"].get("things_mIoU")),
-                   num(r["test"].get("segm", {}).get("AP")), num(r["test"].get("segm", {}).get("AP50")),
-                   num(r["test"].get("bbox", {}).get("AP")),
-                   f"{r['test']['timing']['ms_per_image_mean']:.1f} ({r['test']['timing']['device']})",
-                   f"{r['info'].get('train_seconds', 0):.0f} s at {r['info'].get('train_images_per_second', 0)} img/s"]
-                  for r in runs]), ""]
+          "map, higher scores on top); mask AP is COCO's (IoU .50:.95), equal to pycocotools' COCOeval. The table "
+          "is `python -m evaluate compare`'s.", "", compare_markdown(comparison), ""]
     s += ["## Worst classes", ""]
     for r in runs:
         s += r["report"].worst_classes(r["name"], r["test"])
@@ -450,34 +401,3 @@ def _markdown(runs: list[dict], ds: DatasetVersion, m: dict, expl: dict[str, str
     s += ["## Runtime environment", "", table(["", ""], _environment()), ""]
     s += ["## References", ""] + [f"{i}. {b}" for i, b in enumerate(BIBLIOGRAPHY, 1)] + [""]
     return "\n".join(s)
-
-
-def num(v: float | None) -> str:
-    return "-" if v is None or (isinstance(v, float) and np.isnan(v)) else f"{v:.4f}"
-
-
-_SAFE_URL = re.compile(r"^(https?://|[^:]*$)")  # web links and relative paths only (no javascript:, data:, ...)
-
-
-@functools.cache
-def _md() -> MarkdownIt:
-    """CommonMark with tables, raw HTML off (a config value or a reason is user input, shown as text), and links and
-    images only to web or relative addresses."""
-    md = MarkdownIt("commonmark", {"html": False}).enable("table")
-    md.validateLink = lambda url: bool(_SAFE_URL.match(url.strip()))
-    return md
-
-
-def _inline(text: str) -> str:
-    """One line of Markdown as inline HTML."""
-    return _md().renderInline(text)
-
-
-def _html(md: str, title: str) -> str:
-    """The report's Markdown as one self-contained page; a reviewer's ``[ ]`` table cell becomes a checkbox."""
-    body = _md().render(md).replace("<td>[ ]</td>", '<td><input type="checkbox"></td>')
-    style = ("body{font-family:sans-serif;max-width:1100px;margin:2em auto;line-height:1.4}"
-             "table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:2px 6px;font-size:13px}"
-             "img{max-width:100%}pre{background:#f4f4f4;padding:.5em;overflow-x:auto}")
-    return (f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
-            f"<style>{style}</style></head><body>\n" + body + "\n</body></html>\n")

@@ -39,6 +39,10 @@ def list_images(images: str | Path, exts: tuple[str, ...] = READABLE_EXTS) -> li
         if not files:
             raise SegLoopError("the image list names no image", path=p,
                                fix="list one image path per line (relative paths from the list's folder)")
+        folders = [f for f in files if f.is_dir()]
+        if folders:
+            raise SegLoopError(f"{len(folders)} listed paths are folders, not images, e.g. {folders[0]}", path=p,
+                               fix="list image files one per line, or give the folder itself instead of the list")
         missing = [f for f in files if not f.is_file()]
         if missing:
             raise SegLoopError(f"{len(missing)} listed images do not exist, e.g. {missing[0]}", path=p,

@@ -5,8 +5,10 @@ import shutil
 import pytest
 
 from core.errors import SegLoopError
-from evaluate.report import _code, _inline, build_report, config_explanations, print_pdf
+from evaluate.report import build_report, config_explanations, print_pdf
 from evaluate.runner import evaluate_run
+from evaluate.tables import code as _code
+from evaluate.tables import inline as _inline
 from tests.browser import launch
 
 SECTIONS = ["## Problem", "## Dataset", "## Architectures", "## Training", "## Coverage", "## Loss and metrics",
@@ -107,7 +109,7 @@ def test_report_sections_and_browser(tiny_run, tmp_path):
     rows = {r[0]: r for r in hp[1:]}
     assert rows["data.config"][1] == "configs/data/a|b.yaml"
     assert rows["optim.lr"][3] == "halved | the loss spiked" and rows["train.seed"][3] == "default"
-    assert boxes == 7  # model, loss, data, augmentations, metrics, TTA, folds
+    assert boxes == 9  # model, loss, data, augmentations, metrics, TTA, folds, training images, stopping
 
 
 def test_report_compares_semantic_and_instance_runs(evaluated_run, evaluated_instance_run, tmp_path):

@@ -625,3 +625,217 @@ def test_weights_that_are_a_folder_or_a_segloop_checkpoint_are_named(tiny_run, t
         SEMANTIC_MODELS.build("unet", {"encoder": "resnet18", "encoder_weights": str(
             tiny_run.run_dir / "checkpoints" / "best.pt")}, num_classes=3)
     assert "model.init_from" in str(e.value)
+
+
+# -------------------------------------------------------------------- found by a fifth fresh-eyes probe
+def test_a_new_run_never_takes_a_folder_that_is_not_a_run(capsys, demo_version, tmp_path):
+    runs = tmp_path / "runs"
+    (runs / "victim" / "photos").mkdir(parents=True)
+    (runs / "victim" / "photos" / "a.txt").write_text("precious")
+    before = snapshot(runs / "victim")
+    # without exist_ok the name is taken: the run goes to victim-2
+    clean_error(capsys, _train_main(), [*tiny_overrides(demo_version.path, runs, "output.name=victim",
+                                                         "output.exist_ok=true")], "is not a run folder")
+    assert snapshot(runs / "victim") == before
+    from train.config import load_train_config
+    from train.engine import train
+
+    res = train(load_train_config(None, tiny_overrides(demo_version.path, runs, "output.name=victim",
+                                                       "train.epochs=1")), progress=False)
+    assert res.run_dir == runs / "victim-2" and snapshot(runs / "victim") == before
+
+
+def test_exist_ok_replaces_a_run_whole_but_never_files_no_run_writes(capsys, tiny_run, demo_version, tmp_path):
+    runs = tmp_path / "runs"
+    shutil.copytree(tiny_run.run_dir, runs / "j")
+    (runs / "j" / "notes.txt").write_text("mine")
+    before = snapshot(runs / "j")
+    clean_error(capsys, _train_main(), [*tiny_overrides(demo_version.path, runs, "output.name=j",
+                                                         "output.exist_ok=true")], "notes.txt", "holds files no run")
+    assert snapshot(runs / "j") == before
+    (runs / "j" / "notes.txt").unlink()
+    (runs / "j" / "relabel").mkdir()
+    rc = run_cli(_train_main(), [*tiny_overrides(demo_version.path, runs, "output.name=j", "output.exist_ok=true",
+                                                 "train.epochs=1"), "--quiet"])
+    assert rc == 0 and "replaced when training starts" in capsys.readouterr().out
+    assert not (runs / "j" / "relabel").exists()  # the earlier model's lists went with it, as said
+
+
+@pytest.mark.parametrize(("override", "key"), [
+    ("data.image_size=[32,64]", "data.image_size"),
+    ("loss.name=dice", "loss.name"),
+    ("train.seed=3", "train.seed"),
+])
+def test_resume_refuses_to_change_what_the_checkpoint_trained_on(capsys, tiny_run, tmp_path, override, key):
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run.run_dir, run)
+    before = snapshot(run)
+    clean_error(capsys, _train_main(), [f"resume={run}", "train.epochs=3", override], key,
+                "does not apply when resuming")
+    assert snapshot(run) == before
+
+
+def test_resume_with_a_key_missing_from_config_yaml_refuses_the_default(capsys, tiny_run, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run.run_dir, run)
+    config = run / "config.yaml"
+    config.write_text("".join(line for line in config.read_text().splitlines(keepends=True)
+                              if not line.strip().startswith("image_size")))
+    before = snapshot(run)
+    clean_error(capsys, _train_main(), [f"resume={run}", "train.epochs=3"], "data.image_size=[128, 256]",
+                "trained with data.image_size=[64, 128]")
+    assert snapshot(run) == before
+
+
+def test_resume_with_a_new_data_version_is_refused(capsys, tiny_run, demo_city, tmp_path):
+    from ingest.version import build
+    from tests.conftest import demo_data_config
+
+    other = build(demo_data_config(demo_city, tmp_path / "v", "name=other"), progress=False)
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run.run_dir, run)
+    before = snapshot(run)
+    clean_error(capsys, _train_main(), [f"resume={run}", "train.epochs=3", f"data.version={other.path}"],
+                "data.version=", "does not apply when resuming")
+    assert snapshot(run) == before
+
+
+def test_a_nan_loss_is_caught_in_an_epoch_shorter_than_log_every(capsys, demo_version, tmp_path):
+    runs = tmp_path / "runs"
+    clean_error(capsys, _train_main(), [*tiny_overrides(demo_version.path, runs, "optim.lr=1e30",
+                                                         "schedule.warmup_steps=0", "train.log_every=100",
+                                                         "train.epochs=1")], "training loss is nan", "optim.lr")
+    assert not runs.exists() or not any(runs.iterdir())
+
+
+@pytest.mark.parametrize(("override", "words"), [
+    ("loss.name=cross_entropy+dice;loss.args={dice: {weight: .inf}}", "weight must be a positive number"),
+    ("loss.name=tversky;loss.args={tversky: {alpha: 0, beta: 0}}", "alpha and beta are both 0"),
+    ("model.args={attention: maybe}", "model.args.attention must be true or false"),
+    ("model.args={width: '8'}", "model.args.width must be a whole number"),
+    ("model.args={width: 8, depth: 12}", "at most depth 8"),
+    ("model.name=unet;model.args={encoder: residual, decoder_channels: 8}", "decoder_channels must be a list"),
+])
+def test_model_and_loss_arguments_of_the_wrong_kind_or_range(capsys, demo_version, tmp_path, override, words):
+    runs = tmp_path / "runs"
+    clean_error(capsys, _train_main(), [f"data.version={demo_version.path}", f"output.runs_dir={runs}",
+                                        *override.split(";")], words)
+    assert not runs.exists()
+
+
+def test_scientific_notation_reads_as_a_number_in_files_and_nested_values(tmp_path):
+    from train.config import load_train_config
+
+    exp = tmp_path / "exp.yaml"
+    exp.write_text("base: " + str(Path(__file__).resolve().parent.parent / "configs/train/default.yaml")
+                   + "\noptim: {lr: 1e-3}\n")
+    cfg = load_train_config(exp, ["loss.name=cross_entropy+dice", "loss.args={dice: {smooth: 1e-5}}"])
+    assert cfg["optim"]["lr"] == 0.001 and cfg["loss"]["args"]["dice"]["smooth"] == 1e-5
+
+
+WEIGHTS_ONLY, BOTH = ("model.weights",), ("model.weights", "model.init_from")  # init_from skips unfit layers
+
+
+@pytest.mark.parametrize(("edit", "words", "keys"), [
+    (lambda c: c["model"].update({next(iter(c["model"])): c["model"][next(iter(c["model"]))][:1]}),
+     "of another shape", WEIGHTS_ONLY),
+    (lambda c: c["model"].pop(next(iter(c["model"]))), "1 missing", WEIGHTS_ONLY),
+    (lambda c: c.update(model_spec="resunet"), "'model_spec' is 'resunet'", BOTH),
+    (lambda c: c["model_spec"].update(args=[1]), "args map names to values", BOTH),
+    (lambda c: c.update(taxonomy=5), "'taxonomy' is '5'", BOTH),
+])
+def test_edited_checkpoints_given_as_weights_are_named(capsys, tiny_run, demo_version, tmp_path, edit, words, keys):
+    import torch
+
+    ckpt = torch.load(tiny_run.run_dir / "checkpoints" / "best.pt", weights_only=True)
+    edit(ckpt)
+    path = tmp_path / "edited.pt"
+    torch.save(ckpt, path)
+    runs = tmp_path / "runs"
+    for key in keys:
+        clean_error(capsys, _train_main(), [*tiny_overrides(demo_version.path, runs, f"{key}={path}")], words,
+                    str(path))
+    assert not runs.exists()
+
+
+@pytest.mark.parametrize(("change", "words"), [
+    ({"best_value": "x"}, "'best_value' = 'x', not a number"),
+    ({"train_seconds": "x"}, "'train_seconds' = 'x'"),
+    ({"model": {"name": "resunet", "args": [1]}}, "model args [1], not a JSON object"),
+])
+def test_run_json_of_the_wrong_kinds_is_named_by_every_reader(capsys, evaluated_run, tmp_path, change, words):
+    run = tmp_path / "run"
+    shutil.copytree(evaluated_run, run)
+    info = run / "run.json"
+    info.write_text(json.dumps({**json.loads(info.read_text()), **change}))
+    clean_error(capsys, _evaluate_main(), ["report", run, "--out", tmp_path / "rep"], words)
+    clean_error(capsys, _evaluate_main(), ["run", run, "--split", "test"], words)
+    assert not (tmp_path / "rep").exists()
+
+
+def test_the_app_checks_a_truncated_checkpoint_at_the_terminal(capsys, tiny_run, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run.run_dir, run)
+    best = run / "checkpoints" / "best.pt"
+    best.write_bytes(best.read_bytes()[:1000])
+    clean_error(capsys, _evaluate_main(), ["app", run, "--port", "8799"], "cannot read checkpoint", "best.pt")
+
+
+def test_a_16_bit_colour_image_is_scaled_by_its_range(tmp_path):
+    import cv2
+
+    from core.fsio import read_image
+    from evaluate.demo_app import decode_upload
+
+    rng = np.random.default_rng(0)
+    a = (rng.random((20, 30, 3)) * 4095).astype(np.uint16)  # a 12-bit sensor's colour frame in 16-bit files
+    expected = np.round(a[..., ::-1] / 4095 * 255).astype(np.uint8)  # OpenCV writes BGR
+    for name in ("c16.png", "c16.tif"):
+        cv2.imwrite(str(tmp_path / name), a)
+        np.testing.assert_array_equal(read_image(tmp_path / name), expected)
+        np.testing.assert_array_equal(decode_upload((tmp_path / name).read_bytes()), expected)
+
+
+def test_yolo_sizes_and_freezing_are_checked_before_training(capsys, demo_version, tmp_path):
+    from tests.conftest import yolo_overrides
+
+    runs = tmp_path / "runs"
+    clean_error(capsys, _train_main(), [*yolo_overrides(demo_version.path, runs, "data.image_size=[100,100]")],
+                "multiple of 32", "data.image_size=[128, 128]")
+    clean_error(capsys, _train_main(), [*yolo_overrides(demo_version.path, runs, "ultralytics={freeze: 999}")],
+                "ultralytics.freeze=999", "layers")
+    assert not runs.exists()
+
+
+@pytest.mark.parametrize(("env", "words"), [
+    ({"MASTER_PORT": "abc", "MASTER_ADDR": "127.0.0.1"}, "MASTER_PORT='abc' is not a port number"),
+    ({"MASTER_PORT": "29511", "MASTER_ADDR": "nohost.invalid"}, "MASTER_ADDR='nohost.invalid' does not resolve"),
+])
+def test_a_rendezvous_torchrun_would_never_set_is_said(capsys, demo_version, tmp_path, monkeypatch, env, words):
+    for k, v in {"WORLD_SIZE": "2", "RANK": "1", "LOCAL_RANK": "1", **env}.items():
+        monkeypatch.setenv(k, v)
+    clean_error(capsys, _train_main(), [*tiny_overrides(demo_version.path, tmp_path / "runs")], words)
+
+
+def test_outputs_under_a_file_or_in_a_system_folder_are_named(capsys, evaluated_run, tmp_path):
+    (tmp_path / "file.txt").write_text("mine")
+    clean_error(capsys, _evaluate_main(), ["report", evaluated_run, "--out", tmp_path / "file.txt" / "rep"],
+                "file.txt: is a file, so no folder can be made under it")
+    assert (tmp_path / "file.txt").read_text() == "mine"
+    clean_error(capsys, _evaluate_main(), ["compare", evaluated_run, "--out", ""], "must name a folder")
+
+
+def test_report_says_a_run_without_metrics_has_no_curves(capsys, evaluated_run, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(evaluated_run, run)
+    (run / "metrics.jsonl").unlink()
+    (run / "metrics.jsonl").mkdir()
+    clean_error(capsys, _evaluate_main(), ["report", run, "--out", tmp_path / "rep"], "metrics.jsonl is not a file")
+
+
+def test_an_image_list_naming_a_folder_says_so(capsys, tiny_run, tmp_path):
+    (tmp_path / "pool").mkdir()
+    listing = tmp_path / "list.txt"
+    listing.write_text(f"{tmp_path / 'pool'}\n")
+    clean_error(capsys, _evaluate_main(), ["predict", tiny_run.run_dir, "--images", listing],
+                "listed paths are folders")

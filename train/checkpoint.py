@@ -72,6 +72,16 @@ def refused_pickle_message(exc: BaseException, what: str) -> str | None:
             f"tensors could run code")
 
 
+def quiet_load(path: str | Path) -> Any:
+    """``torch.load(weights_only=True)`` without torch's warnings about the file (a plain pickle's, say): SegLoop's
+    own message says what is wrong with it and what to give instead."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        return torch.load(path, map_location="cpu", weights_only=True)
+
+
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
     """Read a checkpoint without unpickling arbitrary objects; anything else is refused with the reason."""
     path = Path(path)
@@ -79,7 +89,7 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
         raise SegLoopError("checkpoint not found", path=path, fix="train first (python -m train.run) or check the run")
     try:
         with torch.serialization.safe_globals(_LEGACY_NUMPY):
-            ckpt = torch.load(path, map_location="cpu", weights_only=True)
+            ckpt = quiet_load(path)
     except pickle.UnpicklingError as exc:
         found = _refused_global(exc)
         if found is None:
@@ -102,6 +112,10 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     if not isinstance(ckpt, dict) or "model" not in ckpt or "model_spec" not in ckpt:
         raise SegLoopError("not a SegLoop checkpoint (no model and model spec)", path=path,
                            fix="use a checkpoint from runs/<run>/checkpoints/")
+    problem = checkpoint_problem(ckpt)
+    if problem:
+        raise SegLoopError(f"not a usable SegLoop checkpoint: its {problem}", path=path,
+                           fix="use a checkpoint written by python -m train.run (runs/<run>/checkpoints/), unedited")
     ckpt["model_spec"] = normalize_spec(ckpt["model_spec"])
     # a checkpoint written before its task's models took today's layout is renamed by the task
     return tasks.get(ckpt["model_spec"]["task"]).training().upgrade_checkpoint(ckpt)
@@ -172,6 +186,42 @@ def module_tensors(record: Any, prefix: str = "") -> dict[str, torch.Tensor]:
     for k, child in (state.get("_modules") or {}).items():
         out.update(module_tensors(child, f"{prefix}{k}."))
     return out
+
+
+def checkpoint_problem(ckpt: dict[str, Any]) -> str | None:
+    """What makes a checkpoint's parts of the wrong kind for its readers (an edited or foreign file), or None."""
+    state, spec, taxonomy = ckpt["model"], ckpt["model_spec"], ckpt.get("taxonomy")
+    if not isinstance(state, dict) or not all(isinstance(k, str) and isinstance(v, torch.Tensor)
+                                              for k, v in state.items()):
+        return "'model' is not a state dict (names to tensors)"
+    if not isinstance(spec, dict) or not isinstance(spec.get("name"), str):
+        return f"'model_spec' is {spec!r}, not {{task, name, args}}"
+    if not isinstance(spec.get("args", {}), dict) or not isinstance(spec.get("task", ""), str):
+        return f"'model_spec' has args {spec.get('args')!r} / task {spec.get('task')!r}: args map names to values"
+    if taxonomy is not None and not (isinstance(taxonomy, dict) and isinstance(taxonomy.get("classes"), list) and all(
+            isinstance(c, dict) and isinstance(c.get("name"), str) for c in taxonomy["classes"])):
+        return f"'taxonomy' is {str(taxonomy)[:60]!r}, not a taxonomy with its classes"
+    for key, kind in (("epoch", int), ("step", int), ("config", dict), ("best", dict)):
+        if key in ckpt and not isinstance(ckpt[key], kind):
+            return f"'{key}' is {str(ckpt[key])[:60]!r}, not {'a mapping' if kind is dict else 'an integer'}"
+    return None
+
+
+def load_state(model: nn.Module, state: dict[str, torch.Tensor], path: str | Path) -> None:
+    """A checkpoint's weights into its model, or one message naming the tensors that do not fit (missing,
+    unexpected, of another shape) instead of torch's."""
+    own = model.state_dict()
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    shaped = [f"{k} {tuple(state[k].shape)} vs {tuple(own[k].shape)}" for k in own
+              if k in state and state[k].shape != own[k].shape]
+    if missing or unexpected or shaped:
+        parts = [f"{len(missing)} missing ({', '.join(missing[:3])})" if missing else "",
+                 f"{len(unexpected)} unexpected ({', '.join(unexpected[:3])})" if unexpected else "",
+                 f"{len(shaped)} of another shape ({'; '.join(shaped[:2])})" if shaped else ""]
+        raise SegLoopError("the checkpoint's weights do not fit its model: " + ", ".join(p for p in parts if p),
+                           path=path, fix="the file was edited or is another model's: use the run's own checkpoint")
+    model.load_state_dict(state)
 
 
 def normalize_spec(spec: dict[str, Any]) -> dict[str, Any]:
@@ -259,6 +309,6 @@ def load_model(run: str | Path, which: str = "best", task: str | None = None) ->
                            f"this command needs {article(task)} {task} "
                            f"model", path=path, fix=f"give a {task} run")
     model = build_from_spec(spec, len(ckpt["taxonomy"]["classes"]))
-    model.load_state_dict(ckpt["model"])
+    load_state(model, ckpt["model"], path)
     model.eval()
     return model, ckpt

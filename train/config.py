@@ -20,7 +20,8 @@ TRAIN_DEFAULT = ROOT / "configs" / "train" / "default.yaml"
 
 # keys whose default is null, and the types they accept otherwise
 NULLABLE: dict[str, tuple[type, ...]] = {
-    "data.fold": (int,),
+    "data.fold": (int, str),
+    "data.train_list": (str,),
     "model.weights": (str,),
     "model.init_from": (str,),
     "loss.class_weights": (str, list),
@@ -111,6 +112,17 @@ def transforms_problem(value: Any) -> str | None:
     return None
 
 
+def train_ids_problem(value: Any) -> str | None:
+    """``data.train_ids`` lists image ids (integers) or content hashes (hex strings); which of them the version's
+    train split holds is checked once the version is read."""
+    if not isinstance(value, list):
+        return f"must be a list of image ids or content hashes, got {value!r}"
+    for v in value:
+        if isinstance(v, bool) or not isinstance(v, (int, str)) or (isinstance(v, int) and v < 0) or v == "":
+            return f"holds {v!r}: each entry is an image id (an integer >= 0) or a content hash (hex digits)"
+    return None
+
+
 def _names_list(value: Any) -> str | None:
     if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
         return f"must be a list of class names, got {value!r}"
@@ -128,7 +140,10 @@ RULES: dict[str, Rule] = {
     "data.image_size": Rule(length=2, min=1, fix="set data.image_size to [height, width], two integers >= 1"),
     "data.train_split": Rule(choices=SPLIT_NAMES),
     "data.val_split": Rule(choices=SPLIT_NAMES),
-    "data.fold": Rule(min=0),
+    "data.fold": Rule(check=lambda v: None if v == "all" or (isinstance(v, int) and v >= 0) else
+                      f"must be a fold number (0, 1, ...) or all, got {v!r}",
+                      fix="set data.fold=k to train on fold k, or data.fold=all for one run per fold"),
+    "data.train_ids": Rule(check=train_ids_problem),
     "data.workers": Rule(min=0),
     "loss.name": Rule(check=loss_name_problem, fix="set loss.name to a loss or losses joined by +, e.g. "
                                                    "cross_entropy, bce+dice+jaccard"),
@@ -166,6 +181,11 @@ RULES: dict[str, Rule] = {
     "train.log_images": Rule(min=0),
     "train.grad_clip": Rule(min=0),
     "train.freeze_encoder_epochs": Rule(min=0),
+    "train.early_stop.patience": Rule(min=0),
+    "train.early_stop.min_delta": Rule(min=0),
+    "train.overfit_batch": Rule(min=0),
+    "train.overfit_target": Rule(above=0, max=1),
+    "train.overfit_steps": Rule(min=1),
     "output.name": Rule(name=True),
 }
 

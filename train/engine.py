@@ -36,6 +36,7 @@ from train.checkpoint import (
     check_compatible,
     check_run_checkpoint,
     load_checkpoint,
+    load_state,
     model_spec,
     rng_state,
     set_rng_state,
@@ -46,6 +47,7 @@ from train.data import worker_init
 from train.infer import pick_device
 from train.models.yolo import ultralytics_weights
 from train.schedule import WarmupSchedule
+from train.selection import Selection, select_images
 from train.task import Task
 
 
@@ -59,6 +61,7 @@ class TrainResult:
     steps: int
     train_seconds: float
     images_per_second: float
+    overfit: dict[str, Any] | None = None  # the overfit check's outcome (train.overfit_batch), when it ran
 
 
 def seed_everything(seed: int) -> None:
@@ -103,6 +106,21 @@ def dist_info() -> tuple[int, int, int]:
     return world, rank, values["LOCAL_RANK"]
 
 
+def check_rendezvous(addr: str, port: str) -> None:
+    """MASTER_ADDR / MASTER_PORT as torchrun would set them: a port number, a host that resolves (torch's own
+    rendezvous would raise int()'s message, or retry an unknown host for ever)."""
+    import socket
+
+    if not port.strip().isdigit() or not 0 < int(port) < 65536:
+        raise SegLoopError(f"environment variable MASTER_PORT={port!r} is not a port number (1-65535)",
+                           fix="set MASTER_PORT to a free port, e.g. 29500, or start training with torchrun")
+    try:
+        socket.getaddrinfo(addr, int(port))
+    except (socket.gaierror, UnicodeError) as exc:
+        raise SegLoopError(f"environment variable MASTER_ADDR={addr!r} does not resolve to a host ({exc})",
+                           fix="set MASTER_ADDR to the first node's address (127.0.0.1 on one machine)") from None
+
+
 def transfer_weights(model: nn.Module, source: str | Path, class_names: list[str],
                      model_name: str | None = None) -> dict[str, Any]:
     """Start every layer of ``model`` whose name and shape match from another SegLoop run or checkpoint (transfer
@@ -127,8 +145,8 @@ def transfer_weights(model: nn.Module, source: str | Path, class_names: list[str
     if heads and their_names and not set(their_names) & set(class_names):
         raise SegLoopError(f"model.init_from's taxonomy ({', '.join(their_names[:4])}, ...) shares no class with this "
                            f"dataset's ({', '.join(class_names[:4])}, ...): no class of the head can start from it",
-                           path=path, fix="start from a run whose taxonomy shares classes by name, or start the "
-                                          "encoder alone from a state dict (model.args.encoder_weights=PATH)")
+                           path=path, fix="start from a run whose taxonomy shares classes by name with this "
+                                          "dataset's, or train without model.init_from")
     for key, rows in heads.items():  # a head's weight, then its bias: the bias follows its weight
         weight = key.removesuffix(".bias") + ".weight" if key.endswith(".bias") else key
         if key not in theirs or key not in own or own[key].shape[1:] != theirs[key].shape[1:] or (
@@ -208,6 +226,45 @@ def _section(cfg: dict[str, Any], dotted: str) -> Any:
     return node or {}
 
 
+def set_deterministic(on: bool, device: torch.device) -> bool:
+    """``train.deterministic``: torch's deterministic kernels only (cuDNN's too, without benchmarking); the
+    previous setting is returned so that the caller restores it (it is process-wide). On CPU SegLoop's runs are then
+    bitwise identical from rerun to rerun; on CUDA a few kernels have no deterministic form (the backward of bilinear
+    upsampling, ROI Align's, scatter-adds): torch warns about each instead of stopping the run."""
+    before = torch.are_deterministic_algorithms_enabled()
+    if on:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # cuBLAS' deterministic workspace
+        torch.use_deterministic_algorithms(True, warn_only=device.type == "cuda")
+        torch.backends.cudnn.deterministic = True
+        torch.backends.cudnn.benchmark = False
+    return before
+
+
+class Patience:
+    """Early stopping's rule (Keras' and Ultralytics' patience): stop once ``patience`` epochs have passed since
+    the metric last rose by more than ``min_delta``. The reference value moves only on such a rise, so a slow creep
+    of tiny gains does not keep a plateaued run going."""
+
+    def __init__(self, patience: int, min_delta: float, value: float = -math.inf, epoch: int = 0) -> None:
+        self.patience, self.min_delta, self.value, self.epoch = patience, min_delta, value, epoch
+
+    def update(self, epoch: int, value: float) -> bool:
+        """Feed one validation (``epoch`` counted from 1); True when training should stop after it."""
+        if value > self.value + self.min_delta:
+            self.value, self.epoch = value, epoch
+            return False
+        return epoch - self.epoch >= self.patience
+
+    def state(self) -> dict[str, Any]:
+        return {"value": self.value, "epoch": self.epoch}
+
+
+# the settings a resumed run keeps: its data, its inputs' size and its loss (the epochs, time budget, validation and
+# logging intervals, device and workers may change)
+RESUME_FIXED = ("data.version", "data.fold", "data.train_split", "data.val_split", "data.image_size", "loss.name",
+                "train.seed", "train.overfit_batch")
+
+
 def check_resume_overrides(cfg: dict[str, Any], theirs: dict[str, Any]) -> None:
     """A resumed run continues in its own folder from its own weights: ``output.*`` and a starting checkpoint
     (``model.weights`` / ``model.init_from``) other than the ones it was started with would have no effect."""
@@ -225,15 +282,41 @@ def check_resume_overrides(cfg: dict[str, Any], theirs: dict[str, Any]) -> None:
             raise SegLoopError(f"{key}={ours} does not apply when resuming: the run continues in its own folder "
                                f"from its last.pt (it was started with {key}={before})", path=cfg["resume"],
                                fix=f"drop {key} from the command, or start a new run without resume=")
+    # what the checkpoint's weights were trained on and as: a resume that changed it (on the command line, or by an
+    # edit of config.yaml, or a key missing there and so read from the defaults) would continue another training
+    for key in RESUME_FIXED:
+        section, name = key.split(".")
+        if section not in theirs or name not in (theirs.get(section) or {}):
+            continue  # a key the run's SegLoop did not have yet: today's default is what it trained with
+        ours, before = cfg[section][name], theirs[section][name]
+        if ours != before:
+            raise SegLoopError(f"{key}={ours} does not apply when resuming: the run's checkpoint trained with "
+                               f"{key}={before} (config.yaml, or the command line, says otherwise)",
+                               path=cfg["resume"], fix=f"drop {key} from the command (or restore it in config.yaml "
+                                                       f"to {before}), or start a new run without resume=")
+    preview = cfg["augment"].get("preview")
+    if preview and preview != (theirs.get("augment") or {}).get("preview"):
+        print(f"note: augment.preview={preview} has no effect when resuming: the preview shows the pipeline a run "
+              f"starts with, and is written when it starts (start a new run to see one)")
 
 
-def check_something_to_do(cfg: dict[str, Any], epochs_done: int, elapsed_s: float) -> None:
-    """A resumed run that has finished its epochs, or used its time budget, has nothing to train: say so before the
-    run folder is touched (its run.json, config.yaml and TensorBoard stay as they are)."""
+def check_something_to_do(cfg: dict[str, Any], epochs_done: int, elapsed_s: float,
+                          stopped: str | None = None) -> None:
+    """A resumed run that has finished its epochs, used its time budget, or stopped itself (early stopping, the
+    overfit check reaching its target) has nothing to train: say so before the run folder is touched (its run.json,
+    config.yaml and TensorBoard stay as they are)."""
     tc = cfg["train"]
-    if epochs_done >= tc["epochs"]:
-        raise SegLoopError(f"nothing to do: the run finished its {tc['epochs']} epochs (train.epochs)",
-                           path=cfg["resume"], fix=f"resume with more epochs: train.epochs={epochs_done + 10}")
+    key = "train.overfit_steps" if tc["overfit_batch"] else "train.epochs"
+    epochs = tc["overfit_steps"] if tc["overfit_batch"] else tc["epochs"]
+    if stopped:
+        raise SegLoopError(f"nothing to do: the run stopped itself ({stopped})", path=cfg["resume"],
+                           fix="start a new run to train further" + (
+                               ", or resume with a larger train.early_stop.patience" if "patience" in stopped
+                               else ""))
+    if epochs_done >= epochs:
+        unit = "steps" if tc["overfit_batch"] else "epochs"
+        raise SegLoopError(f"nothing to do: the run finished its {epochs} {unit} ({key})", path=cfg["resume"],
+                           fix=f"resume with more {unit}: {key}={epochs_done + 10}")
     if tc["time_limit"] and elapsed_s >= tc["time_limit"] * 60:
         raise SegLoopError(f"nothing to do: the run has trained {elapsed_s / 60:.2f} minutes, already past "
                            f"train.time_limit={tc['time_limit']:g} minutes", path=cfg["resume"],
@@ -274,6 +357,7 @@ class Trainer:
                                fix="start it with torchrun --nproc_per_node=N -m train.run, or unset WORLD_SIZE, "
                                    "RANK and LOCAL_RANK for one process")
         if self.world > 1 and not dist.is_initialized():
+            check_rendezvous(os.environ["MASTER_ADDR"], os.environ["MASTER_PORT"])
             if self.main:
                 print(f"waiting for {self.world} processes at {os.environ['MASTER_ADDR']}:{os.environ['MASTER_PORT']}",
                       flush=True)
@@ -320,6 +404,20 @@ class Trainer:
         if self.best_metric not in self.task.metric_names:
             raise SegLoopError(f"train.best_metric '{self.best_metric}' is not a validation metric of the "
                                f"{self.task.name} task", fix="one of: auto, " + ", ".join(self.task.metric_names))
+        self.selection: Selection = select_images(cfg, self.dataset)
+        before = (Run(resume).info().get("train_images") or {}).get("ids_sha256") if resume else None
+        # a fold's images are the version's own (runs on a fold recorded no digest before it was kept)
+        if resume and before != self.selection.info.get("ids_sha256") and not (before is None
+                                                                               and cfg["data"]["fold"] is not None):
+            raise SegLoopError("the training images are not those the run started with (data.train_list's file, "
+                               "or data.train_ids, changed since): the resumed epochs would train on others",
+                               path=resume, fix="restore the list the run started with (run.json's train_images "
+                                                "holds its ids), or start a new run on the new list")
+        self._check_stopping(self.selection)
+        # the overfit check trains one fixed batch per step: its epochs are steps
+        self.overfit = tc["overfit_batch"] > 0
+        self.epochs = tc["overfit_steps"] if self.overfit else tc["epochs"]
+        self.batch_size = tc["overfit_batch"] if self.overfit else tc["batch_size"]
 
         # the run folder is only planned here; it is created when training starts (a config or data error above
         # or in the setup below leaves nothing behind)
@@ -333,13 +431,39 @@ class Trainer:
         self._build_data()
         self._build_model()
         self.hooks: list[HookBase] = []
-        self.register_hooks([RunFolder(), Validation(), MetricsLog(), Checkpointer()])
+        self.register_hooks([RunFolder(), Validation(), *([OverfitCheck()] if self.overfit else []), MetricsLog(),
+                             Checkpointer(), EarlyStopping()])
 
     def unused_settings(self) -> dict[str, str]:
         """Config keys this run does not read, with why (the loop's own, then the task's)."""
-        oc = self.cfg["optim"]
+        oc, tc = self.cfg["optim"], self.cfg["train"]
         out = {"optim.momentum": f"momentum is SGD's; {oc['name']} has none"} if oc["name"] != "sgd" else {}
+        if tc["overfit_batch"]:
+            check = "the overfit check trains its fixed images, one batch per step, without augmentation"
+            out.update({"train.epochs": f"{check} (train.overfit_steps bounds it)",
+                        "train.batch_size": f"{check} (the batch is train.overfit_batch)",
+                        "train.early_stop": f"{check} until train.overfit_target", "augment": check})
+        else:
+            out.update({f"train.{k}": "it sets the overfit check, which train.overfit_batch=N turns on"
+                        for k in ("overfit_target", "overfit_steps")})
+        if not tc["early_stop"]["patience"]:
+            out["train.early_stop.min_delta"] = "early stopping is off (train.early_stop.patience is 0)"
         return {**out, **self.schedule_unused(), **type(self.task).unused_settings(self.cfg)}
+
+    def _check_stopping(self, sel: Selection) -> None:
+        """Early stopping needs validation images apart from the training ones, and one process for the overfit
+        check (its few images are not shared among ranks)."""
+        tc = self.cfg["train"]
+        overlap = sel.val_split == sel.train_split and (sel.val_ids is None or sel.train_ids is None
+                                                        or bool(set(sel.val_ids) & set(sel.train_ids)))
+        if tc["early_stop"]["patience"] and not tc["overfit_batch"] and overlap:
+            raise SegLoopError(f"train.early_stop.patience is set but validation scores the training split "
+                               f"({sel.val_split}): the score of images it trains on keeps rising, so it cannot say "
+                               f"when to stop", fix="validate on another split (data.val_split=val), or train on a "
+                                                    "fold (data.fold=k), or set train.early_stop.patience=0")
+        if tc["overfit_batch"] and self.world > 1:
+            raise SegLoopError(f"train.overfit_batch with {self.world} processes: the check trains one fixed batch "
+                               f"in one process", fix="run the overfit check without torchrun")
 
     def schedule_unused(self) -> dict[str, str]:
         """The schedule's keys that only another schedule reads (``power``: poly, ``min_lr_ratio``: cosine)."""
@@ -363,8 +487,8 @@ class Trainer:
         said = {k: why for k, why in unused.items() if value(k, given) not in ({}, value(k, default))}
         if self.main:
             for key, why in said.items():
-                shown = given[key] if key in given else {k.removeprefix(key + "."): v
-                                                          for k, v in value(key, given).items()}
+                shown = given[key] if key in given else {k.removeprefix(key + "."): v  # the leaves set
+                                                          for k, v in value(key, given).items() if default.get(k) != v}
                 print(f"note: {key}={shown} has no effect here: {why}")
         return said
 
@@ -380,20 +504,15 @@ class Trainer:
 
     # ---------------------------------------------------------------------------------------------------- setup
     def _build_data(self) -> None:
-        cfg, ds = self.cfg, self.dataset
-        fold = cfg["data"]["fold"]
-        train_ids = val_ids = None
-        val_split = cfg["data"]["val_split"]
-        if fold is not None:
-            f = ds.fold(fold)
-            train_ids, val_ids, val_split = f["train"], f["val"], cfg["data"]["train_split"]
-        self.val_split = val_split
-        self.train_set, self.val_set = self.task.datasets(ds, train_ids, val_split, val_ids)
+        cfg, ds, sel = self.cfg, self.dataset, self.selection
+        self.val_split = sel.val_split
+        self.train_set, self.val_set = self.task.datasets(ds, sel.train_ids, sel.val_split, sel.val_ids,
+                                                          augment=sel.augment)
         if len(self.train_set) == 0 or len(self.val_set) == 0:
             raise SegLoopError(f"empty split in dataset {ds.version}: train {len(self.train_set)}, val "
                                f"{len(self.val_set)} images", path=ds.path, fix="rebuild the version with images "
                                                                                  "in both splits")
-        bs = cfg["train"]["batch_size"]
+        bs = self.batch_size
         workers = cfg["data"]["workers"]
         self.generator = torch.Generator().manual_seed(cfg["train"]["seed"])
         self.sampler = (DistributedSampler(self.train_set, self.world, self.rank, shuffle=True,
@@ -428,7 +547,7 @@ class Trainer:
             init = load_checkpoint(Run(cfg["model"]["weights"]).checkpoint_path("best")
                                    if Path(cfg["model"]["weights"]).is_dir() else cfg["model"]["weights"])
             check_compatible(init, self.spec, self.taxonomy.names, cfg["model"]["weights"])
-            model.load_state_dict(init["model"])
+            load_state(model, init["model"], cfg["model"]["weights"])
         self.init_report = None
         if cfg["model"]["init_from"] and not self.ckpt:
             self.init_report = transfer_weights(model, cfg["model"]["init_from"], self.taxonomy.names,
@@ -441,7 +560,7 @@ class Trainer:
             self.model = nn.parallel.DistributedDataParallel(
                 model, device_ids=[self.device.index] if self.device.type == "cuda" else None,
                 find_unused_parameters=bool(cfg["train"]["freeze_encoder_epochs"]))  # a frozen encoder has no grad
-        frozen, epochs = cfg["train"]["freeze_encoder_epochs"], cfg["train"]["epochs"]
+        frozen, epochs = cfg["train"]["freeze_encoder_epochs"], self.epochs
         if frozen >= epochs:
             raise SegLoopError(f"train.freeze_encoder_epochs={frozen} freezes all {epochs} epochs "
                                f"(train.epochs): the encoder would never train",
@@ -467,17 +586,20 @@ class Trainer:
             raise SegLoopError(f"unknown optimizer '{oc['name']}'", fix="optim.name: adamw or sgd")
         tl = cfg["train"]["time_limit"]
         self.schedule = WarmupSchedule(self.optimizer, cfg["schedule"],
-                                       cfg["train"]["epochs"] * len(self.train_loader), tl * 60 if tl else None)
+                                       self.epochs * len(self.train_loader), tl * 60 if tl else None)
         fp16 = self.amp and not torch.cuda.is_bf16_supported()
         self.scaler = torch.amp.GradScaler("cuda", enabled=fp16)
         self.start_epoch, self.step, self.elapsed = 0, 0, 0.0
         self.best: dict[str, Any] = {"metric": self.best_metric, "value": -1.0, "epoch": -1}
+        es = cfg["train"]["early_stop"]
+        self.patience = Patience(es["patience"], es["min_delta"]) if es["patience"] and not self.overfit else None
+        self.stop_reason: str | None = None
         if self.ckpt:
             check_compatible(self.ckpt, self.spec, self.taxonomy.names, self.cfg["resume"])
-            unwrap(self.model).load_state_dict(self.ckpt["model"])
+            load_state(unwrap(self.model), self.ckpt["model"], self.cfg["resume"])
             self.optimizer.load_state_dict(self.ckpt["optimizer"])
             self.schedule.load_state_dict(self.ckpt["scheduler"])
-            self.schedule.total = self.cfg["train"]["epochs"] * len(self.train_loader)
+            self.schedule.total = self.epochs * len(self.train_loader)
             self.scaler.load_state_dict(self.ckpt["scaler"])
             self.start_epoch, self.step = self.ckpt["epoch"], self.ckpt["step"]
             self.elapsed = self.ckpt["elapsed_s"]
@@ -487,7 +609,10 @@ class Trainer:
             if best["metric"] == self.best_metric:  # another metric starts its own record
                 self.best = best
             set_rng_state(self.ckpt["rng"])
-            check_something_to_do(self.cfg, self.start_epoch, self.elapsed)
+            if self.patience is not None and self.ckpt.get("early_stop"):
+                self.patience.value = self.ckpt["early_stop"]["value"]
+                self.patience.epoch = self.ckpt["early_stop"]["epoch"]
+            check_something_to_do(self.cfg, self.start_epoch, self.elapsed, self.ckpt.get("stopped"))
 
     # ------------------------------------------------------------------------------------------------- the loop
     def fit(self, stop_after_epochs: int | None = None) -> TrainResult:
@@ -500,6 +625,7 @@ class Trainer:
 
         main_thread = threading.current_thread() is threading.main_thread()
         previous = signal.signal(signal.SIGTERM, terminated) if main_thread else None
+        deterministic = set_deterministic(bool(self.cfg["train"]["deterministic"]), self.device)
         try:
             return self._fit(stop_after_epochs)
         except BaseException:
@@ -508,6 +634,7 @@ class Trainer:
                 shutil.rmtree(self.run_dir, ignore_errors=True)
             raise
         finally:
+            torch.use_deterministic_algorithms(deterministic)
             if main_thread:
                 signal.signal(signal.SIGTERM, previous)
 
@@ -518,7 +645,7 @@ class Trainer:
         train_images, train_time = 0, 0.0
         epoch = self.start_epoch
         self.stopped_by_time = False
-        for epoch in range(self.start_epoch, tc["epochs"]):
+        for epoch in range(self.start_epoch, self.epochs):
             self.epoch = epoch
             self.model.train()
             self.freeze_encoder(epoch < tc["freeze_encoder_epochs"])
@@ -529,7 +656,7 @@ class Trainer:
             self.loss_sums: dict[str, torch.Tensor] = {}
             self.batches = 0
             t_epoch = time.perf_counter()
-            self.bar = tqdm(self.train_loader, desc=f"epoch {epoch + 1}/{tc['epochs']}",
+            self.bar = tqdm(self.train_loader, desc=f"{'step' if self.overfit else 'epoch'} {epoch + 1}/{self.epochs}",
                             disable=not (self.progress and self.main), leave=False)
             for batch in self.bar:
                 self.losses = self._train_step(batch)
@@ -547,23 +674,26 @@ class Trainer:
                 if time_limit and now >= time_limit:
                     self.stopped_by_time = True
                     break
+            if self.batches:  # an epoch shorter than train.log_every was never checked step by step
+                check_finite(self.epoch_losses(), f"over epoch {epoch + 1}", self.run_dir)
             epoch_time = time.perf_counter() - t_epoch
             self.elapsed += epoch_time
             train_time += epoch_time
-            train_images += self.batches * tc["batch_size"] * self.world
-            self.last_epoch = self.stopped_by_time or epoch + 1 == tc["epochs"]
+            train_images += self.batches * self.batch_size * self.world
+            self.last_epoch = self.stopped_by_time or epoch + 1 == self.epochs
             self.record = None  # the Validation hook's result, when it validates this epoch
             self._call("after_epoch")
             if self.world > 1:
                 dist.barrier()
-            if self.stopped_by_time or (stop_after_epochs and epoch + 1 - self.start_epoch >= stop_after_epochs):
+            if self.stopped_by_time or self.stop_reason or (
+                    stop_after_epochs and epoch + 1 - self.start_epoch >= stop_after_epochs):
                 break
         self.images_per_second = train_images / train_time if train_time else 0.0
         self._call("after_train")
         if self.world > 1:
             dist.destroy_process_group()
         return TrainResult(self.run_dir, self.best["metric"], self.best["value"], self.best["epoch"], epoch + 1,
-                           self.step, self.elapsed, self.images_per_second)
+                           self.step, self.elapsed, self.images_per_second, getattr(self, "overfit_outcome", None))
 
     def freeze_encoder(self, frozen: bool) -> None:
         """Freeze (or release) the model's encoder: no gradient, and its BatchNorm statistics kept as they were
@@ -637,11 +767,23 @@ class Trainer:
             scheduler=self.schedule.state_dict(), scaler=self.scaler.state_dict(), epoch=epoch, step=self.step,
             best=self.best, rng=rng_state(), config=self.cfg, model_spec=self.spec,
             taxonomy=self.taxonomy.to_dict(), dataset_version=self.dataset.version,
-            dataset_path=str(self.dataset.path.resolve()), elapsed_s=self.elapsed,
+            dataset_path=str(self.dataset.path.resolve()), elapsed_s=self.elapsed, stopped=self.stop_reason,
+            **({"early_stop": self.patience.state()} if self.patience is not None else {}),
         ))
 
 
 # --------------------------------------------------------------------------------------------------------- hooks
+
+
+def check_finite(values: dict[str, float], when: str, run_dir: Path | None) -> None:
+    """A NaN or infinite training loss ends the run with the terms named (a diverged model's checkpoint would
+    otherwise be kept as the best)."""
+    main = values.get("total", next(iter(values.values()), 0.0))
+    if not math.isfinite(main):
+        raise SegLoopError(f"the training loss is {main} {when} (terms: "
+                           + ", ".join(f"{k} {v:.4g}" for k, v in values.items() if k != "total") + ")",
+                           path=run_dir, fix="lower optim.lr, set train.grad_clip, or check loss.class_weights, "
+                                             "loss.args and the starting weights; the run stops here")
 
 
 class RunFolder(HookBase):
@@ -661,6 +803,8 @@ class RunFolder(HookBase):
                 **({"init_from": t.init_report} if t.init_report else {}),
                 **({"pretrained": pretrained} if (pretrained := pretrained_files(unwrap(t.model))) else {}),
                 **t.task.run_info(unwrap(t.model)),
+                **({"train_images": t.selection.info} if t.selection.info else {}),
+                **({"deterministic": True} if t.cfg["train"]["deterministic"] else {}),
                 **({"unused_settings": t.unused} if t.unused else {})}
         if t.out.start(dump_yaml(t.cfg), info, train_command(sys.argv, t.cfg)):
             write_hparams(t.out.tb, t.cfg)  # once per run: a resume continues the session its config started
@@ -673,12 +817,8 @@ class RunFolder(HookBase):
         t = self.trainer
         if t.step % t.cfg["train"]["log_every"] == 0:
             values = {k: float(v.detach()) for k, v in t.losses.items()}
+            check_finite(values, f"at step {t.step}", t.run_dir)  # where the loss is read anyway: no extra sync
             main = values.get("total", next(iter(values.values())))
-            if not math.isfinite(main):  # checked where the loss is read anyway: no extra device sync per step
-                raise SegLoopError(f"the training loss is {main} at step {t.step} (terms: "
-                                   + ", ".join(f"{k} {v:.4g}" for k, v in values.items() if k != "total") + ")",
-                                   path=t.run_dir, fix="lower optim.lr, set train.grad_clip, or check "
-                                                       "loss.class_weights and loss.args; the run stops here")
             t.out.scalar("train/loss", main, t.step)
             if len(values) > 1:
                 for k, v in values.items():
@@ -692,10 +832,18 @@ class RunFolder(HookBase):
         if t.best.get("epoch", -1) >= 0:  # the hparams table's column for the best checkpoint's score
             t.out.scalar(f"best/{t.best['metric']}", t.best["value"], t.step)
         write_hparams(t.out.tb, t.cfg, end=True)
+        es = t.cfg["train"]["early_stop"]
         t.out.finish(
-            best_metric=t.best["metric"], best_value=t.best["value"], best_epoch=t.best["epoch"], steps=t.step,
+            best_metric=t.best["metric"], best_value=t.best["value"], best_epoch=t.best["epoch"],
+            best_step=t.best.get("step"), steps=t.step,
             train_seconds=round(t.elapsed, 2), train_images_per_second=round(t.images_per_second, 2),
             stopped_by_time_limit=t.stopped_by_time,
+            **({"stopped": t.stop_reason} if t.stop_reason else {}),
+            **({"early_stop": {"metric": t.best_metric, "patience": es["patience"], "min_delta": es["min_delta"],
+                               "stopped_at_epoch": t.epoch + 1 if t.stop_reason else None,
+                               "peak": {"epoch": t.best["epoch"], "step": t.best.get("step"),
+                                        "value": t.best["value"]}}} if t.patience is not None else {}),
+            **({"overfit": t.overfit_outcome} if t.overfit else {}),
             **({"best_val_mIoU": t.best["value"]} if t.best["metric"] == "mIoU" else {}))
 
 
@@ -722,24 +870,88 @@ class MetricsLog(HookBase):
                   "lr": t.schedule.get_last_lr()[0], "train_loss": losses.get("total", next(iter(losses.values())))}
         if len(losses) > 1:
             record["train_losses"] = {k: v for k, v in losses.items() if k != "total"}
+        record.update(t.task.train_record())
         record.update(t.record)
         t.out.log(record)
         val_loss = f"  val loss {record['val_loss']:.4f}" if "val_loss" in record else ""
-        tqdm.write(f"epoch {t.epoch + 1}: loss {record['train_loss']:.4f}{val_loss}  {t.task.summary(t.record)}  "
+        tqdm.write(f"{'step' if t.overfit else 'epoch'} {t.epoch + 1}: loss {record['train_loss']:.4f}{val_loss}  "
+                   f"{t.task.summary(t.record)}  "
                    f"({t.elapsed:.0f}s)")
 
 
 class Checkpointer(HookBase):
-    """``last.pt`` after every epoch, ``best.pt`` when the best metric improved."""
+    """``last.pt`` after every epoch, ``best.pt`` when the best metric improved. The overfit check (whose epochs
+    are single steps) saves its end state only, as both: the weights that reached, or did not reach, the target."""
+
+    def after_epoch(self) -> None:
+        t = self.trainer
+        if t.overfit and not (t.last_epoch or t.stop_reason):
+            return
+        value = None if t.record is None else t.record.get(f"val_{t.best_metric}")
+        improved = value is not None and (value > t.best["value"] or t.overfit)
+        if improved:  # best.pt first: a kill between the two never leaves last.pt naming a best that is not saved
+            t.best = {"metric": t.best_metric, "value": value, "epoch": t.epoch + 1, "step": t.step}
+            t.save("best.pt", t.epoch + 1)
+        t.save("last.pt", t.epoch + 1)
+
+
+class EarlyStopping(HookBase):
+    """``train.early_stop``: after a validation, stop when ``best_metric`` has not risen by ``min_delta`` for
+    ``patience`` epochs; the peak (``best.pt``'s epoch and step) is what ``run.json`` records. Runs after the
+    checkpointer, so the epoch that stops is saved like any other."""
+
+    main_only = False  # every rank stops at the same epoch (the record is the same on every rank)
 
     def after_epoch(self) -> None:
         t = self.trainer
         value = None if t.record is None else t.record.get(f"val_{t.best_metric}")
-        improved = value is not None and value > t.best["value"]
-        if improved:  # best.pt first: a kill between the two never leaves last.pt naming a best that is not saved
-            t.best = {"metric": t.best_metric, "value": value, "epoch": t.epoch + 1}
-            t.save("best.pt", t.epoch + 1)
-        t.save("last.pt", t.epoch + 1)
+        if t.patience is None or value is None or t.stop_reason:
+            return
+        if t.patience.update(t.epoch + 1, value):
+            t.stop_reason = (f"early stopping: val {t.best_metric} has not risen by more than "
+                             f"{t.patience.min_delta:g} for {t.patience.patience} epochs (train.early_stop.patience)")
+            tqdm.write(f"{t.stop_reason}; its peak {t.best['value']:.4f} was at epoch {t.best['epoch']} "
+                       f"(step {t.best.get('step')})")
+            if t.main:  # the checkpoint already written for this epoch learns why the run ended
+                t.save("last.pt", t.epoch + 1)
+
+
+class OverfitCheck(HookBase):
+    """``train.overfit_batch``: the few fixed images are both the batch and the validation; the check passes
+    when ``best_metric`` on them reaches ``train.overfit_target`` (the run stops there) and fails when
+    ``train.overfit_steps`` pass first. Either way ``run.json`` and the terminal say which, at which step."""
+
+    main_only = False
+
+    def before_train(self) -> None:
+        t = self.trainer
+        tc = t.cfg["train"]
+        t.overfit_outcome = {"images": t.selection.train_ids, "metric": t.best_metric,
+                             "target": tc["overfit_target"], "reached": False, "step": None, "value": None,
+                             "steps": tc["overfit_steps"]}
+
+    def after_epoch(self) -> None:
+        t = self.trainer
+        value = None if t.record is None else t.record.get(f"val_{t.best_metric}")
+        if value is None:
+            return
+        out = t.overfit_outcome
+        out["value"], out["last_step"] = value, t.step
+        if value >= out["target"]:
+            out.update(reached=True, step=t.step)
+            t.stop_reason = f"overfit check passed at step {t.step}"
+
+    def after_train(self) -> None:
+        t = self.trainer
+        out = t.overfit_outcome
+        n = len(out["images"])
+        if out["reached"]:
+            print(f"overfit check passed: {out['metric']} {out['value']:.4f} >= {out['target']:g} on the "
+                  f"{n} fixed images after {out['step']} steps")
+        else:
+            print(f"overfit check FAILED: {out['metric']} {out['value'] if out['value'] is not None else 'nan':.4}"
+                  f" < {out['target']:g} on the {n} fixed images after {t.step} steps: a pipeline that cannot learn "
+                  f"{n} images will not learn the dataset (check the labels, the loss, optim.lr, the model's output)")
 
 
 def hparam_value(value: Any) -> bool | int | float | str:
@@ -768,4 +980,5 @@ def trainer_for(cfg: dict[str, Any]) -> type[Trainer]:
 
 
 def train(cfg: dict[str, Any], progress: bool = True) -> TrainResult:
+    """Train one run (``data.fold=all``: ``train.folds.train_folds``, one run per fold)."""
     return trainer_for(cfg)(cfg, progress).fit()

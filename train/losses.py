@@ -17,6 +17,7 @@ its ``run.json``.
 from __future__ import annotations
 
 import inspect
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -87,7 +88,8 @@ Check = tuple[Callable[[Any], bool], str]  # a test of an argument's value, and 
 
 
 def _number(v: Any) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool)
+    """A finite number (``.inf`` as a weight or an argument would make every loss infinite or NaN)."""
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
 
 NON_NEGATIVE: Check = (lambda v: _number(v) and v >= 0, "a number >= 0")
@@ -177,11 +179,17 @@ def term_args(terms: list[str], args: dict[str, Any] | None) -> dict[str, dict[s
             raise SegLoopError(f"loss.args.{t} must map arguments to values, got {own!r}",
                                fix=f"e.g. loss.args.{t}.weight=0.5")
         weight = own.get("weight", 1.0)
-        if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not weight > 0:
+        if not _number(weight) or not weight > 0:
             raise SegLoopError(f"loss.args.{t}.weight must be a positive number, got {weight!r}",
                                fix="give each term a weight > 0 (drop a term from loss.name to leave it out)")
         rest = {k: v for k, v in own.items() if k != "weight"}
         LOSSES.check_args(t, rest, FIXED, args_key=f"loss.args.{t}")
+        given = {**LOSSES.defaults(t, FIXED), **rest}
+        if t == "tversky" and all(_number(given[k]) and given[k] >= 0 for k in ("alpha", "beta")) and (
+                given["alpha"] + given["beta"] == 0):  # each one's own range is checked with the loss's arguments
+            raise SegLoopError("loss.args.tversky: alpha and beta are both 0, so the Tversky index is 1 whatever "
+                               "the prediction and the loss is always 0: nothing would be learnt",
+                               fix="give false positives or negatives a weight, e.g. alpha=0.5, beta=0.5")
         out[t] = {"weight": float(weight), **rest}
     return out
 

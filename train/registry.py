@@ -19,6 +19,22 @@ from core.errors import SegLoopError
 T = TypeVar("T")
 
 
+def _kind_problem(annotation: Any, value: Any) -> str | None:
+    """Whether ``value`` is of the kind the argument is declared as (``bool``, ``int``, ``float``, ``str``; an
+    argument declared otherwise, ``int | list[int]`` say, is checked by its model): ``attention: maybe`` or
+    ``width: "8"`` would otherwise reach the model and fail there with Python's own words, or be kept as given."""
+    kind = annotation if isinstance(annotation, str) else getattr(annotation, "__name__", None)
+    if kind == "bool":
+        return None if isinstance(value, bool) else "true or false"
+    if kind == "int":
+        return None if isinstance(value, int) and not isinstance(value, bool) else "a whole number"
+    if kind == "float":
+        return None if isinstance(value, (int, float)) and not isinstance(value, bool) else "a number"
+    if kind == "str":
+        return None if isinstance(value, str) else "a string"
+    return None
+
+
 class Registry(Generic[T]):
     """Named constructors of one kind (``what`` says which, for messages: 'semantic model')."""
 
@@ -94,6 +110,11 @@ class Registry(Generic[T]):
                 hint = f"did you mean '{close[0]}'? " if close else ""
                 raise SegLoopError(f"{self.what} '{name}' has no argument '{key}'",
                                    fix=f"{hint}valid arguments of {name}: {', '.join(valid) or 'none'}")
+        for key, value in args.items():
+            problem = _kind_problem(params[key].annotation, value)
+            if problem:
+                raise SegLoopError(f"{key_of_args}.{key} must be {problem}, got {value!r}",
+                                   fix=f"python -m train.run --models lists {name}'s arguments and their defaults")
         missing = [k for k, p in params.items() if p.default is p.empty and k not in args and k not in fixed]
         if missing:
             raise SegLoopError(f"{self.what} '{name}' needs {', '.join(missing)}",

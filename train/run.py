@@ -4,6 +4,7 @@ With no arguments it trains configs/train/default.yaml on the demo dataset (gene
 missing). Keys are those of configs/train/default.yaml, dotted: ``train.epochs=5 model.args.width=32 optim.lr=1e-3``.
 ``resume=runs/NAME`` continues a run from its last checkpoint (further overrides, e.g. more epochs, still apply).
 Under torchrun (``torchrun --nproc_per_node=N -m train.run ...``) it trains with DistributedDataParallel.
+``train.overfit_batch=4`` runs the overfit check instead: exit status 1 when the model does not learn those images.
 """
 
 from __future__ import annotations
@@ -65,6 +66,19 @@ def print_models(only: str | None = None) -> None:
     _print_entries(LOSSES, "loss.name", "loss.args.<name>", FIXED)
 
 
+def _folds(cfg: dict[str, Any], progress: bool) -> int:
+    """``data.fold=all``: one run per fold, then one line per fold."""
+    from train.folds import train_folds
+
+    results = train_folds(cfg, progress)
+    if int(os.environ.get("RANK", "0")) == 0:
+        print("\nfold  best val          epoch  steps  run")
+        for i, r in enumerate(results):
+            print(f"{i:>4}  " + ("(finished before)" if r is None else
+                                 f"{r.best_metric} {r.best_value:.4f}  {r.best_epoch:>5}  {r.steps:>5}  {r.run_dir}"))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m train.run", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -72,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.add_argument("--models", action="store_true", help="list the models of each task with their arguments")
     p.add_argument("overrides", nargs="*", help="key=value overrides")
-    args = p.parse_args(argv)
+    args = p.parse_intermixed_args(argv)  # key=value on either side of --config, as users type them
     if args.models:
         print_models(models_task(args.overrides))
         return 0
@@ -93,6 +107,8 @@ def main(argv: list[str] | None = None) -> int:
         cfg_file = upgrade_run_config(cfg_file)
         config = cfg_file
     cfg = load_train_config(config, args.overrides)
+    if cfg["data"]["fold"] == "all":
+        return _folds(cfg, not args.quiet)
     result = train(cfg, progress=not args.quiet)
     if result.run_dir is not None and int(os.environ.get("RANK", "0")) == 0:
         print(f"\nbest val {result.best_metric} {result.best_value:.4f} (epoch {result.best_epoch}), "
@@ -103,6 +119,8 @@ def main(argv: list[str] | None = None) -> int:
               f"metrics:     {result.run_dir / 'metrics.jsonl'}\n"
               f"tensorboard: tensorboard --logdir {result.run_dir / 'tb'}\n"
               f"evaluate:    python -m evaluate run {result.run_dir} --split test")
+    if result.overfit is not None and not result.overfit["reached"]:
+        return 1  # the overfit check failed: a script or CI job running it must see that
     return 0
 
 

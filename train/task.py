@@ -71,8 +71,9 @@ class Task(ABC):
     # ------------------------------------------------------------------------------------------------- data
     @abstractmethod
     def datasets(self, version: DatasetVersion, train_ids: list[int] | None, val_split: str,
-                 val_ids: list[int] | None) -> tuple[Dataset, Dataset]:
-        """The training set (augmented) and the validation set (labels at full resolution)."""
+                 val_ids: list[int] | None, augment: bool = True) -> tuple[Dataset, Dataset]:
+        """The training set (augmented unless ``augment`` is False: the overfit check learns fixed images) and
+        the validation set (labels at full resolution)."""
 
     @abstractmethod
     def collate(self, batch: list[Any]) -> Any: ...
@@ -116,6 +117,11 @@ class Task(ABC):
     @abstractmethod
     def train_step(self, model: nn.Module, batch: Any) -> dict[str, torch.Tensor]:
         """Forward pass on a training batch; the named losses (their sum is optimised)."""
+
+    def train_record(self) -> dict[str, Any]:
+        """The training batches' own scores since the epoch started (``train_<metric>``, the counterpart of a
+        ``val_<metric>``), where the train step's outputs can be scored; ``start_epoch`` starts them afresh."""
+        return {}
 
     # ------------------------------------------------------------------------------------------- validation
     @abstractmethod

@@ -11,8 +11,8 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
-from evaluate.report import num, standard_augmentations, table
-from train.models.yolo import is_yolo
+from evaluate.tables import num, standard_augmentations, table
+from tasks.instance.names import is_yolo
 
 
 class InstanceReport:
@@ -76,6 +76,21 @@ class InstanceReport:
         out += [f"copy-paste p={a['copy_paste']}"] if a.get("copy_paste") else []
         out += [f"mixup p={u['mixup']}"] if u["mixup"] else []
         return out
+
+    def encoder(self, spec: dict[str, Any], info: dict[str, Any]) -> str:
+        """Mask R-CNN's backbone, or the YOLO family's own."""
+        if is_yolo(spec["name"]):
+            return f"{spec['name'].split('-')[0]} backbone"
+        return str(spec["args"].get("backbone") or "resnet50") + "-FPN"
+
+    def loss_terms(self, cfg: dict[str, Any], curve: list[dict[str, Any]]) -> str:
+        """The named losses the run logged (its trainer's own terms)."""
+        terms = next((list(m["train_losses"]) for m in reversed(curve) if "train_losses" in m), [])
+        return " + ".join(terms) or "-"
+
+    def per_class(self, test: dict[str, Any]) -> tuple[str, dict[str, float | None]]:
+        """The per-class figure of a test evaluation: mask AP."""
+        return "mask AP", dict((test.get("segm") or {}).get("per_class") or {})
 
     def metrics(self, test: dict[str, Any]) -> list[str]:
         if "segm" not in test:

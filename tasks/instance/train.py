@@ -76,9 +76,9 @@ class InstanceTask(Task):
                   f"cannot be learned")
 
     def datasets(self, version: DatasetVersion, train_ids: list[int] | None, val_split: str,
-                 val_ids: list[int] | None) -> tuple[Dataset, Dataset]:
+                 val_ids: list[int] | None, augment: bool = True) -> tuple[Dataset, Dataset]:
         cfg = self.cfg
-        aug = {**cfg["augment"]}
+        aug = {**cfg["augment"]} if augment else None
         train_set = InstanceDataset(version, cfg["data"]["train_split"], aug, train_ids, self.progress)
         train_set.set_random_seed(cfg["train"]["seed"])
         return train_set, self.validation_set(version, val_split, val_ids)

@@ -39,7 +39,7 @@ from torch.utils.data import DataLoader
 from core.config import dump_yaml
 from core.errors import SegLoopError
 from tasks.instance.train import SEMANTIC_ONLY
-from train.checkpoint import check_compatible, rng_state, unwrap
+from train.checkpoint import check_compatible, load_state, rng_state, unwrap
 from train.engine import Trainer, TrainResult, check_something_to_do, dist_info
 from train.models.yolo import MODEL_NAMES, YoloSeg, default_config_dir, is_yolo, offline_environment
 
@@ -118,7 +118,8 @@ def ultralytics_args(cfg: dict[str, Any], device: torch.device, batches_per_epoc
         "warmup_epochs": sc["warmup_steps"] / max(batches_per_epoch, 1), "fliplr": ac["hflip"],
         "scale": max(1 - lo, hi - 1), "hsv_h": ac["hue"] if color else 0.0,
         "hsv_s": ac["saturation"] if color else 0.0, "hsv_v": ac["brightness"] if color else 0.0,
-        "copy_paste": ac["copy_paste"], "patience": tc["epochs"],
+        "copy_paste": ac["copy_paste"], "patience": tc["early_stop"]["patience"] or tc["epochs"],
+        "deterministic": bool(tc["deterministic"]),
         "pretrained": False, "plots": False, "val": True, "save": True, "verbose": False,
         **(cfg.get("ultralytics") or {}),
     }
@@ -188,6 +189,17 @@ class YoloFit(Trainer):
                                "with SegLoop's callbacks, which its own multi-GPU launcher would not carry)",
                                fix="start python -m train.run without torchrun; train.device=cuda:N picks the GPU")
         check_passthrough(dict(cfg.get("ultralytics") or {}))
+        side = max(cfg["data"]["image_size"])
+        if side % 32:
+            up = -(-side // 32) * 32
+            raise SegLoopError(f"data.image_size={cfg['data']['image_size']}: YOLO models train on a square input "
+                               f"whose side is a multiple of 32 (their largest stride); Ultralytics would round {side}"
+                               f" up to {up} while SegLoop validated at {side}",
+                               fix=f"set data.image_size=[{up}, {up}] (or [{up - 32}, {up - 32}])")
+        if cfg["train"]["overfit_batch"]:
+            raise SegLoopError("train.overfit_batch: YOLO models train in Ultralytics' trainer, which has no "
+                               "overfit check", fix="run the check with a model of SegLoop's loop (maskrcnn), or "
+                                                    "train YOLO on a few images with data.train_ids")
         super().__init__(cfg, progress)
 
     def unused_settings(self) -> dict[str, str]:
@@ -197,22 +209,18 @@ class YoloFit(Trainer):
                "train.grad_clip": "Ultralytics always clips gradients at norm 10",
                "train.freeze_encoder_epochs": "Ultralytics freezes layers with its own freeze argument "
                                               "(ultralytics: {freeze: N})",
-               "augment.contrast": "Ultralytics' colour augmentation has hue, saturation and value gains only"}
+               "augment.contrast": "Ultralytics' colour augmentation has hue, saturation and value gains only",
+               "train.early_stop.min_delta": "Ultralytics' early stopping counts any rise of the metric"}
         return {**out, **self.schedule_unused()}
 
     # ---------------------------------------------------------------------------------------------------- setup
     def _build_data(self) -> None:
         """The validation set SegLoop scores; the training images are read by Ultralytics from the export."""
-        cfg, ds = self.cfg, self.dataset
-        split, fold = cfg["data"]["train_split"], cfg["data"]["fold"]
-        train_ids = val_ids = None
-        self.val_split = cfg["data"]["val_split"]
-        if fold is not None:
-            f = ds.fold(fold)
-            train_ids, val_ids, self.val_split = f["train"], f["val"], split
-        images = ds.coco(split)["images"]
-        self.train_set = images if train_ids is None else [im for im in images if im["id"] in set(train_ids)]
-        self.val_set = self.task.validation_set(ds, self.val_split, val_ids)
+        cfg, ds, sel = self.cfg, self.dataset, self.selection
+        self.val_split = sel.val_split
+        images = ds.coco(sel.train_split)["images"]
+        self.train_set = images if sel.train_ids is None else [im for im in images if im["id"] in set(sel.train_ids)]
+        self.val_set = self.task.validation_set(ds, sel.val_split, sel.val_ids)
         if not self.train_set or not len(self.val_set):
             raise SegLoopError(f"empty split in dataset {ds.version}: train {len(self.train_set)}, val "
                                f"{len(self.val_set)} images", path=ds.path,
@@ -229,19 +237,30 @@ class YoloFit(Trainer):
         self.start_epoch, self.step, self.elapsed = 0, 0, 0.0
         self.best: dict[str, Any] = {"metric": self.best_metric, "value": -1.0, "epoch": -1}
         self.resume_state: dict[str, Any] | None = None
+        self.patience, self.stop_reason = None, None  # Ultralytics' own stopper applies train.early_stop
         if self.ckpt:
             check_compatible(self.ckpt, self.spec, self.taxonomy.names, self.cfg["resume"])
-            unwrap(self.model).load_state_dict(self.ckpt["model"])
+            load_state(unwrap(self.model), self.ckpt["model"], self.cfg["resume"])
             self.start_epoch, self.step, self.elapsed = self.ckpt["epoch"], self.ckpt["step"], self.ckpt["elapsed_s"]
             if self.ckpt["best"]["metric"] == self.best_metric:
                 self.best = self.ckpt["best"]
             self.resume_state = self.ckpt["trainer"]
         limit = tc["time_limit"] * 60 if tc["time_limit"] else None
         if self.ckpt:
-            check_something_to_do(self.cfg, self.start_epoch, self.elapsed)
+            check_something_to_do(self.cfg, self.start_epoch, self.elapsed, self.ckpt.get("stopped"))
         self.args = ultralytics_args(self.cfg, self.device, self.batches_per_epoch,
                                      limit - self.elapsed if limit else None)
         validate_args(self.args)
+        layers = len(unwrap(self.model).net.model)
+        freeze = self.args.get("freeze")
+        frozen = [freeze] if isinstance(freeze, int) and not isinstance(freeze, bool) else (
+            freeze if isinstance(freeze, list) else [])
+        if any(not isinstance(f, int) or isinstance(f, bool) or not 0 <= f < layers for f in frozen) or (
+                isinstance(freeze, int) and freeze >= layers):
+            raise SegLoopError(f"ultralytics.freeze={freeze!r}: {self.spec['name']} has {layers} layers (0 .. "
+                               f"{layers - 1}); freezing them all, or one it does not have, leaves nothing to train",
+                               fix=f"freeze the first N layers with N < {layers} (the backbone is the first 10 or "
+                                   f"11), or a list of layer indices below {layers}")
         self.model.imgsz.fill_(self.args["imgsz"])
 
     # ------------------------------------------------------------------------------------------------ the fit
@@ -263,30 +282,33 @@ class YoloFit(Trainer):
             self.ultra = trainer
             with no_amp_download(), quiet(not self.progress):
                 trainer.train()
+        patience = self.cfg["train"]["early_stop"]["patience"]
+        if patience and self.epochs_done < self.cfg["train"]["epochs"] and not self.stopped_by_time and (
+                self.epochs_done - trainer.stopper.best_epoch >= patience):
+            self.stop_reason = (f"early stopping: val {self.best_metric} has not risen for {patience} epochs "
+                                f"(train.early_stop.patience, Ultralytics' stopper)")
+            print(f"{self.stop_reason}; its peak {self.best['value']:.4f} was at epoch {self.best['epoch']}")
         self.images_per_second = self.train_images / self.train_time if self.train_time else 0.0
         self._call("after_train")
         return TrainResult(self.run_dir, self.best["metric"], self.best["value"], self.best["epoch"],
                            self.epochs_done, self.step, self.elapsed, self.images_per_second)
 
     def _data_yaml(self, export: Path, work: Path) -> Path:
-        """Ultralytics' data YAML for this run: the export's splits, or with ``data.fold`` lists of the fold's
-        images (the same ids SegLoop validates on)."""
+        """Ultralytics' data YAML for this run: the export's splits, or lists of the chosen images where the run
+        trains or validates on part of a split (a fold, ``data.train_ids``): the same ids SegLoop validates on."""
         from core.config import read_yaml
 
         data = read_yaml(export / "data.yaml")
-        fold = self.cfg["data"]["fold"]
-        if fold is not None:
-            ids = self.dataset.fold(fold)
-            split = self.cfg["data"]["train_split"]
+        sel = self.selection
+        for part, split, ids in (("train", sel.train_split, sel.train_ids), ("val", sel.val_split, sel.val_ids)):
+            if ids is None:
+                data[part] = data[split]
+                continue
             images = {im["id"]: im for im in self.dataset.coco(split)["images"]}
-            for part in ("train", "val"):
-                files = [next((export / "images" / split).glob(im["key"].replace("/", "__") + ".*"))
-                         for i in ids[part] for im in [images[i]]]
-                (work / f"{part}.txt").write_text("".join(f"{f}\n" for f in files))
-                data[part] = str(work / f"{part}.txt")
-        else:
-            data["train"] = data[self.cfg["data"]["train_split"]]
-            data["val"] = data[self.val_split]
+            files = [next((export / "images" / split).glob(images[i]["key"].replace("/", "__") + ".*"))
+                     for i in ids]
+            (work / f"{part}.txt").write_text("".join(f"{f}\n" for f in files))
+            data[part] = str(work / f"{part}.txt")
         (work / "data.yaml").write_text(dump_yaml(data))
         return work / "data.yaml"
 
@@ -394,7 +416,7 @@ def make_trainer(fit: YoloFit, args: dict[str, Any]) -> Any:
         if fit.record is not None:
             value = float(fit.record[f"val_{fit.best_metric}"])
             if value > fit.best["value"]:  # best.pt first, as SegLoop's loop
-                fit.best = {"metric": fit.best_metric, "value": value, "epoch": epoch}
+                fit.best = {"metric": fit.best_metric, "value": value, "epoch": epoch, "step": fit.step}
                 fit.out.checkpoint("best.pt", fit.payload(t, epoch))
         fit.out.checkpoint("last.pt", fit.payload(t, epoch))
 

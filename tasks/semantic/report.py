@@ -11,7 +11,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
-from evaluate.report import standard_augmentations, table
+from evaluate.tables import standard_augmentations, table
 
 
 class SemanticReport:
@@ -21,6 +21,9 @@ class SemanticReport:
         from train.checkpoint import build_from_spec
         from train.models.heads import decoding_of
 
+        if spec["name"] == "ensemble":
+            self._ensemble_png(spec, path)
+            return
         model = build_from_spec(spec, 2 if spec["args"].get("head") == "sigmoid" else 3)
         enc = model.encoder
         chs, strides = enc.channels, enc.strides
@@ -50,6 +53,27 @@ class SemanticReport:
         fig.savefig(path, dpi=110, bbox_inches="tight")
         plt.close(fig)
 
+    def _ensemble_png(self, spec: dict[str, Any], path: Path) -> None:
+        """An ensemble's diagram: each member, and the mean of their probabilities that the head decodes."""
+        members = spec["args"]["members"]
+        fig, ax = plt.subplots(figsize=(8, 0.7 * len(members) + 1.2))
+        ax.axis("off")
+        for i, m in enumerate(members):
+            y = len(members) - 1 - i
+            args = ", ".join(f"{k}={v}" for k, v in (m.get("args") or {}).items())
+            ax.add_patch(plt.Rectangle((0, y), 4.0, 0.6, color="#4c72b0", alpha=0.85))
+            ax.text(2.0, y + 0.3, f"{m['name']} {args}"[:60], ha="center", va="center", color="white", fontsize=7)
+            ax.annotate("", xy=(5.0, (len(members) - 1) / 2 + 0.3), xytext=(4.0, y + 0.3),
+                        arrowprops={"arrowstyle": "->", "color": "grey"})
+        ax.add_patch(plt.Rectangle((5.0, (len(members) - 1) / 2), 2.6, 0.6, color="#dd8452", alpha=0.85))
+        ax.text(6.3, (len(members) - 1) / 2 + 0.3, "mean of the class\nprobabilities", ha="center", va="center",
+                color="white", fontsize=7)
+        ax.set_xlim(-0.2, 7.8)
+        ax.set_ylim(-0.3, len(members) + 0.1)
+        ax.set_title(f"ensemble of {len(members)} models", fontsize=9)
+        fig.savefig(path, dpi=110, bbox_inches="tight")
+        plt.close(fig)
+
     def loss(self, cfg: dict[str, Any], curve: list[dict[str, Any]]) -> str:
         from train.losses import describe, uses_class_weights
 
@@ -70,6 +94,25 @@ class SemanticReport:
 
     def metrics(self, test: dict[str, Any]) -> list[str]:
         return ["mIoU", "pixel accuracy", "mean Dice", "per-class IoU and Dice"] if "mIoU" in test else []
+
+    def encoder(self, spec: dict[str, Any], info: dict[str, Any]) -> str:
+        """The encoder as run.json recorded it (the model's own for architectures with a fixed one)."""
+        return str(info.get("encoder") or spec["args"].get("encoder") or "-")
+
+    def loss_terms(self, cfg: dict[str, Any], curve: list[dict[str, Any]]) -> str:
+        """The loss terms with their weights, from the config alone (``0.5 x dice``)."""
+        from train.config import LOSS_ALIASES
+
+        lc = cfg["loss"]
+        name = "cross_entropy+dice" if lc["name"] in LOSS_ALIASES else lc["name"]
+        args = lc.get("args") or {}
+        terms = [t.strip() for t in name.split("+")]
+        return " + ".join(f"{(args.get(t) or {}).get('weight', 1.0):g} x {t}" if len(terms) > 1 else t
+                          for t in terms)
+
+    def per_class(self, test: dict[str, Any]) -> tuple[str, dict[str, float | None]]:
+        """The per-class figure of a test evaluation: IoU."""
+        return "IoU", {n: v.get("iou") for n, v in (test.get("per_class") or {}).items()}
 
     def worst_classes(self, name: str, test: dict[str, Any]) -> list[str]:
         pc = test["per_class"]

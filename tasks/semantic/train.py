@@ -11,6 +11,7 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from core.errors import SegLoopError
+from core.metrics import ConfusionMatrix
 from ingest.version import DatasetVersion
 from metrics.semantic import SemSegEvaluator
 from train.data import SplitDataset, build_augment, collate, normalize, resize_image
@@ -100,12 +101,13 @@ class SemanticTask(Task):
         return cb
 
     def datasets(self, version: DatasetVersion, train_ids: list[int] | None, val_split: str,
-                 val_ids: list[int] | None) -> tuple[Dataset, Dataset]:
+                 val_ids: list[int] | None, augment: bool = True) -> tuple[Dataset, Dataset]:
         cfg = self.cfg
         hw = tuple(cfg["data"]["image_size"])
-        aug = build_augment(cfg["augment"], hw, self.taxonomy.ignore_index)
-        aug.set_random_seed(cfg["train"]["seed"])
-        copy_blob = self.copy_blob_config(version)
+        aug = build_augment(cfg["augment"], hw, self.taxonomy.ignore_index) if augment else None
+        if aug is not None:
+            aug.set_random_seed(cfg["train"]["seed"])
+        copy_blob = self.copy_blob_config(version) if augment else None
         train_set = SplitDataset(version, cfg["data"]["train_split"], hw, aug, image_ids=train_ids,
                                  progress=self.progress, copy_blob=copy_blob)
         if train_set.copy_blob is not None:
@@ -124,6 +126,15 @@ class SemanticTask(Task):
 
     def start_epoch(self, train_set: Dataset, seed: int) -> None:
         train_set.set_random_seed(seed)
+        self.train_scores = ConfusionMatrix(self.taxonomy.num_classes, self.taxonomy.ignore_index)
+
+    def train_record(self) -> dict[str, Any]:
+        """The epoch's training batches scored as they were trained (augmented, at the training size, before
+        each step's update): ``train_mIoU`` beside ``val_mIoU`` shows how far validation lags behind."""
+        scores = getattr(self, "train_scores", None)
+        if scores is None or not scores.mat.any():
+            return {}
+        return {"train_mIoU": scores.scores().miou}
 
     def build_model(self, initialise: bool = True) -> nn.Module:
         model = super().build_model(initialise)
@@ -164,6 +175,8 @@ class SemanticTask(Task):
 
     def run_info(self, model: nn.Module) -> dict[str, Any]:
         info: dict[str, Any] = {"head": self.decoding.describe()}
+        if isinstance(getattr(getattr(model, "encoder", None), "name", None), str):
+            info["encoder"] = model.encoder.name
         if self.class_weights is not None:
             info["class_weights"] = self.class_weights
         return info
@@ -174,7 +187,11 @@ class SemanticTask(Task):
         x = x.contiguous(memory_format=torch.channels_last if self.use_cl else torch.contiguous_format)
         y = batch["label"].to(self.device, non_blocking=True)
         with autocast_for(self.device, self.amp):
-            return self.loss_fn(model(x), y)
+            logits = model(x)
+            losses = self.loss_fn(logits, y)
+        if hasattr(self, "train_scores"):
+            self.train_scores.update(self.decoding.labels(logits.detach()), y)
+        return losses
 
     def evaluator(self, version: DatasetVersion, split: str) -> BatchSemSegEvaluator:
         return BatchSemSegEvaluator(self.taxonomy.names, self.taxonomy.ignore_index)

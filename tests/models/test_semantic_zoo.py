@@ -25,6 +25,11 @@ ZOO = {
     "convunext": ("convunext", {"width": 8, "depth": 2}),
     "linknet": ("linknet", {"encoder_args": {"width": 4, "depth": 3}}),
     "linknet-resnet34-sigmoid": ("linknet", {"encoder": "resnet34", "head": "sigmoid"}),
+    "ensemble": ("ensemble", {"members": [{"name": "resunet", "args": {"width": 4, "depth": 2}},
+                                          {"name": "unet", "args": {"encoder": "residual",
+                                                                    "encoder_args": {"width": 4, "depth": 3}}}]}),
+    "ensemble-sigmoid": ("ensemble", {"members": [{"name": "resunet", "args": {"width": 4, "depth": 2,
+                                                                                "head": "sigmoid"}}] * 2}),
 }
 # the same code paths at a larger size: built and run once, not trained, in the suite
 BUILD_ONLY = {
@@ -37,7 +42,8 @@ BUILD_ONLY = {
 
 
 def _classes(args: dict) -> int:
-    return 2 if args.get("head") == "sigmoid" else 3
+    heads = [args.get("head")] + [(m.get("args") or {}).get("head") for m in args.get("members", [])]
+    return 2 if "sigmoid" in heads else 3
 
 
 def _build(key: str) -> torch.nn.Module:

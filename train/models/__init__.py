@@ -5,7 +5,7 @@ Importing this package registers every model module below; an unknown name or ar
 
 from __future__ import annotations
 
-from train.models import linknet, maskrcnn, unet, yolo  # noqa: F401  (registration)
+from train.models import ensemble, linknet, maskrcnn, unet, yolo  # noqa: F401  (registration)
 from train.models.encoders import ENCODERS
 from train.models.registry import INSTANCE_MODELS, SEMANTIC_MODELS
 

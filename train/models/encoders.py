@@ -45,13 +45,20 @@ class Encoder(nn.Module):
 
 
 # ------------------------------------------------------------------------------------------------ from scratch
+MAX_DEPTH, MAX_CHANNELS = 8, 8192  # deeper or wider does not fit a CPU's memory, nor help a street scene
+
+
 class StagedEncoder(Encoder):
     """A stem and ``depth`` stride-2 stages, ``width`` channels doubled per level: the from-scratch encoders."""
 
     def _levels(self, width: int, depth: int, stem_stride: int, *counts: int) -> list[int]:
         """The channels per level, after checking the sizes (``counts``: any other positive counts)."""
         if depth < 1 or width < 1 or any(c < 1 for c in counts):
-            raise ValueError("depth, width and block counts must be positive")
+            raise ValueError(f"depth, width and block counts must be positive, got depth={depth}, width={width}")
+        if depth > MAX_DEPTH or width * 2**depth > MAX_CHANNELS:
+            raise ValueError(f"depth={depth} with width={width} makes {width * 2**depth} channels at 1/"
+                             f"{stem_stride * 2**depth} of the input: at most depth {MAX_DEPTH} and "
+                             f"{MAX_CHANNELS} channels (width * 2**depth)")
         if stem_stride not in (1, 2, 4):
             raise ValueError(f"stem_stride must be 1, 2 or 4, got {stem_stride}")
         self.channels = [width * 2**i for i in range(depth + 1)]
@@ -294,4 +301,6 @@ def build_encoder(name: str, args: Any, weights: str | None) -> Encoder:
         args["weights"] = weights
     if "weights" in args and weights is None and args["weights"] is not None:
         raise ValueError("give the encoder's weights as model.args.encoder_weights, not in encoder_args")
-    return ENCODERS.build(name, args)
+    encoder = ENCODERS.build(name, args)
+    encoder.name = name  # the registry name, which run.json records (and the comparison of runs shows)
+    return encoder

@@ -116,6 +116,10 @@ def unet(num_classes: int, encoder: str = "resnet34", encoder_args: dict[str, An
         threshold: sigmoid head: the foreground probability above which a pixel is foreground
         dropout: dropout before the head
     """
+    if decoder_channels is not None and (not isinstance(decoder_channels, list) or not all(
+            isinstance(c, int) and not isinstance(c, bool) and c > 0 for c in decoder_channels)):
+        raise ValueError(f"decoder_channels must be a list of channel counts (whole numbers > 0), finest level "
+                         f"first, got {decoder_channels!r}")
     enc = build_encoder(encoder, encoder_args, encoder_weights)
     return UNet(enc, num_classes, "conv", attention, decoder_channels, head, threshold, dropout)
 

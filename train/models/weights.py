@@ -29,7 +29,9 @@ def read_state_dict(path: str | Path, what: str, fix: str = STATE_DICT_FIX) -> d
     if not path.is_file():
         raise SegLoopError(f"{what} file not found", path=path, fix=fix)
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        from train.checkpoint import quiet_load
+
+        state = quiet_load(path)
     except Exception as exc:
         from train.checkpoint import refused_pickle_message
 

@@ -26,21 +26,14 @@ import numpy as np
 import torch
 from torch import nn
 
+from tasks.instance.names import FAMILIES, MODEL_NAMES, SCALES, is_yolo  # noqa: F401  (re-exported)
 from train.models.registry import INSTANCE_MODELS
-
-FAMILIES = {"yolov8": "YOLOv8 (2023)", "yolo11": "YOLO11 (2024)", "yolo26": "YOLO26 (2025, NMS-free head)"}
-SCALES = "nsmlx"
-MODEL_NAMES = tuple(f"{family}{scale}-seg" for family in FAMILIES for scale in SCALES)
 
 # what detections evaluation keeps: Ultralytics' validation settings (a low confidence floor, so the precision-
 # recall curve is complete), with COCO's 100 detections per image, the most pycocotools scores
 CONF = 0.001
 IOU = 0.7
 MAX_DET = 100
-
-
-def is_yolo(name: str) -> bool:
-    return name in MODEL_NAMES
 
 
 def offline_environment(config_dir: Path) -> Path:

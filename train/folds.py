@@ -1,0 +1,93 @@
+"""k-fold training: one command trains one run per fold of a version built with ``folds: k``
+(``python -m train.run data.fold=all ...``), as a group under one experiment name, resumable as a whole.
+
+The group is a folder (``runs/<name>/``) holding ``group.json`` (what the group is: its folds, version, command),
+the group's ``config.yaml`` (the config every fold starts from) and one complete run per fold (``fold0/``,
+``fold1/``, ...), so every reader of runs (``evaluate run``, the report, ``evaluate compare``, triage) reads each
+fold as any run, and its curves are the fold's own. ``resume=runs/<name>`` continues the group: a finished fold is
+left as it is, an interrupted one resumes from its ``last.pt``, one not started yet starts.
+"""
+
+from __future__ import annotations
+
+import copy
+import sys
+from pathlib import Path
+from typing import Any
+
+from core.config import dump_yaml
+from core.errors import SegLoopError
+from core.fsio import read_json, write_json_atomic, write_text_atomic
+from core.names import safe_name
+from train.config import train_command
+
+GROUP = "group.json"
+
+
+def is_group(path: str | Path) -> bool:
+    return (Path(path) / GROUP).is_file()
+
+
+def fold_count(version: Any) -> int:
+    """The number of folds a version was built with; a version without folds cannot train them all."""
+    k = int(((version.manifest.get("folds") or {}).get("k")) or 0)
+    if k < 2:
+        raise SegLoopError(f"data.fold=all, but {version.version} was built without folds", path=version.path,
+                           fix="build a version with folds, e.g. python -m ingest build folds=5, and train on it")
+    return k
+
+
+def _fold_done(run_dir: Path, epochs: int) -> bool:
+    """Whether a fold's run has finished: its last checkpoint has all its epochs, or the run stopped itself."""
+    from train.checkpoint import load_checkpoint
+
+    last = run_dir / "checkpoints" / "last.pt"
+    if not last.is_file():
+        return False
+    ckpt = load_checkpoint(last)
+    return ckpt["epoch"] >= epochs or bool(ckpt.get("stopped"))
+
+
+def train_folds(cfg: dict[str, Any], progress: bool = True) -> list[Any]:
+    """Train (or, with ``resume`` naming the group, continue) one run per fold; the fold runs' results in order."""
+    from train.engine import ensure_dataset, train
+
+    resume = cfg["resume"]
+    if resume:
+        group_dir = Path(resume)
+        group = read_json(group_dir / GROUP, "group.json")
+        if not isinstance(group, dict) or not isinstance(group.get("folds"), int):
+            raise SegLoopError("group.json does not say how many folds the group has", path=group_dir / GROUP,
+                               fix="restore group.json, or start the group again without resume=")
+        k = group["folds"]
+    else:
+        version = ensure_dataset(cfg)
+        k = fold_count(version)
+        name = safe_name(cfg["output"]["name"] or f"{cfg['model']['name']}-{version.version.split('@')[0]}-folds",
+                         "output.name")
+        group_dir = Path(cfg["output"]["runs_dir"]) / name
+        if group_dir.exists():
+            raise SegLoopError("the group's folder exists", path=group_dir,
+                               fix=f"continue it with resume={group_dir}, or give another output.name")
+        group_dir.mkdir(parents=True)
+        write_text_atomic(group_dir / "config.yaml", dump_yaml({**cfg, "resume": None}))
+        write_json_atomic(group_dir / GROUP, {"kind": "folds", "folds": k, "dataset_version": version.version,
+                                              "runs": [f"fold{i}" for i in range(k)],
+                                              "command": train_command(sys.argv, cfg)})
+    results = []
+    for i in range(k):
+        fold_cfg = copy.deepcopy(cfg)
+        fold_cfg["data"]["fold"] = i
+        fold_cfg["output"] = {**cfg["output"], "runs_dir": str(group_dir), "name": f"fold{i}", "exist_ok": False}
+        run_dir = group_dir / f"fold{i}"
+        fold_cfg["resume"] = None
+        if (run_dir / "checkpoints" / "last.pt").is_file():
+            epochs = cfg["train"]["overfit_steps"] if cfg["train"]["overfit_batch"] else cfg["train"]["epochs"]
+            if _fold_done(run_dir, epochs):
+                print(f"fold {i + 1}/{k}: {run_dir} has finished; left as it is")
+                results.append(None)
+                continue
+            fold_cfg["resume"] = str(run_dir)
+        print(f"fold {i + 1}/{k}: {'resuming' if fold_cfg['resume'] else 'training'} {run_dir}")
+        results.append(train(fold_cfg, progress))
+    return results
