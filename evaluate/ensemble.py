@@ -8,8 +8,8 @@ one input size; what differs is said, naming the runs. The ensemble is written a
 of train) is evaluated on the same split where it has not been yet, and ``ensemble.json`` records the table: the
 ensemble beside each member, and the overlap of the members' worst images ("do they fail on the same samples?").
 
-Semantic members are averaged as probabilities. Instance members (merging detections) are not ensembled yet: they
-are refused with that reason.
+Semantic members are averaged as probabilities; instance members' detections are fused (weighted boxes and masks,
+scored by the members' agreement; ``train.models.ensemble``).
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from core.runs import Run, find_checkpoint, resolve_run
 from evaluate.results import EvalResults
 
 ENSEMBLE = "ensemble.json"
-ENSEMBLE_TASKS = ("semantic",)  # where averaging the members' outputs is built
+ENSEMBLE_TASKS = ("semantic", "instance")  # the tasks whose models register an "ensemble"
 
 
 def _member(run: str | Path) -> dict[str, Any]:
@@ -56,11 +56,12 @@ def check_members(members: list[dict[str, Any]]) -> None:
     differs("taxonomy", lambda m: [c["name"] for c in m["ckpt"]["taxonomy"]["classes"]])
     differs("dataset version", lambda m: m["ckpt"]["dataset_version"])
     differs("input size (data.image_size)", lambda m: m["ckpt"]["config"]["data"]["image_size"])
+    import tasks
+
     task = first["ckpt"]["model_spec"]["task"]
-    if task not in ENSEMBLE_TASKS:
-        raise SegLoopError(f"ensembles of {task} runs are not built: merging their detections (score-weighted, "
-                           f"with NMS or mask voting) is still to come", path=first["dir"],
-                           fix=f"ensemble {', '.join(ENSEMBLE_TASKS)} runs")
+    if "ensemble" not in tasks.get(task).training().models:
+        raise SegLoopError(f"the {task} task has no ensemble model: its outputs are not combined",
+                           path=first["dir"], fix=f"ensemble runs of a task that has one ({', '.join(ENSEMBLE_TASKS)})")
     if any(m["ckpt"]["model_spec"]["name"] == "ensemble" for m in members):
         raise SegLoopError("an ensemble cannot be a member of another", path=first["dir"],
                            fix="give the trained runs themselves")
@@ -69,6 +70,7 @@ def check_members(members: list[dict[str, Any]]) -> None:
 def write_ensemble(members: list[dict[str, Any]], out: Path) -> Path:
     """The ensemble's run folder: its checkpoint (every member's weights under ``members.<i>.``), ``run.json``,
     ``config.yaml`` (the first member's, with the ensemble as its model) and ``ensemble.json``."""
+    import tasks
     from core.runs import save_checkpoint
 
     first = members[0]["ckpt"]
@@ -90,7 +92,7 @@ def write_ensemble(members: list[dict[str, Any]], out: Path) -> Path:
         (tmp / "config.yaml").write_text(dump_yaml(config))
         write_json_atomic(tmp / "run.json", info)
         write_json_atomic(tmp / ENSEMBLE, {"members": [str(m["dir"]) for m in members],
-                                          "combined": "mean of the members' class probabilities"})
+                                          "combined": tasks.get(spec["task"]).training().models.summary("ensemble")})
     return out
 
 

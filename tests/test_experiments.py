@@ -271,9 +271,21 @@ def test_ensembles_of_runs_that_do_not_combine_are_refused(evaluated_run, evalua
     assert rc == 2 and "differ in task" in err and f"{inst.name}: instance" in err
     rc = run_cli(evaluate_main, ["ensemble", str(inst), str(inst), "--out", str(tmp_path / "e")])
     assert rc == 2 and "given twice" in capsys.readouterr().err
+
+    assert not (tmp_path / "e").exists()
+
+
+def test_an_instance_ensemble_of_two_identical_runs_equals_each(evaluated_instance_run, tmp_path, capsys):
     import shutil
 
-    shutil.copytree(inst, tmp_path / "inst2", ignore=shutil.ignore_patterns("eval"))
-    rc = run_cli(evaluate_main, ["ensemble", str(inst), str(tmp_path / "inst2"), "--out", str(tmp_path / "e")])
-    assert rc == 2 and "ensembles of instance runs are not built" in capsys.readouterr().err
-    assert not (tmp_path / "e").exists()
+    from evaluate.ensemble import build_ensemble
+
+    inst, result = evaluated_instance_run
+    twin = tmp_path / "twin"
+    shutil.copytree(inst, twin, ignore=shutil.ignore_patterns("eval"))
+    table = build_ensemble([inst, twin], tmp_path / "ens", "test", progress=False)
+    # each object is found by both members with the same box, mask and score: fused, it is that detection again
+    assert table["ensemble"]["mask_AP"] == pytest.approx(result["segm"]["AP"], abs=1e-6)
+    fused = json.loads((tmp_path / "ens" / "eval" / "test" / "metrics.json").read_text())
+    assert fused["segm"]["AP50"] == pytest.approx(result["segm"]["AP50"], abs=1e-6)
+    assert json.loads((tmp_path / "ens" / "run.json").read_text())["model"]["name"] == "ensemble"

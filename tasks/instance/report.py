@@ -11,13 +11,17 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
+from evaluate.diagrams import ensemble_png
 from evaluate.tables import num, standard_augmentations, table
 from tasks.instance.names import is_yolo
 
 
 class InstanceReport:
     def architecture_png(self, spec: dict[str, Any], hw: tuple[int, int], path: Path) -> None:
-        """The stages of a two-stage detector, or of a one-stage YOLO segmenter."""
+        """The stages of a two-stage detector, or of a one-stage YOLO segmenter (an ensemble: its members)."""
+        if spec["name"] == "ensemble":
+            ensemble_png(spec, path, "boxes and masks\nfused (weighted)")
+            return
         args = spec["args"]
         if is_yolo(spec["name"]):
             stages = [("backbone\nconv + C2f/C3k2 blocks", "#4c72b0"), ("neck\nPAN, strides 8 / 16 / 32", "#4c72b0"),
@@ -78,7 +82,9 @@ class InstanceReport:
         return out
 
     def encoder(self, spec: dict[str, Any], info: dict[str, Any]) -> str:
-        """Mask R-CNN's backbone, or the YOLO family's own."""
+        """Mask R-CNN's backbone, or the YOLO family's own (an ensemble: its members')."""
+        if spec["name"] == "ensemble":
+            return " + ".join(self.encoder(m, {}) for m in spec["args"]["members"])
         if is_yolo(spec["name"]):
             return f"{spec['name'].split('-')[0]} backbone"
         return str(spec["args"].get("backbone") or "resnet50") + "-FPN"

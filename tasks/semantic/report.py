@@ -11,6 +11,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
+from evaluate.diagrams import ensemble_png
 from evaluate.tables import standard_augmentations, table
 
 
@@ -22,7 +23,7 @@ class SemanticReport:
         from train.models.heads import decoding_of
 
         if spec["name"] == "ensemble":
-            self._ensemble_png(spec, path)
+            ensemble_png(spec, path, "mean of the class\nprobabilities")
             return
         model = build_from_spec(spec, 2 if spec["args"].get("head") == "sigmoid" else 3)
         enc = model.encoder
@@ -50,27 +51,6 @@ class SemanticReport:
         encoder = spec["args"].get("encoder", type(enc).__name__.removesuffix("Encoder").lower())
         ax.set_title(f"{spec['name']} on {encoder}: {depth} levels down to 1/{strides[-1]}; head: "
                      f"{decoding_of(model).describe()}", fontsize=9)
-        fig.savefig(path, dpi=110, bbox_inches="tight")
-        plt.close(fig)
-
-    def _ensemble_png(self, spec: dict[str, Any], path: Path) -> None:
-        """An ensemble's diagram: each member, and the mean of their probabilities that the head decodes."""
-        members = spec["args"]["members"]
-        fig, ax = plt.subplots(figsize=(8, 0.7 * len(members) + 1.2))
-        ax.axis("off")
-        for i, m in enumerate(members):
-            y = len(members) - 1 - i
-            args = ", ".join(f"{k}={v}" for k, v in (m.get("args") or {}).items())
-            ax.add_patch(plt.Rectangle((0, y), 4.0, 0.6, color="#4c72b0", alpha=0.85))
-            ax.text(2.0, y + 0.3, f"{m['name']} {args}"[:60], ha="center", va="center", color="white", fontsize=7)
-            ax.annotate("", xy=(5.0, (len(members) - 1) / 2 + 0.3), xytext=(4.0, y + 0.3),
-                        arrowprops={"arrowstyle": "->", "color": "grey"})
-        ax.add_patch(plt.Rectangle((5.0, (len(members) - 1) / 2), 2.6, 0.6, color="#dd8452", alpha=0.85))
-        ax.text(6.3, (len(members) - 1) / 2 + 0.3, "mean of the class\nprobabilities", ha="center", va="center",
-                color="white", fontsize=7)
-        ax.set_xlim(-0.2, 7.8)
-        ax.set_ylim(-0.3, len(members) + 0.1)
-        ax.set_title(f"ensemble of {len(members)} models", fontsize=9)
         fig.savefig(path, dpi=110, bbox_inches="tight")
         plt.close(fig)
 
