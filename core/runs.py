@@ -71,6 +71,7 @@ class Run:
             raise SegLoopError("run folder not found", path=self.dir,
                                fix="give a folder written by python -m train.run (ls runs/)")
         if not self.info_path.is_file():
+            group_problem(self.dir)
             raise SegLoopError("not a run folder (no run.json)", path=self.dir,
                                fix="give a folder written by python -m train.run (ls runs/)")
         info = read_json(self.info_path, "run.json")
@@ -110,6 +111,7 @@ class Run:
     def find_checkpoint(self, which: str = "best") -> Path:
         path = self.checkpoint_path(which)
         if not path.is_file():
+            group_problem(self.dir)
             raise SegLoopError(f"run has no {which}.pt", path=path,
                                fix="train it (python -m train.run) or resume it (python -m train.run resume=RUN)")
         return path
@@ -356,6 +358,16 @@ def resolve_run(run: str | Path, runs_dir: str | Path = "runs") -> Path:
                        f"give a run folder written by python -m train.run ({root}/ holds no run)")
 
 
+def group_problem(path: Path) -> None:
+    """A k-fold group's folder (``group.json``: ``train.run data.fold=all``) given where one run is expected is
+    said as such, with its fold runs, rather than as a run that has not trained."""
+    if (path / "group.json").is_file():
+        folds = sorted(p.name for p in path.iterdir() if p.is_dir() and p.name.startswith("fold"))
+        raise SegLoopError(f"is a k-fold group of {len(folds)} runs, not one run", path=path,
+                           fix=f"give its fold runs ({path}/fold0 ...; {path}/fold* for all), or resume the group "
+                               f"with python -m train.run resume={path}")
+
+
 def find_checkpoint(run: str | Path, which: str = "best") -> Path:
     """``runs/x`` + ``best`` -> ``runs/x/checkpoints/best.pt``; a ``.pt`` path is taken as is."""
     run = Path(run)
@@ -440,13 +452,37 @@ def plan_run_dir(runs_dir: str | Path, name: str, exist_ok: bool) -> Path:
     return root / f"{name}-{i}"
 
 
+def replaced_path(path: Path) -> Path:
+    """Where ``output.exist_ok`` keeps the earlier run of a name until the new one has its first checkpoint."""
+    return path.parent / f".{path.name}.replaced"
+
+
+def settle_replaced(path: Path, restore: bool) -> None:
+    """The earlier run ``create_run_dir`` set aside: dropped once the new run has a checkpoint, or put back
+    (``restore``) when the new run failed before its first, so a failed replacement loses nothing."""
+    aside = replaced_path(path)
+    if not aside.is_dir():
+        return
+    if restore:
+        if path.exists():
+            shutil.rmtree(path)
+        os.replace(aside, path)
+        print(f"note: the earlier run {path} is back as it was (the new run failed before its first checkpoint)")
+    else:
+        shutil.rmtree(aside, ignore_errors=True)
+
+
 def create_run_dir(path: Path, exist_ok: bool) -> Path:
     """Claim the planned run folder (``mkdir`` is atomic: of two trainings started together, one gets the name and
     the other the next free ``-N``); with ``exist_ok`` an earlier run of that name is replaced (its metrics must not
     mix with the new ones). The folder records its owner until the first checkpoint."""
-    if path.is_dir() and (exist_ok or is_abandoned(path)):
-        if exist_ok:
-            replaceable(path)  # checked again: the folder may have changed while the data was prepared
+    if path.is_dir() and exist_ok and any(path.iterdir()):
+        replaceable(path)  # checked again: the folder may have changed while the data was prepared
+        aside = replaced_path(path)
+        if aside.exists():
+            shutil.rmtree(aside)
+        os.replace(path, aside)  # kept until the new run's first checkpoint: a run that fails before restores it
+    elif path.is_dir() and (exist_ok or is_abandoned(path)):
         shutil.rmtree(path)
     base, i = path, 2
     while True:

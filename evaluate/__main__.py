@@ -96,16 +96,21 @@ def main(argv: list[str] | None = None) -> int:
 
 def _compare(runs: list[str], out: str | None, split: str, flops: bool) -> int:
     from core.errors import SegLoopError
-    from evaluate.compare import compare_runs, markdown, write_comparison
+    from evaluate.compare import check_out, compare_runs, markdown, write_comparison
 
     if split not in ("train", "val", "test"):
         raise SegLoopError(f"--split {split}: there is no such split", fix="--split train, val or test")
+    if out:
+        check_out(out)
     rows, skipped = compare_runs(runs, split, flops)
     for line in skipped:
         print(f"note: left out {line}", file=sys.stderr)
     if not rows:
         raise SegLoopError(f"none of the {len(runs)} folder(s) is a run to compare", path=runs[0],
                            fix="give run folders written by python -m train.run (ls runs/)")
+    if not any(r.values.get("evaluated") for r in rows):
+        print(f"note: no run has an evaluation of the {split} split: the table has no {split} figures "
+              f"(python -m evaluate run RUN --split {split})", file=sys.stderr)
     print(markdown(rows, split))
     if out:
         print(f"comparison written: {write_comparison(rows, out, split)}/compare.md, compare.csv, compare.html")

@@ -48,8 +48,8 @@ class Row:
     test_version: str | None = None
 
     @property
-    def name(self) -> str:  # what evaluate.curves labels a series with
-        return self.dir.name
+    def name(self) -> str:  # what evaluate.curves labels a series with: the table's own name for the run
+        return str(self.values["run"])
 
 
 def _dig(d: Any, path: tuple[str, ...]) -> Any:
@@ -66,11 +66,20 @@ def read_row(run_dir: Path, split: str = "test", flops: bool = False) -> Row:
         raise SegLoopError("run has no config.yaml", path=run_dir, fix="give run folders written by "
                                                                          "python -m train.run")
     cfg = read_yaml(run.config_path)
+    sections = {"data": dict, "loss": dict, "augment": dict, "model": dict, "train": dict}
+    wrong = [k for k, kind in sections.items() if not isinstance(cfg.get(k), kind)]
+    if wrong:
+        raise SegLoopError(f"config.yaml is not a training config (its {', '.join(wrong)} missing or not sections)",
+                           path=run.config_path, fix="restore the run's config.yaml (python -m train.run writes it)")
     curve = run.read_metrics()
     spec = info["model"]
     part = tasks.get(run.task).report()
     evaluated = run.dir / "eval" / split / "metrics.json"
     test = read_eval_metrics(evaluated, run.dir, split) if evaluated.is_file() else {}
+    problem = tasks.get(run.task).evaluation().result_problem(test) if test else None
+    if problem:
+        raise SegLoopError(f"the {split} metrics.json {problem}", path=evaluated,
+                           fix=f"evaluate the run again: python -m evaluate run {run.dir} --split {split}")
     model = test.get("model") or {}
     params = info.get("parameters")
     args = ", ".join(f"{k}={v}" for k, v in (spec.get("args") or {}).items() if k != "encoder")
@@ -85,6 +94,8 @@ def read_row(run_dir: Path, split: str = "test", flops: bool = False) -> Row:
         "best val": (f"{info.get('best_metric')} {info['best_value']:.4f}"
                      if isinstance(info.get("best_value"), (int, float)) else None),
         "epoch": info.get("best_epoch"),
+        "evaluated": (Path(str(test.get("checkpoint", "best.pt"))).name + (" + TTA" if test.get("tta") else "")
+                      ) if test else None,
     }
     for column, path in SCORES:
         values[f"{split} {column}"] = _dig(test, path)
@@ -109,7 +120,8 @@ def _gflops(run_dir: Path, cfg: dict[str, Any]) -> float:
 
 
 def compare_runs(runs: list[str | Path], split: str = "test", flops: bool = False) -> tuple[list[Row], list[str]]:
-    """The rows of the runs that read, and one line per folder left out (which, and why)."""
+    """The rows of the runs that read, and one line per folder left out (which, and why). Two runs of one folder
+    name (``fold0`` of two groups) are told apart by their parent folder."""
     rows, skipped, seen = [], [], set()
     for r in runs:
         key = Path(r).resolve()
@@ -121,6 +133,10 @@ def compare_runs(runs: list[str | Path], split: str = "test", flops: bool = Fals
             rows.append(read_row(Path(r), split, flops))
         except SegLoopError as exc:
             skipped.append(str(exc).splitlines()[0])
+    names = [r.values["run"] for r in rows]
+    for r in rows:
+        if names.count(r.values["run"]) > 1:
+            r.values["run"] = f"{r.dir.parent.name}/{r.dir.name}"
     return rows, skipped
 
 
@@ -187,12 +203,18 @@ def to_csv(rows: list[Row]) -> str:
     return buf.getvalue()
 
 
-def write_comparison(rows: list[Row], out: str | Path, split: str = "test") -> Path:
-    """``compare.md``, ``compare.csv``, ``compare.html`` and the overlaid curves into ``out``, all at once."""
+def check_out(out: str | Path) -> Path:
+    """``--out`` checked before anything is read: a folder that is no earlier comparison is never replaced."""
     out = Path(out)
     if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not (out / "compare.md").is_file())):
         raise SegLoopError(f"--out {out} exists and is not a comparison folder (a comparison replaces its folder "
                            f"whole)", path=out, fix="give a new folder, or the folder of an earlier comparison")
+    return out
+
+
+def write_comparison(rows: list[Row], out: str | Path, split: str = "test") -> Path:
+    """``compare.md``, ``compare.csv``, ``compare.html`` and the overlaid curves into ``out``, all at once."""
+    out = check_out(out)
     with atomic_dir(out, replace=True) as tmp:
         with_curves = [r for r in rows if r.curve]
         curves = curve_pngs([{"name": r.name, "curve": r.curve, "info": r.info} for r in with_curves], tmp

@@ -5,8 +5,10 @@ one input size; what differs is said, naming the runs. The ensemble is written a
 (``run.json``, ``config.yaml``, ``ensemble.json`` and ``checkpoints/best.pt`` holding every member's weights, see
 ``train.models.ensemble``), then evaluated on the split like any run, so its ``eval/<split>/`` is what the report,
 ``evaluate compare``, triage and the triptychs read. Each member (and a ``--reference`` run, a model trained on all
-of train) is evaluated on the same split where it has not been yet, and ``ensemble.json`` records the table: the
+of train) is evaluated on the same split, and ``ensemble.json`` records the table: the
 ensemble beside each member, and the overlap of the members' worst images ("do they fail on the same samples?").
+Members are scored inside the ensemble's folder (``members/<i>-<name>/``, their ``best.pt`` linked), as the ensemble
+is: nothing is written into their own folders.
 
 Semantic members are averaged as probabilities; instance members' detections are fused (weighted boxes and masks,
 scored by the members' agreement; ``train.models.ensemble``).
@@ -21,7 +23,7 @@ from typing import Any
 
 from core.config import dump_yaml
 from core.errors import SegLoopError
-from core.fsio import atomic_dir, read_json, write_json_atomic
+from core.fsio import read_json, write_json_atomic
 from core.runs import Run, find_checkpoint, resolve_run
 from evaluate.results import EvalResults
 
@@ -68,8 +70,9 @@ def check_members(members: list[dict[str, Any]]) -> None:
 
 
 def write_ensemble(members: list[dict[str, Any]], out: Path) -> Path:
-    """The ensemble's run folder: its checkpoint (every member's weights under ``members.<i>.``), ``run.json``,
-    ``config.yaml`` (the first member's, with the ensemble as its model) and ``ensemble.json``."""
+    """The ensemble's run folder ``out`` (made by the caller): its checkpoint (every member's weights under
+    ``members.<i>.``), ``run.json``, ``config.yaml`` (the first member's, with the ensemble as its model) and
+    ``ensemble.json``."""
     import tasks
     from core.runs import save_checkpoint
 
@@ -83,17 +86,31 @@ def write_ensemble(members: list[dict[str, Any]], out: Path) -> Path:
             "dataset_path": first["dataset_path"], "taxonomy": first["taxonomy"]["name"],
             "parameters": sum(int(Run(m["dir"]).info().get("parameters") or 0) for m in members),
             "command": "python -m evaluate ensemble " + " ".join(str(m["dir"]) for m in members)}
-    with atomic_dir(out, replace=False) as tmp:
-        (tmp / "checkpoints").mkdir()
-        save_checkpoint(tmp / "checkpoints" / "best.pt", {
-            "model": state, "model_spec": spec, "taxonomy": first["taxonomy"], "config": config, "epoch": 0,
-            "step": 0, "best": {"metric": "", "value": -1.0, "epoch": -1},
-            "dataset_version": first["dataset_version"], "dataset_path": first["dataset_path"]})
-        (tmp / "config.yaml").write_text(dump_yaml(config))
-        write_json_atomic(tmp / "run.json", info)
-        write_json_atomic(tmp / ENSEMBLE, {"members": [str(m["dir"]) for m in members],
-                                          "combined": tasks.get(spec["task"]).training().models.summary("ensemble")})
+    (out / "checkpoints").mkdir(parents=True)
+    save_checkpoint(out / "checkpoints" / "best.pt", {
+        "model": state, "model_spec": spec, "taxonomy": first["taxonomy"], "config": config, "epoch": 0,
+        "step": 0, "best": {"metric": "", "value": -1.0, "epoch": -1},
+        "dataset_version": first["dataset_version"], "dataset_path": first["dataset_path"]})
+    (out / "config.yaml").write_text(dump_yaml(config))
+    write_json_atomic(out / "run.json", info)
+    write_json_atomic(out / ENSEMBLE, {"members": [str(m["dir"]) for m in members],
+                                       "combined": tasks.get(spec["task"]).training().models.summary("ensemble")})
     return out
+
+
+def member_copy(member: dict[str, Any], out: Path, label: str) -> Path:
+    """A member as a run folder inside the ensemble's (``members/<label>/``: its run.json and config.yaml, its
+    best.pt linked), so that each member is scored exactly as the ensemble is (best.pt, no TTA, the same version)
+    without writing into the member's own folder."""
+    import shutil
+
+    dest = out / "members" / label
+    (dest / "checkpoints").mkdir(parents=True)
+    for name in ("run.json", "config.yaml"):
+        if (member["dir"] / name).is_file():
+            shutil.copy2(member["dir"] / name, dest / name)
+    (dest / "checkpoints" / "best.pt").symlink_to(member["path"].resolve())
+    return dest
 
 
 def worst_overlap(runs: list[Path], split: str, n: int) -> dict[str, Any]:
@@ -108,8 +125,11 @@ def worst_overlap(runs: list[Path], split: str, n: int) -> dict[str, Any]:
 
 def build_ensemble(runs: list[str | Path], out: str | Path, split: str = "test", reference: str | Path | None = None,
                    worst: int = 10, progress: bool = True) -> dict[str, Any]:
-    """Write the ensemble of ``runs`` to ``out``, evaluate it and its members (and ``reference``) on ``split``, and
-    return (and record in ``ensemble.json``) the comparison."""
+    """Write the ensemble of ``runs`` to ``out``, evaluate it and its members (and ``reference``) on ``split`` inside
+    it, and return (and record in ``ensemble.json``) the comparison. Nothing is written into the members' folders;
+    a failure leaves no ``out`` behind."""
+    import shutil
+
     from evaluate.runner import evaluate_run
 
     out = Path(out)
@@ -120,26 +140,39 @@ def build_ensemble(runs: list[str | Path], out: str | Path, split: str = "test",
         if Path(r).resolve() in seen:
             raise SegLoopError(f"run {r} is given twice", path=r, fix="name each member once")
         seen.add(Path(r).resolve())
+    if reference is not None and Path(reference).resolve() in seen:
+        raise SegLoopError("--reference is one of the members", path=reference,
+                           fix="give as --reference a run trained on all of train, apart from the members")
     members = [_member(r) for r in runs]
     check_members(members)
     ref = _member(reference) if reference else None
     if ref is not None:
-        check_members([members[0], ref])
-    write_ensemble(members, out)
-    result = evaluate_run(out, split, progress=progress)
-    rows: list[dict[str, Any]] = []
-    for m in [*members, *([ref] if ref else [])]:
-        evaluated = m["dir"] / "eval" / split / "metrics.json"
-        figures = read_json(evaluated, "evaluation metrics") if evaluated.is_file() else None
-        if not isinstance(figures, dict) or figures.get("dataset_version") != result["dataset_version"] or (
-                figures.get("epoch") != m["ckpt"]["epoch"]):
-            figures = evaluate_run(m["dir"], split, progress=progress)
-        rows.append({"run": str(m["dir"]), "role": "reference" if m is ref else "member",
-                     "figures": _headline(figures)})
-    table = {"split": split, "dataset_version": result["dataset_version"], "ensemble": _headline(result),
-             "runs": rows, "worst_overlap": worst_overlap([m["dir"] for m in members], split, worst)}
-    info = read_json(out / ENSEMBLE, "ensemble.json")
-    write_json_atomic(out / ENSEMBLE, {**info, "comparison": table})
+        try:
+            check_members([members[0], ref])
+        except SegLoopError as exc:
+            raise SegLoopError(f"--reference {ref['dir'].name}: {exc.message}", path=ref["dir"], fix=exc.fix) from None
+    out.mkdir(parents=True)
+    try:
+        write_ensemble(members, out)
+        result = evaluate_run(out, split, progress=progress)
+        copies = [member_copy(m, out, f"{i}-{m['dir'].name}") for i, m in enumerate(members)]
+        if ref is not None:
+            copies.append(member_copy(ref, out, f"reference-{ref['dir'].name}"))
+        rows = []
+        for m, copy in zip([*members, *([ref] if ref else [])], copies, strict=True):
+            figures = evaluate_run(copy, split, progress=progress)
+            rows.append({"run": str(m["dir"]), "role": "reference" if m is ref else "member",
+                         "evaluated": str(copy / "eval" / split), "figures": _headline(figures)})
+        n = min(worst, result["images"])
+        if n < worst:
+            print(f"note: --worst {worst}: the {split} split has {result['images']} images; the worst {n} compared")
+        table = {"split": split, "dataset_version": result["dataset_version"], "ensemble": _headline(result),
+                 "runs": rows, "worst_overlap": worst_overlap(copies[:len(members)], split, n)}
+        info = read_json(out / ENSEMBLE, "ensemble.json")
+        write_json_atomic(out / ENSEMBLE, {**info, "comparison": table})
+    except BaseException:
+        shutil.rmtree(out, ignore_errors=True)
+        raise
     return table
 
 

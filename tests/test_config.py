@@ -33,7 +33,7 @@ def test_unknown_key_in_file_names_file(tmp_path):
     ("train.amp=3", "must be a boolean"),
     ("data.image_size=5", "must be a list"),
     ("loss.class_weights=7", "a string or a list"),
-    ("data.fold=x", "an integer"),
+    ("data.fold=x", "a fold number (0, 1, ...) or all"),
 ])
 def test_wrong_types_rejected(override, expected):
     with pytest.raises(ConfigError) as e:

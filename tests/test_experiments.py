@@ -241,7 +241,7 @@ def test_an_ensemble_of_two_identical_runs_equals_each_and_every_reader_takes_it
 
     a, b = tmp_path / "a", tmp_path / "b"
     shutil.copytree(evaluated_run, a)
-    shutil.copytree(evaluated_run, b, ignore=shutil.ignore_patterns("eval"))  # b is evaluated by the command
+    shutil.copytree(evaluated_run, b, ignore=shutil.ignore_patterns("eval"))  # scored inside the ensemble's folder
     out = tmp_path / "ens"
     assert run_cli(evaluate_main, ["ensemble", str(a), str(b), "--out", str(out), "--worst", "3"]) == 0
     assert "in every member's worst" in capsys.readouterr().out
@@ -251,6 +251,7 @@ def test_an_ensemble_of_two_identical_runs_equals_each_and_every_reader_takes_it
     assert [r["figures"]["mIoU"] for r in table["runs"]] == pytest.approx([member["mIoU"]] * 2)
     overlap = table["worst_overlap"]
     assert overlap["mean_pairwise_jaccard"] == 1.0 and len(overlap["in_every_member"]) == 3
+    assert not (b / "eval").exists()  # nothing written into a member's own folder
     for png in sorted((a / "eval" / "test" / "pred").glob("*.png")):
         np.testing.assert_array_equal(read_label(out / "eval" / "test" / "pred" / png.name), read_label(png))
     # the ensemble folder reads like any run

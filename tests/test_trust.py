@@ -839,3 +839,125 @@ def test_an_image_list_naming_a_folder_says_so(capsys, tiny_run, tmp_path):
     listing.write_text(f"{tmp_path / 'pool'}\n")
     clean_error(capsys, _evaluate_main(), ["predict", tiny_run.run_dir, "--images", listing],
                 "listed paths are folders")
+
+
+# -------------------------------------------------------------------- found by a sixth fresh-eyes probe
+def test_a_replacing_run_that_fails_puts_the_earlier_run_back(capsys, tiny_run, demo_version, tmp_path):
+    runs = tmp_path / "runs"
+    shutil.copytree(tiny_run.run_dir, runs / "b3")
+    before = snapshot(runs / "b3")
+    clean_error(capsys, _train_main(), [*tiny_overrides(demo_version.path, runs, "output.name=b3",
+                                                         "output.exist_ok=true", "optim.lr=1e30",
+                                                         "schedule.warmup_steps=0")], "training loss is nan")
+    assert snapshot(runs / "b3") == before and not (runs / ".b3.replaced").exists()
+
+
+def _folded(demo_city, tmp_path):
+    from ingest.version import build
+    from tests.conftest import demo_data_config
+
+    return build(demo_data_config(demo_city, tmp_path / "v", "folds=2", "name=folded"), progress=False)
+
+
+def test_fold_groups_fail_cleanly_and_resume_alike(capsys, demo_city, tmp_path):
+    version = _folded(demo_city, tmp_path)
+    runs = tmp_path / "runs"
+    # the first fold fails at once: no group folder is left to block the retry
+    clean_error(capsys, _train_main(), [*tiny_overrides(version.path, runs, "output.name=y", "data.fold=all",
+                                                         "train.batch_size=50")], "train.batch_size 50")
+    assert not (runs / "y").exists()
+    # a failed overfit check on the folds fails the command
+    rc = run_cli(_train_main(), ["--quiet", *tiny_overrides(version.path, runs, "output.name=of", "data.fold=all",
+                                                            "train.overfit_batch=2", "train.overfit_steps=1",
+                                                            "train.overfit_target=1.0")])
+    assert rc == 1
+    # a group resumes only with the settings it trained with, and from wherever it was moved
+    assert run_cli(_train_main(), ["--quiet", *tiny_overrides(version.path, runs, "output.name=g", "data.fold=all",
+                                                              "train.epochs=1")]) == 0
+    clean_error(capsys, _train_main(), [f"resume={runs / 'g'}", "train.seed=3"], "train.seed=3",
+                "does not apply when resuming")
+    shutil.copytree(runs / "g", runs / "gg")
+    assert run_cli(_train_main(), ["--quiet", f"resume={runs / 'gg'}", "train.epochs=2"]) == 0
+    assert json.loads((runs / "gg" / "fold1" / "run.json").read_text())["steps"] > json.loads(
+        (runs / "g" / "fold1" / "run.json").read_text())["steps"]
+    # the group folder given where one run is expected says what it is
+    clean_error(capsys, _evaluate_main(), ["run", runs / "g", "--split", "test"], "is a k-fold group of 2 runs",
+                "fold0")
+    clean_error(capsys, _train_main(), [*tiny_overrides(version.path, runs, "data.fold=2")], "folds 0..1")
+
+
+def test_a_failed_ensemble_leaves_nothing(capsys, evaluated_run, tmp_path):
+    other = tmp_path / "other"
+    shutil.copytree(evaluated_run, other, ignore=shutil.ignore_patterns("eval"))
+    clean_error(capsys, _evaluate_main(), ["ensemble", evaluated_run, other, "--out", tmp_path / "ens",
+                                           "--split", "bogus"], "bogus")
+    assert not (tmp_path / "ens").exists() and not (other / "eval").exists()
+    clean_error(capsys, _evaluate_main(), ["ensemble", evaluated_run, other, "--out", tmp_path / "ens",
+                                           "--reference", other], "--reference is one of the members")
+
+
+def test_compare_tells_runs_apart_and_names_broken_files(capsys, evaluated_run, tmp_path):
+    from evaluate.compare import compare_runs
+
+    for group in ("g1", "g2"):
+        shutil.copytree(evaluated_run, tmp_path / group / "fold0")
+    rows, _ = compare_runs([tmp_path / "g1" / "fold0", tmp_path / "g2" / "fold0"])
+    assert [r.values["run"] for r in rows] == ["g1/fold0", "g2/fold0"] and rows[0].values["evaluated"] == "best.pt"
+    broken = tmp_path / "broken"
+    shutil.copytree(evaluated_run, broken)
+    (broken / "config.yaml").write_text("{}\n")
+    rows, skipped = compare_runs([broken])
+    assert not rows and "config.yaml is not a training config" in skipped[0]
+    (tmp_path / "mydocs").mkdir()
+    (tmp_path / "mydocs" / "letter.txt").write_text("mine")
+    capsys.readouterr()
+    err = clean_error(capsys, _evaluate_main(), ["compare", evaluated_run, "--out", tmp_path / "mydocs"],
+                      "not a comparison folder")
+    assert "| run |" not in capsys.readouterr().out and err  # refused before the table is printed
+
+
+@pytest.mark.parametrize(("override", "words"), [
+    ("data.image_size=[64.5,128]", "two whole numbers"),
+    ("train.early_stop.min_delta=5", "train.early_stop.min_delta"),
+])
+def test_toolkit_values_out_of_kind(capsys, demo_version, tmp_path, override, words):
+    clean_error(capsys, _train_main(), [*tiny_overrides(demo_version.path, tmp_path / "runs", override)], words)
+
+
+def test_train_lists_with_a_bom_or_that_are_folders(capsys, demo_version, tmp_path):
+    from train.config import load_train_config
+    from train.engine import Trainer
+
+    first = demo_version.images("train")[0]["id"]
+    listing = tmp_path / "bom.txt"
+    listing.write_bytes(b"\xef\xbb\xbf" + f"{first}\n".encode())
+    t = Trainer(load_train_config(None, tiny_overrides(demo_version.path, tmp_path / "runs",
+                                                       f"data.train_list={listing}", "train.batch_size=1")),
+                progress=False)
+    assert t.selection.train_ids == [first]
+    clean_error(capsys, _train_main(), [*tiny_overrides(demo_version.path, tmp_path / "runs",
+                                                         f"data.train_list={tmp_path}")], "is a folder")
+
+
+def test_exist_ok_on_a_resume_is_refused(capsys, tiny_run, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run.run_dir, run)
+    before = snapshot(run)
+    clean_error(capsys, _train_main(), [f"resume={run}", "train.epochs=3", "output.exist_ok=true"],
+                "output.exist_ok=true does not apply when resuming")
+    assert snapshot(run) == before
+
+
+def test_a_rank_without_a_world_and_an_ensemble_resume_are_named(capsys, demo_version, evaluated_run, tmp_path,
+                                                                  monkeypatch):
+    from evaluate.ensemble import build_ensemble
+
+    monkeypatch.setenv("RANK", "1")
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    clean_error(capsys, _train_main(), [*tiny_overrides(demo_version.path, tmp_path / "runs")],
+                "RANK=1 is set but WORLD_SIZE is not")
+    monkeypatch.delenv("RANK")
+    twin = tmp_path / "twin"
+    shutil.copytree(evaluated_run, twin, ignore=shutil.ignore_patterns("eval"))
+    build_ensemble([evaluated_run, twin], tmp_path / "ens", progress=False)
+    clean_error(capsys, _train_main(), [f"resume={tmp_path / 'ens'}", "train.epochs=5"], "is an ensemble")

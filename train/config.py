@@ -137,7 +137,9 @@ RULES: dict[str, Rule] = {
     "task": Rule(choices=TASK_NAMES),
     "data.version": Rule(check=version_ref_problem,
                          fix="set data.version to a version name (demo), name@hash, or a version folder"),
-    "data.image_size": Rule(length=2, min=1, fix="set data.image_size to [height, width], two integers >= 1"),
+    "data.image_size": Rule(length=2, min=1, check=lambda v: None if all(isinstance(x, int) and not isinstance(
+        x, bool) for x in v) else f"must be two whole numbers of pixels, got {v!r}",
+        fix="set data.image_size to [height, width], two integers >= 1"),
     "data.train_split": Rule(choices=SPLIT_NAMES),
     "data.val_split": Rule(choices=SPLIT_NAMES),
     "data.fold": Rule(check=lambda v: None if v == "all" or (isinstance(v, int) and v >= 0) else
@@ -182,7 +184,7 @@ RULES: dict[str, Rule] = {
     "train.grad_clip": Rule(min=0),
     "train.freeze_encoder_epochs": Rule(min=0),
     "train.early_stop.patience": Rule(min=0),
-    "train.early_stop.min_delta": Rule(min=0),
+    "train.early_stop.min_delta": Rule(min=0, below=1),  # the validation metrics are in [0, 1]
     "train.overfit_batch": Rule(min=0),
     "train.overfit_target": Rule(above=0, max=1),
     "train.overfit_steps": Rule(min=1),

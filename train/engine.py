@@ -30,7 +30,7 @@ from tqdm import tqdm
 import tasks
 from core.config import dump_yaml, flatten
 from core.errors import SegLoopError, article
-from core.runs import Run, RunWriter, create_run_dir, has_results, plan_run_dir
+from core.runs import Run, RunWriter, create_run_dir, has_results, plan_run_dir, settle_replaced
 from ingest.version import DatasetVersion, build, load_data_config, resolve_version
 from train.checkpoint import (
     check_compatible,
@@ -97,6 +97,10 @@ def dist_info() -> tuple[int, int, int]:
         values[var] = int(text)
     world, rank = values["WORLD_SIZE"], values["RANK"]
     if world == 1 and "WORLD_SIZE" not in os.environ and ({"RANK", "LOCAL_RANK"} & set(os.environ)):
+        if rank > 0:
+            raise SegLoopError(f"RANK={rank} is set but WORLD_SIZE is not: a rank above 0 belongs to a world of "
+                               f"several processes", fix="unset RANK and LOCAL_RANK for one process, or start "
+                                                         "training with torchrun, which sets all three")
         print("note: RANK / LOCAL_RANK are set but WORLD_SIZE is not: training runs as one process "
               "(torchrun sets all three)")
     if world < 1 or rank >= world:
@@ -294,6 +298,9 @@ def check_resume_overrides(cfg: dict[str, Any], theirs: dict[str, Any]) -> None:
                                f"{key}={before} (config.yaml, or the command line, says otherwise)",
                                path=cfg["resume"], fix=f"drop {key} from the command (or restore it in config.yaml "
                                                        f"to {before}), or start a new run without resume=")
+    if cfg["output"]["exist_ok"] and not (theirs.get("output") or {}).get("exist_ok"):
+        raise SegLoopError("output.exist_ok=true does not apply when resuming: the run continues in its own folder",
+                           path=cfg["resume"], fix="drop output.exist_ok from the command")
     preview = cfg["augment"].get("preview")
     if preview and preview != (theirs.get("augment") or {}).get("preview"):
         print(f"note: augment.preview={preview} has no effect when resuming: the preview shows the pipeline a run "
@@ -529,8 +536,9 @@ class Trainer:
             self.train_loader = DataLoader(self.train_set, batch_size=bs, sampler=self.sampler, drop_last=True,
                                            **loader_kw)
         if len(self.train_loader) == 0:
-            raise SegLoopError(f"train.batch_size {bs} is larger than the train split ({len(self.train_set)} "
-                               f"images)", fix=f"set train.batch_size={max(1, len(self.train_set))} or less")
+            raise SegLoopError(f"train.batch_size {bs} is larger than the training images ({len(self.train_set)}"
+                               f"{', ' + sel.info['from'] if sel.info.get('from') else ''})",
+                               fix=f"set train.batch_size={max(1, len(self.train_set))} or less")
         self.val_loader = DataLoader(self.val_set, batch_size=bs, shuffle=False, num_workers=0,
                                      collate_fn=self.task.collate)
 
@@ -632,6 +640,7 @@ class Trainer:
             # a run that dies before its first checkpoint has nothing to resume: leave no folder behind
             if self.created_run_dir and not has_results(self.run_dir):
                 shutil.rmtree(self.run_dir, ignore_errors=True)
+                settle_replaced(self.run_dir, restore=True)
             raise
         finally:
             torch.use_deterministic_algorithms(deterministic)
@@ -893,6 +902,8 @@ class Checkpointer(HookBase):
             t.best = {"metric": t.best_metric, "value": value, "epoch": t.epoch + 1, "step": t.step}
             t.save("best.pt", t.epoch + 1)
         t.save("last.pt", t.epoch + 1)
+        if t.created_run_dir:  # the new run has a checkpoint: an earlier run of its name, set aside, can go
+            settle_replaced(t.run_dir, restore=False)
 
 
 class EarlyStopping(HookBase):

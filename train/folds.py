@@ -11,6 +11,7 @@ left as it is, an interrupted one resumes from its ``last.pt``, one not started 
 from __future__ import annotations
 
 import copy
+import shutil
 import sys
 from pathlib import Path
 from typing import Any
@@ -50,9 +51,11 @@ def _fold_done(run_dir: Path, epochs: int) -> bool:
 
 def train_folds(cfg: dict[str, Any], progress: bool = True) -> list[Any]:
     """Train (or, with ``resume`` naming the group, continue) one run per fold; the fold runs' results in order."""
-    from train.engine import ensure_dataset, train
+    from core.config import read_yaml
+    from train.engine import check_resume_overrides, ensure_dataset
 
     resume = cfg["resume"]
+    created = False
     if resume:
         group_dir = Path(resume)
         group = read_json(group_dir / GROUP, "group.json")
@@ -60,6 +63,8 @@ def train_folds(cfg: dict[str, Any], progress: bool = True) -> list[Any]:
             raise SegLoopError("group.json does not say how many folds the group has", path=group_dir / GROUP,
                                fix="restore group.json, or start the group again without resume=")
         k = group["folds"]
+        # the folds of one group train alike: a setting a resume may not change is refused for the whole group
+        check_resume_overrides(cfg, read_yaml(group_dir / "config.yaml"))
     else:
         version = ensure_dataset(cfg)
         k = fold_count(version)
@@ -70,10 +75,24 @@ def train_folds(cfg: dict[str, Any], progress: bool = True) -> list[Any]:
             raise SegLoopError("the group's folder exists", path=group_dir,
                                fix=f"continue it with resume={group_dir}, or give another output.name")
         group_dir.mkdir(parents=True)
+        created = True
         write_text_atomic(group_dir / "config.yaml", dump_yaml({**cfg, "resume": None}))
         write_json_atomic(group_dir / GROUP, {"kind": "folds", "folds": k, "dataset_version": version.version,
                                               "runs": [f"fold{i}" for i in range(k)],
                                               "command": train_command(sys.argv, cfg)})
+    try:
+        return _train_each(cfg, group_dir, k, progress)
+    except BaseException:
+        # a group whose first fold failed before its first checkpoint holds nothing: the retry keeps its name
+        if created and not any(p.is_dir() and p.name.startswith("fold") for p in group_dir.iterdir()):
+            shutil.rmtree(group_dir, ignore_errors=True)
+        raise
+
+
+def _train_each(cfg: dict[str, Any], group_dir: Path, k: int, progress: bool) -> list[Any]:
+    from core.config import read_yaml
+    from train.engine import train
+
     results = []
     for i in range(k):
         fold_cfg = copy.deepcopy(cfg)
@@ -88,6 +107,10 @@ def train_folds(cfg: dict[str, Any], progress: bool = True) -> list[Any]:
                 results.append(None)
                 continue
             fold_cfg["resume"] = str(run_dir)
+            # a group copied or moved elsewhere: the fold resumes in place, its own runs_dir as recorded
+            recorded = (read_yaml(run_dir / "config.yaml").get("output") or {}) if (run_dir / "config.yaml").is_file() \
+                else {}
+            fold_cfg["output"]["runs_dir"] = recorded.get("runs_dir", fold_cfg["output"]["runs_dir"])
         print(f"fold {i + 1}/{k}: {'resuming' if fold_cfg['resume'] else 'training'} {run_dir}")
         results.append(train(fold_cfg, progress))
     return results

@@ -71,12 +71,13 @@ def _folds(cfg: dict[str, Any], progress: bool) -> int:
     from train.folds import train_folds
 
     results = train_folds(cfg, progress)
+    failed = [i for i, r in enumerate(results) if r is not None and r.overfit is not None and not r.overfit["reached"]]
     if int(os.environ.get("RANK", "0")) == 0:
         print("\nfold  best val          epoch  steps  run")
         for i, r in enumerate(results):
             print(f"{i:>4}  " + ("(finished before)" if r is None else
                                  f"{r.best_metric} {r.best_value:.4f}  {r.best_epoch:>5}  {r.steps:>5}  {r.run_dir}"))
-    return 0
+    return 1 if failed else 0  # an overfit check that failed on a fold fails the command, as on one run
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -101,6 +102,10 @@ def main(argv: list[str] | None = None) -> int:
         if not Path(resume).is_dir():
             raise SegLoopError("resume: run folder not found", path=resume,
                                fix="give a run folder written by python -m train.run (ls runs/)")
+        if (Path(resume) / "ensemble.json").is_file():
+            raise SegLoopError("resume: this is an ensemble of trained runs (python -m evaluate ensemble), not a run "
+                               "that trains", path=resume, fix="resume one of its members (ensemble.json names "
+                                                               "them), then build the ensemble again")
         if not cfg_file.is_file():
             raise SegLoopError("resume: run has no config.yaml", path=resume,
                                fix="give a run folder written by python -m train.run")
@@ -111,7 +116,9 @@ def main(argv: list[str] | None = None) -> int:
         return _folds(cfg, not args.quiet)
     result = train(cfg, progress=not args.quiet)
     if result.run_dir is not None and int(os.environ.get("RANK", "0")) == 0:
-        print(f"\nbest val {result.best_metric} {result.best_value:.4f} (epoch {result.best_epoch}), "
+        unit = "step" if result.overfit is not None else "epoch"  # the overfit check's epochs are steps
+        print(f"\n{'the fixed images' if result.overfit is not None else 'best val'} {result.best_metric} "
+              f"{result.best_value:.4f} ({unit} {result.best_epoch}), "
               f"{result.steps} steps, "
               f"{result.train_seconds:.0f}s, {result.images_per_second:.1f} img/s\n"
               f"run folder:  {result.run_dir}\n"

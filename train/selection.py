@@ -46,11 +46,14 @@ def read_train_list(path: str | Path) -> list[str]:
     """The entries of a ``data.train_list`` file: one image id or content hash per line; blank lines and text after
     ``#`` are skipped."""
     p = Path(path)
+    if p.is_dir():
+        raise SegLoopError("data.train_list is a folder", path=p,
+                           fix="give a text file with one image id or content hash per line")
     if not p.is_file():
         raise SegLoopError("data.train_list: file not found", path=p,
                            fix="give a text file with one image id or content hash per line")
     try:
-        text = p.read_text()
+        text = p.read_text(encoding="utf-8-sig")  # a BOM (Windows editors) is no part of the first entry
     except UnicodeDecodeError:
         raise SegLoopError("data.train_list is not a text file", path=p,
                            fix="give a text file with one image id or content hash per line") from None
@@ -135,6 +138,15 @@ def select_images(cfg: dict[str, Any], version: DatasetVersion) -> Selection:
         raise SegLoopError("data.fold=all trains one run per fold, as a group", fix="python -m train.run "
                            "data.fold=all ... (from Python: train.folds.train_folds)")
     if dc["fold"] is not None:
+        k = int(((version.manifest.get("folds") or {}).get("k")) or 0)
+        if dc["fold"] >= k:
+            raise SegLoopError(f"data.fold={dc['fold']}, but {version.version} has "
+                               + (f"folds 0..{k - 1}" if k else "no folds"), path=version.path,
+                               fix=f"data.fold=0..{k - 1} (or all)" if k else "build a version with folds, e.g. "
+                                                                           "python -m ingest build folds=5")
+        if dc["val_split"] != "val":
+            print(f"note: data.val_split={dc['val_split']} has no effect with data.fold: the fold's own held-out "
+                  f"images validate")
         f = version.fold(dc["fold"])
         sel.train_ids, sel.val_ids, sel.val_split = f["train"], f["val"], split
         sel.info = {"from": f"data.fold={dc['fold']}"}

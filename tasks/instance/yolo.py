@@ -38,6 +38,7 @@ from torch.utils.data import DataLoader
 
 from core.config import dump_yaml
 from core.errors import SegLoopError
+from core.runs import settle_replaced
 from tasks.instance.train import SEMANTIC_ONLY
 from train.checkpoint import check_compatible, load_state, rng_state, unwrap
 from train.engine import Trainer, TrainResult, check_something_to_do, dist_info
@@ -419,6 +420,8 @@ def make_trainer(fit: YoloFit, args: dict[str, Any]) -> Any:
                 fit.best = {"metric": fit.best_metric, "value": value, "epoch": epoch, "step": fit.step}
                 fit.out.checkpoint("best.pt", fit.payload(t, epoch))
         fit.out.checkpoint("last.pt", fit.payload(t, epoch))
+        if fit.created_run_dir:  # an earlier run of this name, set aside by output.exist_ok, can go now
+            settle_replaced(fit.run_dir, restore=False)
 
     def on_fit_epoch_end(t: Any) -> None:
         epoch = t.epoch + 1

@@ -18,7 +18,33 @@ BUILD_ONLY = {"maskrcnn-resnet50": {"backbone": "resnet50", "norm": "batch", "mi
 
 
 def test_every_registered_instance_model_has_a_test_config():
-    assert {k.split("-")[0] for k in SMALL_INSTANCE} | set(YOLO_NAMES) == set(INSTANCE_MODELS.names())
+    tested = {k.split("-")[0] for k in SMALL_INSTANCE} | set(YOLO_NAMES) | {"ensemble"}  # ensemble: below
+    assert tested == set(INSTANCE_MODELS.names())
+
+
+def test_the_instance_ensemble_fuses_its_members_detections():
+    spec = {"name": "maskrcnn", "args": SMALL_INSTANCE["maskrcnn-resnet18"]}
+    torch.manual_seed(0)
+    ens = INSTANCE_MODELS.build("ensemble", {"members": [spec, spec]}, num_classes=3)
+    ens.members[1].load_state_dict(ens.members[0].state_dict())  # two identical members
+    ens.eval()
+    images, _ = _instance_batch()
+    with torch.no_grad():
+        one = ens.members[0](images)
+        fused = ens(images)
+    for a, b in zip(one, fused, strict=True):  # every object found twice, alike: fused, it is that detection
+        order = a["scores"].argsort(descending=True)[:100]
+        torch.testing.assert_close(b["scores"], a["scores"][order])
+        torch.testing.assert_close(b["boxes"], a["boxes"][order])
+        torch.testing.assert_close(b["masks"], a["masks"][order])
+    # a detection only one member makes is kept at half its score
+    det = {"boxes": torch.tensor([[0.0, 0, 10, 10]]), "labels": torch.tensor([1]), "scores": torch.tensor([0.8]),
+           "masks": torch.ones(1, 1, 12, 12)}
+    empty = {k: v[:0] for k, v in det.items()}
+    alone = ens._fuse([det, empty])
+    assert alone["scores"].tolist() == pytest.approx([0.4])
+    with pytest.raises(RuntimeError, match="predicts only"):
+        ens.train()(images, [])
 
 
 def _instance_batch(n: int = 2) -> tuple[list[torch.Tensor], list[dict[str, torch.Tensor]]]:
