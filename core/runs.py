@@ -404,7 +404,7 @@ def is_abandoned(path: Path) -> bool:
 
 # what a run folder holds: its own files, and what evaluate, fiftyone_views and the labeling loop add to it
 RUN_ENTRIES = {CONFIG, "run.json", METRICS, CHECKPOINTS, "tb", OWNER, "eval", "predict", "relabel", "fiftyone",
-               "triptychs", "augment_preview.png"}
+               "triptychs", "augment_preview.png", "curves.json", ".gitignore"}  # the last two: the DVC pipeline's
 
 
 def replaceable(path: Path) -> list[str]:
@@ -412,13 +412,11 @@ def replaceable(path: Path) -> list[str]:
     built: only a SegLoop run folder is replaced, and only whole (an earlier model's evaluations would otherwise sit
     beside the new model); a folder that is no run, or that holds files no run writes, is refused."""
     entries = sorted(p.name for p in path.iterdir())
-    if not entries:
-        return []
-    if not ({CONFIG, "run.json", OWNER} & set(entries)):
-        raise SegLoopError("output.exist_ok=true would replace this folder, but it is not a run folder (no "
-                           "run.json or config.yaml)", path=path,
-                           fix="choose another output.name, or move the folder away")
     foreign = [e for e in entries if e not in RUN_ENTRIES]
+    if foreign and not ({CONFIG, "run.json", OWNER} & set(entries)):
+        raise SegLoopError(f"output.exist_ok=true would replace this folder, but it is not a run folder (no "
+                           f"run.json or config.yaml; it holds {', '.join(foreign[:3])})", path=path,
+                           fix="choose another output.name, or move the folder away")
     if foreign:
         raise SegLoopError(f"output.exist_ok=true replaces the run folder whole, and it holds files no run writes: "
                            f"{', '.join(foreign[:5])}{' ...' if len(foreign) > 5 else ''}", path=path,
