@@ -100,7 +100,7 @@ def test_time_limit_and_folds(demo_city, tmp_path):
 
 def test_batch_larger_than_split(demo_version, tmp_path):
     cfg = load_train_config(None, tiny_overrides(demo_version.path, tmp_path, "train.batch_size=500"))
-    with pytest.raises(SegLoopError, match="larger than the train split"):
+    with pytest.raises(SegLoopError, match="larger than the training images"):
         train(cfg, progress=False)
 
 
