@@ -474,6 +474,8 @@ def create_run_dir(path: Path, exist_ok: bool) -> Path:
     """Claim the planned run folder (``mkdir`` is atomic: of two trainings started together, one gets the name and
     the other the next free ``-N``); with ``exist_ok`` an earlier run of that name is replaced (its metrics must not
     mix with the new ones). The folder records its owner until the first checkpoint."""
+    if replaced_path(path).is_dir() and not (path.is_dir() and has_results(path)):
+        settle_replaced(path, restore=True)  # an earlier replacement killed before its first checkpoint
     if path.is_dir() and exist_ok and any(path.iterdir()):
         replaceable(path)  # checked again: the folder may have changed while the data was prepared
         aside = replaced_path(path)

@@ -62,6 +62,9 @@ def read_row(run_dir: Path, split: str = "test", flops: bool = False) -> Row:
     """One run folder as a comparison row; a folder that is no SegLoop run raises ``SegLoopError`` naming it."""
     run = Run(run_dir)
     info = run.info()
+    if not isinstance(info.get("model"), dict):
+        raise SegLoopError("run.json does not say which model the run trained (no 'model')", path=run.info_path,
+                           fix="restore the run's run.json (python -m train.run writes it)")
     if not run.config_path.is_file():
         raise SegLoopError("run has no config.yaml", path=run_dir, fix="give run folders written by "
                                                                          "python -m train.run")

@@ -23,7 +23,7 @@ from typing import Any
 
 from core.config import dump_yaml
 from core.errors import SegLoopError
-from core.fsio import read_json, write_json_atomic
+from core.fsio import read_json, write_json_atomic, write_text_atomic
 from core.runs import Run, find_checkpoint, resolve_run
 from evaluate.results import EvalResults
 
@@ -91,7 +91,7 @@ def write_ensemble(members: list[dict[str, Any]], out: Path) -> Path:
         "model": state, "model_spec": spec, "taxonomy": first["taxonomy"], "config": config, "epoch": 0,
         "step": 0, "best": {"metric": "", "value": -1.0, "epoch": -1},
         "dataset_version": first["dataset_version"], "dataset_path": first["dataset_path"]})
-    (out / "config.yaml").write_text(dump_yaml(config))
+    write_text_atomic(out / "config.yaml", dump_yaml(config))
     write_json_atomic(out / "run.json", info)
     write_json_atomic(out / ENSEMBLE, {"members": [str(m["dir"]) for m in members],
                                        "combined": tasks.get(spec["task"]).training().models.summary("ensemble")})

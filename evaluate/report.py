@@ -277,7 +277,9 @@ def build_report(runs: list[str | Path], out: str | Path, gallery: int = 6, pdf:
                 r["arch_png"] = archs[key]["arch_png"]
         gal_dir, _, _ = make_triptychs(first["dir"], "test", n=gallery, seed=0, out=tmp / "gallery")
         gallery_pngs = sorted(p.name for p in gal_dir.glob("*.png"))
-        comparison, _ = compare_runs([r["dir"] for r in loaded], "test")
+        comparison, skipped = compare_runs([r["dir"] for r in loaded], "test")
+        for line in skipped:  # every run was read above, so this is a file changed meanwhile: said, not hidden
+            print(f"note: the comparison table leaves out {line}")
         md = _markdown(loaded, ds, m, expl, examples, gallery_pngs, curves, comparison)
         (tmp / "report.md").write_text(md)
         (tmp / "report.html").write_text(_html(md, f"SegLoop report: {', '.join(r['name'] for r in loaded)}"))
@@ -334,6 +336,8 @@ def _stopping(info: dict[str, Any], cfg: dict[str, Any]) -> str:
         how = str(info["stopped"])
     elif info.get("stopped_by_time_limit"):
         how = f"time limit ({cfg['train']['time_limit']} minutes)"
+    elif info.get("overfit"):
+        how = f"the overfit check's {cfg['train']['overfit_steps']} steps (train.overfit_steps) ran out"
     else:
         how = f"all {cfg['train']['epochs']} epochs"
     return "; ".join(x for x in (how, peak) if x)

@@ -230,12 +230,13 @@ def _section(cfg: dict[str, Any], dotted: str) -> Any:
     return node or {}
 
 
-def set_deterministic(on: bool, device: torch.device) -> bool:
+def set_deterministic(on: bool, device: torch.device) -> tuple[bool, bool, bool, bool]:
     """``train.deterministic``: torch's deterministic kernels only (cuDNN's too, without benchmarking); the
     previous setting is returned so that the caller restores it (it is process-wide). On CPU SegLoop's runs are then
     bitwise identical from rerun to rerun; on CUDA a few kernels have no deterministic form (the backward of bilinear
     upsampling, ROI Align's, scatter-adds): torch warns about each instead of stopping the run."""
-    before = torch.are_deterministic_algorithms_enabled()
+    before = (torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled(),
+              torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark)
     if on:
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # cuBLAS' deterministic workspace
         torch.use_deterministic_algorithms(True, warn_only=device.type == "cuda")
@@ -317,9 +318,7 @@ def check_something_to_do(cfg: dict[str, Any], epochs_done: int, elapsed_s: floa
     epochs = tc["overfit_steps"] if tc["overfit_batch"] else tc["epochs"]
     if stopped:
         raise SegLoopError(f"nothing to do: the run stopped itself ({stopped})", path=cfg["resume"],
-                           fix="start a new run to train further" + (
-                               ", or resume with a larger train.early_stop.patience" if "patience" in stopped
-                               else ""))
+                           fix="start a new run to train further (model.init_from=RUN starts from its weights)")
     if epochs_done >= epochs:
         unit = "steps" if tc["overfit_batch"] else "epochs"
         raise SegLoopError(f"nothing to do: the run finished its {epochs} {unit} ({key})", path=cfg["resume"],
@@ -439,7 +438,7 @@ class Trainer:
         self._build_model()
         self.hooks: list[HookBase] = []
         self.register_hooks([RunFolder(), Validation(), *([OverfitCheck()] if self.overfit else []), MetricsLog(),
-                             Checkpointer(), EarlyStopping()])
+                             EarlyStopping(), Checkpointer()])
 
     def unused_settings(self) -> dict[str, str]:
         """Config keys this run does not read, with why (the loop's own, then the task's)."""
@@ -643,7 +642,8 @@ class Trainer:
                 settle_replaced(self.run_dir, restore=True)
             raise
         finally:
-            torch.use_deterministic_algorithms(deterministic)
+            torch.use_deterministic_algorithms(deterministic[0], warn_only=deterministic[1])
+            torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = deterministic[2:]
             if main_thread:
                 signal.signal(signal.SIGTERM, previous)
 
@@ -908,8 +908,8 @@ class Checkpointer(HookBase):
 
 class EarlyStopping(HookBase):
     """``train.early_stop``: after a validation, stop when ``best_metric`` has not risen by ``min_delta`` for
-    ``patience`` epochs; the peak (``best.pt``'s epoch and step) is what ``run.json`` records. Runs after the
-    checkpointer, so the epoch that stops is saved like any other."""
+    ``patience`` epochs; the peak (``best.pt``'s epoch and step) is what ``run.json`` records. Runs before the
+    checkpointer, so the epoch's ``last.pt`` holds the rule's state after this validation, and why the run ended."""
 
     main_only = False  # every rank stops at the same epoch (the record is the same on every rank)
 
@@ -923,8 +923,6 @@ class EarlyStopping(HookBase):
                              f"{t.patience.min_delta:g} for {t.patience.patience} epochs (train.early_stop.patience)")
             tqdm.write(f"{t.stop_reason}; its peak {t.best['value']:.4f} was at epoch {t.best['epoch']} "
                        f"(step {t.best.get('step')})")
-            if t.main:  # the checkpoint already written for this epoch learns why the run ended
-                t.save("last.pt", t.epoch + 1)
 
 
 class OverfitCheck(HookBase):

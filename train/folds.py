@@ -29,9 +29,14 @@ def is_group(path: str | Path) -> bool:
     return (Path(path) / GROUP).is_file()
 
 
+def folds_of(version: Any) -> int:
+    """The number of folds a version was built with (0 for none)."""
+    return int(((version.manifest.get("folds") or {}).get("k")) or 0)
+
+
 def fold_count(version: Any) -> int:
     """The number of folds a version was built with; a version without folds cannot train them all."""
-    k = int(((version.manifest.get("folds") or {}).get("k")) or 0)
+    k = folds_of(version)
     if k < 2:
         raise SegLoopError(f"data.fold=all, but {version.version} was built without folds", path=version.path,
                            fix="build a version with folds, e.g. python -m ingest build folds=5, and train on it")
@@ -51,9 +56,14 @@ def _fold_done(run_dir: Path, epochs: int) -> bool:
 
 def train_folds(cfg: dict[str, Any], progress: bool = True) -> list[Any]:
     """Train (or, with ``resume`` naming the group, continue) one run per fold; the fold runs' results in order."""
+    import os
+
     from core.config import read_yaml
     from train.engine import check_resume_overrides, ensure_dataset
 
+    if int(os.environ.get("WORLD_SIZE", "1") or 1) > 1:
+        raise SegLoopError("data.fold=all under torchrun: the folds train one after another, each in one process",
+                           fix="train the folds without torchrun, or each fold under torchrun with data.fold=k")
     resume = cfg["resume"]
     created = False
     if resume:

@@ -138,7 +138,9 @@ def select_images(cfg: dict[str, Any], version: DatasetVersion) -> Selection:
         raise SegLoopError("data.fold=all trains one run per fold, as a group", fix="python -m train.run "
                            "data.fold=all ... (from Python: train.folds.train_folds)")
     if dc["fold"] is not None:
-        k = int(((version.manifest.get("folds") or {}).get("k")) or 0)
+        from train.folds import folds_of
+
+        k = folds_of(version)
         if dc["fold"] >= k:
             raise SegLoopError(f"data.fold={dc['fold']}, but {version.version} has "
                                + (f"folds 0..{k - 1}" if k else "no folds"), path=version.path,

@@ -78,9 +78,10 @@ class InstanceEnsemble(nn.Module):
     def _fuse(self, dets: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
         from torchvision.ops import box_iou
 
-        boxes = torch.cat([d["boxes"].float() for d in dets])
-        scores = torch.cat([d["scores"].float() for d in dets])
-        labels = torch.cat([d["labels"] for d in dets])
+        device = dets[0]["boxes"].device  # the clustering runs on the CPU (a Python loop), masks stay on the device
+        boxes = torch.cat([d["boxes"].float() for d in dets]).cpu()
+        scores = torch.cat([d["scores"].float() for d in dets]).cpu()
+        labels = torch.cat([d["labels"] for d in dets]).cpu()
         masks = torch.cat([d["masks"].float() for d in dets])
         member = torch.cat([torch.full((len(d["scores"]),), i, dtype=torch.long) for i, d in enumerate(dets)])
         order = scores.argsort(descending=True)
@@ -99,18 +100,19 @@ class InstanceEnsemble(nn.Module):
             idx = torch.tensor(c)
             w = scores[idx]
             out_boxes.append((boxes[idx] * w[:, None]).sum(0) / w.sum())
-            out_masks.append((masks[idx] * w[:, None, None, None]).sum(0) / w.sum())
+            out_masks.append((masks[idx.to(masks.device)] * w.to(masks.device)[:, None, None, None]).sum(0) / w.sum())
             best = torch.zeros(len(dets))
             for j in c:
                 best[member[j]] = max(best[member[j]], scores[j])
             out_scores.append(best.sum() / len(dets))
             out_labels.append(labels[c[0]])
         if not clusters:
-            return {k: v[:0] for k, v in {"boxes": boxes, "labels": labels, "scores": scores, "masks": masks}.items()}
+            return {k: v[:0].to(device) for k, v in {"boxes": boxes, "labels": labels, "scores": scores,
+                                                      "masks": masks}.items()}
         result = {"boxes": torch.stack(out_boxes), "labels": torch.stack(out_labels),
                   "scores": torch.stack(out_scores), "masks": torch.stack(out_masks)}
         keep = result["scores"].argsort(descending=True)[: self.max_det]
-        return {k: v[keep] for k, v in result.items()}
+        return {k: v[keep.to(v.device)].to(device) for k, v in result.items()}
 
 
 @INSTANCE_MODELS.register("ensemble")
