@@ -27,6 +27,7 @@ METRICS = "metrics.jsonl"
 CHECKPOINTS = "checkpoints"
 CHECKPOINT_NAMES = ("best", "last")
 INDEX = "index.json"  # under eval/<split>/ and predict/<name>/: what the labeling loop reads of a prediction set
+GROUP = "group.json"  # a k-fold group's folder (train.folds): its fold runs beside it
 DEFAULT_TASK = "semantic"  # the task of runs, checkpoints and prediction sets written before tasks were recorded
 
 
@@ -361,7 +362,7 @@ def resolve_run(run: str | Path, runs_dir: str | Path = "runs") -> Path:
 def group_problem(path: Path) -> None:
     """A k-fold group's folder (``group.json``: ``train.run data.fold=all``) given where one run is expected is
     said as such, with its fold runs, rather than as a run that has not trained."""
-    if (path / "group.json").is_file():
+    if (path / GROUP).is_file():
         folds = sorted(p.name for p in path.iterdir() if p.is_dir() and p.name.startswith("fold"))
         raise SegLoopError(f"is a k-fold group of {len(folds)} runs, not one run", path=path,
                            fix=f"give its fold runs ({path}/fold0 ...; {path}/fold* for all), or resume the group "

@@ -20,13 +20,8 @@ from core.config import dump_yaml
 from core.errors import SegLoopError
 from core.fsio import read_json, write_json_atomic, write_text_atomic
 from core.names import safe_name
+from core.runs import GROUP
 from train.config import train_command
-
-GROUP = "group.json"
-
-
-def is_group(path: str | Path) -> bool:
-    return (Path(path) / GROUP).is_file()
 
 
 def folds_of(version: Any) -> int:
