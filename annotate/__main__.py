@@ -103,6 +103,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{n or 0} uploaded images downloaded into {snap.parent / 'media'}" if n is not None
               else "no task of the snapshot has an uploaded image")
         return 0
+    if args.cmd == "predict":  # the run is checked before any server is asked for
+        run_dir = _run_dir(args.run)
+        if not proj.has_predictions(run_dir):
+            raise SegLoopError("run has no predictions to push (no eval/<split>/ nor predict/<name>/ set)",
+                               path=run_dir, fix=f"python -m evaluate predict {run_dir} --images DIR, or python -m "
+                                                 f"evaluate run {run_dir} --split test")
     client = _client()
     if args.cmd == "project":
         tools = [t.strip() for t in args.tools.split(",") if t.strip()]
@@ -116,7 +122,6 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{counts['added']} new tasks, {counts['skipped']} images already in the project"
               + (f", {len(counts['duplicates'])} duplicates listed once" if counts["duplicates"] else ""))
     elif args.cmd == "predict":
-        run_dir = _run_dir(args.run)
         taxonomy = load_taxonomy(args.taxonomy or _run_taxonomy(run_dir))
         _check_taxonomy_is_the_runs(taxonomy, run_dir)
         counts = proj.push_predictions(client, _project(client, args.project), run_dir, taxonomy, progress=True)

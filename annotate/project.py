@@ -301,10 +301,19 @@ def _upload_once(client: LabelStudio, project_id: int, f: Path, orphans_before: 
     return []
 
 
+def _prediction_sets(run_dir: Path) -> list[Path]:
+    """The ``index.json`` of every prediction set a run has: its evaluations, then its ``predict/`` sets."""
+    return sorted(run_dir.glob(f"eval/*/{INDEX}")) + sorted(run_dir.glob(f"predict/*/{INDEX}"))
+
+
+def has_predictions(run_dir: Path) -> bool:
+    return bool(_prediction_sets(run_dir))
+
+
 def _prediction_index(run_dir: Path) -> dict[str, tuple[Path, dict, str]]:
     """sha256 -> (folder, entry, task) over every prediction set a run has (eval/<split>/ and predict/<name>/)."""
     out: dict[str, tuple[Path, dict, str]] = {}
-    for idx in sorted(run_dir.glob(f"eval/*/{INDEX}")) + sorted(run_dir.glob(f"predict/*/{INDEX}")):
+    for idx in _prediction_sets(run_dir):
         index = read_index(idx)
         for sha, entry in index["images"].items():
             out[sha] = (idx.parent, entry, index["task"])
@@ -322,7 +331,7 @@ def prediction_version(run_dir: Path) -> str:
         st = best.stat()
         h.update(f"best.pt {st.st_size} {st.st_mtime_ns}".encode())
     else:
-        for idx in sorted(run_dir.glob(f"eval/*/{INDEX}")) + sorted(run_dir.glob(f"predict/*/{INDEX}")):
+        for idx in _prediction_sets(run_dir):
             h.update(str(idx.relative_to(run_dir)).encode() + b"\0" + idx.read_bytes())
     return f"{run_dir.name}@{h.hexdigest()[:10]}"
 

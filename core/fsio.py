@@ -293,9 +293,9 @@ def _opened_image(path: str | Path) -> Iterator[Image.Image]:
 
 def to_rgb8(img: Image.Image) -> np.ndarray:
     """An opened image as 8-bit RGB. Pillow's own conversion clips 16- and 32-bit grey (TIFF, PNG) at 255, which
-    turns almost every pixel white; such an image is scaled by its range instead: its values over the largest value
-    of its bit depth (a 12-bit sensor's 4095 in a 16-bit file stays 12-bit), floats over [0, 1] when they fit, else
-    over their own minimum and maximum."""
+    turns almost every pixel white; such an image is scaled by its sensor's depth instead (``_scaled``: a 12-bit
+    sensor's 4095 in a 16-bit file is white), floats over [0, 1] when they fit, else over their own minimum and
+    maximum."""
     if img.mode in ("RGB",):
         return np.array(img)
     if img.mode in ("I", "I;16", "I;16B", "I;16L", "I;16N", "F"):
@@ -308,13 +308,18 @@ def to_rgb8(img: Image.Image) -> np.ndarray:
     return np.array(img.convert("RGB"))
 
 
+SENSOR_BITS = (10, 12, 14, 16)  # the depths cameras write into 16-bit files
+
+
 def _scaled(a: np.ndarray) -> np.ndarray:
-    """Integer samples above 8 bits over the largest value of their bit depth (a 12-bit sensor's 4095 stored in
-    16 bits stays 12-bit), as 8-bit."""
+    """Samples of a 16-bit file over the largest value of the smallest sensor depth that holds them (10, 12, 14 or
+    16 bits: a 12-bit camera's frames, 4095 at most, all come out alike, a dark one as dark as it is), as 8-bit.
+    Taken from the file's values because neither PNG nor TIFF readers report the sensor's depth; a file of 8-bit
+    values in 16 bits is read as 10-bit, so darker, never clipped."""
     a = a.astype(np.float64)
     top = float(a.max()) if a.size else 0.0
-    a = a / (2 ** max(8, int(np.ceil(np.log2(top + 1)))) - 1) if top > 255 else a / 255
-    return np.clip(np.round(a * 255), 0, 255).astype(np.uint8)
+    bits = next((b for b in SENSOR_BITS if top < 2 ** b), SENSOR_BITS[-1])
+    return np.clip(np.round(a / (2 ** bits - 1) * 255), 0, 255).astype(np.uint8)
 
 
 def deep_colour(img: Image.Image) -> bool:
@@ -338,6 +343,15 @@ def deep_colour_rgb8(source: str | Path | bytes, img: Image.Image, name: str | N
     return _scaled(cv2.cvtColor(a[..., :3], cv2.COLOR_BGR2RGB))
 
 
+def turned_upright(rgb: np.ndarray, img: Image.Image) -> np.ndarray:
+    """An image decoded outside Pillow (16-bit colour, by OpenCV) turned as ``img``'s EXIF orientation says, with
+    the transposition Pillow's ``ImageOps.exif_transpose`` applies for it."""
+    method = {2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180, 4: Image.Transpose.FLIP_TOP_BOTTOM,
+              5: Image.Transpose.TRANSPOSE, 6: Image.Transpose.ROTATE_270, 7: Image.Transpose.TRANSVERSE,
+              8: Image.Transpose.ROTATE_90}.get(img.getexif().get(0x0112, 1))
+    return rgb if method is None else np.array(Image.fromarray(rgb).transpose(method))
+
+
 def read_image(path: str | Path, mode: str | None = "RGB", upright: bool = False) -> np.ndarray:
     """Decode an image into a numpy array (``mode="RGB"``: 8-bit RGB, high bit depths scaled by ``to_rgb8``); a
     missing, corrupt or oversized file raises an error naming it.
@@ -349,7 +363,8 @@ def read_image(path: str | Path, mode: str | None = "RGB", upright: bool = False
 
     with _opened_image(path) as img:
         if mode == "RGB" and deep_colour(img):
-            return deep_colour_rgb8(path, img)
+            rgb = deep_colour_rgb8(path, img)
+            return turned_upright(rgb, img) if upright else rgb
         img.load()
         if upright:
             img = ImageOps.exif_transpose(img)

@@ -28,6 +28,7 @@ CHECKPOINTS = "checkpoints"
 CHECKPOINT_NAMES = ("best", "last")
 INDEX = "index.json"  # under eval/<split>/ and predict/<name>/: what the labeling loop reads of a prediction set
 GROUP = "group.json"  # a k-fold group's folder (train.folds): its fold runs beside it
+ENSEMBLE = "ensemble.json"  # an ensemble's folder (evaluate.ensemble): evaluation only, its members' copies inside
 DEFAULT_TASK = "semantic"  # the task of runs, checkpoints and prediction sets written before tasks were recorded
 
 
@@ -72,7 +73,7 @@ class Run:
             raise SegLoopError("run folder not found", path=self.dir,
                                fix="give a folder written by python -m train.run (ls runs/)")
         if not self.info_path.is_file():
-            group_problem(self.dir)
+            run_folder_problem(self.dir)
             raise SegLoopError("not a run folder (no run.json)", path=self.dir,
                                fix="give a folder written by python -m train.run (ls runs/)")
         info = read_json(self.info_path, "run.json")
@@ -112,7 +113,10 @@ class Run:
     def find_checkpoint(self, which: str = "best") -> Path:
         path = self.checkpoint_path(which)
         if not path.is_file():
-            group_problem(self.dir)
+            run_folder_problem(self.dir)
+            if (self.dir / ENSEMBLE).is_file():
+                raise SegLoopError(f"an ensemble has no {which}.pt: its best.pt holds every member's weights",
+                                   path=path, fix="use its best checkpoint (--checkpoint best)")
             raise SegLoopError(f"run has no {which}.pt", path=path,
                                fix="train it (python -m train.run) or resume it (python -m train.run resume=RUN)")
         return path
@@ -175,7 +179,8 @@ INFO_KINDS: dict[str, tuple[type, ...]] = {
     "task": (str,), "dataset_version": (str,), "dataset_path": (str,), "model": (dict,), "command": (str,),
     "best_metric": (str,), "best_value": _NUMBER, "best_epoch": (int,), "best_step": (int, type(None)),
     "steps": (int,), "parameters": (int,), "train_seconds": _NUMBER, "train_images_per_second": _NUMBER,
-    "taxonomy": (str,), "train_images": (dict,), "overfit": (dict,), "early_stop": (dict,)}
+    "taxonomy": (str,), "train_images": (dict,), "overfit": (dict,), "early_stop": (dict,), "init_from": (dict,),
+    "weights": (dict,)}
 KIND_WORDS = {str: "a string", dict: "a JSON object", int: "an integer", float: "a number"}
 
 
@@ -343,7 +348,12 @@ def resolve_run(run: str | Path, runs_dir: str | Path = "runs") -> Path:
     """A run folder from a path or a name under ``runs/``; ``last`` is the most recently trained run."""
     p = Path(run)
     if p.is_dir():
+        run_folder_problem(p)
         return p
+    if p.is_file():
+        owner = p.parent.parent if p.parent.name == CHECKPOINTS else None
+        raise SegLoopError("is a file, not a run folder", path=p,
+                           fix=f"give the run folder: {owner}" if owner else "give a run folder (runs/<name>)")
     root = Path(runs_dir)
     if str(run) == "last":
         runs = [d for d in root.glob("*") if Run(d).checkpoint_path("last").is_file()]
@@ -359,6 +369,16 @@ def resolve_run(run: str | Path, runs_dir: str | Path = "runs") -> Path:
                        f"give a run folder written by python -m train.run ({root}/ holds no run)")
 
 
+def run_folders(root: Path) -> list[Path]:
+    """The folders under a runs folder that may be runs: each entry, with a k-fold group's folder standing for its
+    fold runs (``<group>/fold0`` ...), so that listings offer the folds as the runs they are."""
+    out: list[Path] = []
+    for d in sorted(root.iterdir()) if root.is_dir() else []:
+        out += sorted(p for p in d.iterdir() if p.is_dir() and p.name.startswith("fold")) if (d / GROUP).is_file() \
+            else [d]
+    return out
+
+
 def group_problem(path: Path) -> None:
     """A k-fold group's folder (``group.json``: ``train.run data.fold=all``) given where one run is expected is
     said as such, with its fold runs, rather than as a run that has not trained."""
@@ -367,6 +387,101 @@ def group_problem(path: Path) -> None:
         raise SegLoopError(f"is a k-fold group of {len(folds)} runs, not one run", path=path,
                            fix=f"give its fold runs ({path}/fold0 ...; {path}/fold* for all), or resume the group "
                                f"with python -m train.run resume={path}")
+
+
+def run_folder_problem(path: Path) -> None:
+    """A folder given where one run is expected that is a k-fold group, or a part of a run (its ``eval/<split>``,
+    ``predict/<name>`` or ``checkpoints`` folder), is said as such, with the folder to give instead."""
+    group_problem(path)
+    part_of_run_problem(path)
+
+
+def part_of_run_problem(path: Path) -> None:
+    """A run's ``eval/<split>``, ``predict/<name>`` or ``checkpoints`` folder given for the run itself."""
+    parts = [path.parent.parent, "evaluation"] if path.parent.name == "eval" else (
+        [path.parent.parent, "prediction set"] if path.parent.name == "predict" else (
+            [path.parent, "checkpoints"] if path.name == CHECKPOINTS else None))
+    if parts and (parts[0] / RUN_JSON).is_file() and not (path / RUN_JSON).is_file():
+        raise SegLoopError(f"is the {parts[1]} folder of run {parts[0].name}, not a run", path=path,
+                           fix=f"give the run folder: {parts[0]}")
+
+
+def inside_run_problem(out: str | Path, flag: str = "--out") -> None:
+    """An output folder inside a run folder is refused: a run holds only what its training and its own evaluations
+    write, so ``output.exist_ok`` can replace it whole and readers know its parts. (A run folder given as the output
+    itself is an existing folder of another kind, which each command refuses in its own words.)"""
+    out = Path(out).resolve()
+    for folder in out.parents:
+        if (folder / RUN_JSON).is_file() or ((folder / CONFIG).is_file() and (folder / CHECKPOINTS).is_dir()):
+            raise SegLoopError(f"{flag} {out} is inside the run folder {folder}", path=out,
+                               fix=f"give a folder outside every run, e.g. beside it: {folder.parent / 'NAME'}")
+        if (folder / GROUP).is_file():  # a group holds its config, group.json and its fold runs only
+            raise SegLoopError(f"{flag} {out} is inside the k-fold group {folder}", path=out,
+                               fix=f"give a folder outside the group, e.g. beside it: {folder.parent / 'NAME'}")
+
+
+def check_output_folder(out: str | Path, kind: str, marker: str, names: set[str],
+                        suffixes: tuple[str, ...] = ()) -> Path:
+    """An output folder a command replaces whole (a report, a comparison, a panoptic result), checked before
+    anything is read: not inside a run or a k-fold group, and, where it exists, an earlier output of this kind
+    (``marker`` in it) holding only what the command writes (``names``, files ending in ``suffixes``). A user's own
+    file there would be lost with the folder: it is named instead."""
+    out = Path(out)
+    inside_run_problem(out)
+    if not out.exists():
+        return out
+    if not out.is_dir() or (any(out.iterdir()) and not (out / marker).is_file()):
+        raise SegLoopError(f"--out {out} exists and is not {kind} folder ({kind} replaces its folder whole)",
+                           path=out, fix=f"give a new folder, or the folder of an earlier {kind.split()[-1]}")
+    foreign = sorted(p.name for p in out.iterdir() if p.name not in names and not p.name.endswith(suffixes))
+    if foreign:
+        raise SegLoopError(f"--out {out} holds files {kind} does not write, which replacing it would delete: "
+                           f"{', '.join(foreign[:5])}{' ...' if len(foreign) > 5 else ''}", path=out,
+                           fix="move them out of the folder, or give a new --out")
+    return out
+
+
+def new_run_problem(run_dir: Path, fold: Any, version: str) -> None:
+    """Where a new run may go: not inside another run, and inside a k-fold group only as that group's own fold
+    (``fold<k>`` trained on ``data.fold=k`` of the group's version), so a group's resume finds its folds as it
+    left them."""
+    parent = run_dir.resolve().parent
+    if (parent / GROUP).is_file():
+        group = read_json(parent / GROUP, "group.json")
+        own = isinstance(group, dict) and group.get("dataset_version") == version
+        if not (own and isinstance(fold, int) and run_dir.name == f"fold{fold}"):
+            raise SegLoopError(f"output.runs_dir {parent} is a k-fold group: the runs in it are its folds",
+                               path=parent, fix=f"train into another folder (output.runs_dir={parent.parent}), or "
+                                                f"continue the group: python -m train.run resume={parent}")
+        return
+    inside_run_problem(run_dir, "output.runs_dir")
+
+
+def training_start_problem(path: str | Path, key: str) -> None:
+    """A folder given to train from (``resume``, ``model.weights``, ``model.init_from``) that is an ensemble or a
+    k-fold group is said as such, before any data is read: neither has one set of weights that trains."""
+    path = Path(path)
+    if (path / ENSEMBLE).is_file():
+        raise SegLoopError(f"{key}: this is an ensemble of trained runs (python -m evaluate ensemble), not a run that "
+                           f"trains", path=path,
+                           fix=(f"give one of its members (its {ENSEMBLE} names them)"
+                                + (", then build the ensemble again" if key == "resume" else "")))
+    if key != "resume":  # resume= of a group continues all its folds
+        try:
+            group_problem(path)
+        except SegLoopError as exc:
+            raise SegLoopError(f"{key}: this {exc.message}", path=path,
+                               fix=f"give one of its fold runs ({path}/fold0 ...)") from None
+    try:
+        part_of_run_problem(path)
+    except SegLoopError as exc:
+        raise SegLoopError(f"{key}: this {exc.message}", path=path, fix=exc.fix) from None
+    if path.parent.name == "members" and (path.parent.parent / ENSEMBLE).is_file():
+        raise SegLoopError(f"{key}: this is a member's copy inside the ensemble {path.parent.parent.name}, where it "
+                           f"was scored", path=path, fix="give the member's own run folder (ensemble.json names it)")
+    if key != "resume" and not (path / CHECKPOINTS).is_dir():
+        raise SegLoopError(f"{key}: not a run folder (it has no {CHECKPOINTS}/)", path=path,
+                           fix="give a run folder written by python -m train.run, or a checkpoint file (.pt)")
 
 
 def find_checkpoint(run: str | Path, which: str = "best") -> Path:
@@ -403,9 +518,10 @@ def is_abandoned(path: Path) -> bool:
     return not isinstance(owner, dict) or not owner_alive(owner.get("pid"), owner.get("host"))
 
 
-# what a run folder holds: its own files, and what evaluate, fiftyone_views and the labeling loop add to it
+# what a run folder holds: its own files, and what evaluate, fiftyone_views and the labeling loop add to it (the
+# last two: the DVC pipeline's)
 RUN_ENTRIES = {CONFIG, "run.json", METRICS, CHECKPOINTS, "tb", OWNER, "eval", "predict", "relabel", "fiftyone",
-               "triptychs", "augment_preview.png", "curves.json", ".gitignore"}  # the last two: the DVC pipeline's
+               "triptychs", "augment_preview.png", "history.png", "curves.json", ".gitignore"}
 
 
 def replaceable(path: Path) -> list[str]:
@@ -414,6 +530,10 @@ def replaceable(path: Path) -> list[str]:
     beside the new model); a folder that is no run, or that holds files no run writes, is refused."""
     entries = sorted(p.name for p in path.iterdir())
     foreign = [e for e in entries if e not in RUN_ENTRIES]
+    for kind, file in (("a k-fold group", GROUP), ("an ensemble", ENSEMBLE)):
+        if file in entries:
+            raise SegLoopError(f"output.exist_ok=true would replace {kind} ({file}) with one run", path=path,
+                               fix="choose another output.name, or move the folder away")
     if foreign and not ({CONFIG, "run.json", OWNER} & set(entries)):
         raise SegLoopError(f"output.exist_ok=true would replace this folder, but it is not a run folder (no "
                            f"run.json or config.yaml; it holds {', '.join(foreign[:3])})", path=path,

@@ -5,6 +5,8 @@
   python -m evaluate report RUN [RUN ...] --out reports/NAME [--pdf]
   python -m evaluate compare RUN [RUN ...] [--out reports/NAME] [--split test] [--flops]
   python -m evaluate ensemble RUN RUN [...] --out runs/NAME [--split test] [--reference RUN]
+  python -m evaluate history RUN [--out PNG] [--json]
+  python -m evaluate panoptic --semantic RUN --instance RUN --out DIR [--split test]
   python -m evaluate app [RUN ...] [--port N]
 """
 
@@ -61,7 +63,27 @@ def main(argv: list[str] | None = None) -> int:
     en.add_argument("--split", default="test", help="the split scored (default test)")
     en.add_argument("--reference", help="a run to show beside them (a model trained on all of train)")
     en.add_argument("--worst", type=positive_int, default=10, help="worst images compared across members")
+    hi = sub.add_parser("history", help="a run's training across the runs it started from (model.weights, "
+                                         "model.init_from): the chain, total epochs, the loss drop, one curve")
+    hi.add_argument("run", help="run folder, a name under runs/, or 'last'")
+    hi.add_argument("--out", help="the plot's file (default: history.png in the run folder)")
+    hi.add_argument("--json", action="store_true", help="print the figures as JSON instead of lines")
+    pa = sub.add_parser("panoptic", help="a semantic run's stuff + an instance run's things as one panoptic "
+                                          "prediction, scored by PQ (panopticapi files written)")
+    pa.add_argument("--semantic", required=True, help="a semantic run (its stuff classes are used)")
+    pa.add_argument("--instance", required=True, help="an instance run: Mask R-CNN, YOLO-seg (its detections)")
+    pa.add_argument("--out", required=True, type=output_folder, help="result folder, e.g. reports/panoptic-demo")
+    pa.add_argument("--split", default="test", help="the split both runs were evaluated on (default test)")
+    pa.add_argument("--score", type=float, default=0.5, help="detections below this score are left out (0.5)")
+    pa.add_argument("--overlap", type=float, default=0.5,
+                    help="a detection whose pixels are more than this share taken by better ones is dropped (0.5)")
+    pa.add_argument("--min-stuff-area", type=int, default=64, help="a stuff region smaller than this many pixels "
+                                                                  "is left void (64)")
+    pa.set_defaults(handler=_panoptic)
+    hi.set_defaults(handler=_history)
     args = p.parse_args(argv)
+    if getattr(args, "handler", None):
+        return args.handler(args)
     if args.cmd == "ensemble":
         from evaluate.ensemble import build_ensemble, print_comparison
 
@@ -91,6 +113,29 @@ def main(argv: list[str] | None = None) -> int:
     result = evaluate_run(args.run, args.split, args.checkpoint, args.device, args.version, args.tta,
                           not args.no_uncertainty, replace=args.replace)
     print_summary(result)
+    return 0
+
+
+def _panoptic(args: argparse.Namespace) -> int:
+    from evaluate.panoptic import panoptic_from_runs, print_figures
+
+    print_figures(panoptic_from_runs(args.semantic, args.instance, args.out, args.split, args.score, args.overlap,
+                                     args.min_stuff_area), Path(args.out))
+    return 0
+
+
+def _history(args: argparse.Namespace) -> int:
+    import json
+
+    from evaluate.history import describe, run_history
+
+    figures = run_history(args.run, args.out)
+    if args.json:
+        print(json.dumps(figures, indent=2))
+    else:
+        print(f"history of {figures['run']}:")
+        print("\n".join(f"  {line}" for line in describe(figures)))
+        print(f"  plot: {figures['plot']}" if "plot" in figures else "  no epoch was logged: no plot")
     return 0
 
 

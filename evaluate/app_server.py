@@ -20,7 +20,7 @@ import urllib.request
 from pathlib import Path
 
 from core.errors import SegLoopError
-from core.runs import Run, resolve_run
+from core.runs import Run, resolve_run, run_folders
 from core.services import free_port, terminate
 from train.config import DEVICE_PATTERN as DEVICE_FORM  # the pattern train.device is checked against; no torch import
 
@@ -35,12 +35,14 @@ def check_trained(run: str | Path, which: str = "best", runs_dir: str | Path = "
     try:
         path = resolve_run(run, runs_dir)
     except SegLoopError:
-        if Path(run).exists():  # not "not found": it is there, but a file
+        if Path(run).exists() and not Path(run).is_dir():  # not "not found": it is there, but a file
             raise SegLoopError("is a file, not a run folder", path=run,
                                fix="give a run folder (runs/<name>, written by python -m train.run) or a run's name"
                                ) from None
         raise
     if not Run(path).checkpoint_path(which).is_file():
+        if Run(path).checkpoint_path("best").is_file():
+            Run(path).find_checkpoint(which)  # an ensemble (best.pt only) says so itself
         raise SegLoopError(f"run '{path.name}' has no checkpoint ({which}.pt) to demo", path=path,
                            fix=TRAIN_FIX.replace("<name>", path.name).replace("<run>", str(path)))
     Run(path).info()  # a missing or broken run.json is said here, not in the served page
@@ -120,10 +122,16 @@ def app_args(runs: list[str], runs_dir: str, which: str, device: str) -> list[st
     checkpoint; with none named, ``runs_dir`` must hold at least one trained run."""
     check_device(device)
     if runs:
-        paths = [str(check_trained(r, which, runs_dir).resolve()) for r in runs]
+        paths = []
+        for r in runs:
+            path = str(check_trained(r, which, runs_dir).resolve())
+            if path in paths:
+                print(f"note: run {r} is given twice: offered once")
+                continue
+            paths.append(path)
     else:
         root = Path(runs_dir)
-        trained = [d for d in (root.iterdir() if root.is_dir() else []) if Run(d).checkpoint_path(which).is_file()]
+        trained = [d for d in run_folders(root) if Run(d).checkpoint_path(which).is_file()]
         for d in trained:
             Run(d).info()
         if not root.is_dir():

@@ -20,7 +20,7 @@ import tasks
 from core.config import read_yaml
 from core.errors import SegLoopError
 from core.fsio import atomic_dir
-from core.runs import Run
+from core.runs import Run, check_output_folder
 from evaluate.curves import curve_pngs
 from evaluate.results import read_eval_metrics
 from evaluate.tables import html_page, num, table
@@ -136,11 +136,23 @@ def compare_runs(runs: list[str | Path], split: str = "test", flops: bool = Fals
             rows.append(read_row(Path(r), split, flops))
         except SegLoopError as exc:
             skipped.append(str(exc).splitlines()[0])
-    names = [r.values["run"] for r in rows]
-    for r in rows:
-        if names.count(r.values["run"]) > 1:
-            r.values["run"] = f"{r.dir.parent.name}/{r.dir.name}"
+    for r, name in zip(rows, shown_names([r.dir for r in rows]), strict=True):
+        r.values["run"] = name
     return rows, skipped
+
+
+def shown_names(dirs: list[Path]) -> list[str]:
+    """What a table or a report calls each run: its folder name, or ``parent/name`` where two runs share a folder
+    name (``fold0`` of two k-fold groups), so that no two rows or sections read alike."""
+    parts = [Path(d).resolve().parts for d in dirs]
+    depth = [1] * len(dirs)
+    while True:  # each name that two runs share takes one more folder of its path, until none is shared
+        names = ["/".join(p[-n:]) for p, n in zip(parts, depth, strict=True)]
+        shared = [i for i, name in enumerate(names) if names.count(name) > 1 and depth[i] < len(parts[i])]
+        if not shared:
+            return names
+        for i in shared:
+            depth[i] += 1
 
 
 def _columns(rows: list[Row]) -> list[str]:
@@ -207,12 +219,10 @@ def to_csv(rows: list[Row]) -> str:
 
 
 def check_out(out: str | Path) -> Path:
-    """``--out`` checked before anything is read: a folder that is no earlier comparison is never replaced."""
-    out = Path(out)
-    if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not (out / "compare.md").is_file())):
-        raise SegLoopError(f"--out {out} exists and is not a comparison folder (a comparison replaces its folder "
-                           f"whole)", path=out, fix="give a new folder, or the folder of an earlier comparison")
-    return out
+    """``--out`` checked before anything is read: only an earlier comparison, holding only its own files, is
+    replaced."""
+    return check_output_folder(out, "a comparison", "compare.md", {"compare.md", "compare.csv", "compare.html"},
+                               (".png",))
 
 
 def write_comparison(rows: list[Row], out: str | Path, split: str = "test") -> Path:

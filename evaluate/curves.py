@@ -18,10 +18,13 @@ LEGEND_MAX = 12
 
 
 def plot(path: Path, title: str, ylabel: str, series: list[tuple[str, list[int], list[Any], str]],
-          peaks: list[tuple[str, int, float]] = ()) -> None:
+          peaks: list[tuple[str, int, float]] = (), boundaries: list[float] = ()) -> None:
     """One curve figure: (label, epochs, values, line style) per series; missing values (None) leave gaps.
-    ``peaks``: (label, epoch, value) points drawn as stars, the epoch each run's best checkpoint is from."""
+    ``peaks``: (label, epoch, value) points drawn as stars, the epoch each run's best checkpoint is from;
+    ``boundaries``: epochs drawn as dotted vertical lines (where one run of a history hands over to the next)."""
     fig, ax = plt.subplots(figsize=(6, 3.4))
+    for x in boundaries:
+        ax.axvline(x, linestyle=":", color="grey", linewidth=1)
     for label, epochs, values, style in series:
         ax.plot(epochs, [np.nan if v is None else v for v in values], style, marker=".", label=label)
     for label, epoch, value in peaks:

@@ -12,6 +12,7 @@ their outlines, scores and table. The page lays out whatever the task gives it.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import hashlib
 import io
@@ -28,8 +29,8 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 import tasks
 from core.errors import SegLoopError
-from core.fsio import deep_colour, deep_colour_rgb8, to_rgb8
-from core.runs import DEFAULT_TASK, Run, dataset_ref
+from core.fsio import deep_colour, deep_colour_rgb8, to_rgb8, turned_upright
+from core.runs import DEFAULT_TASK, GROUP, Run, dataset_ref, run_folders
 from evaluate.app_server import check_trained
 from evaluate.inference import Inference, load_for_inference
 from ingest.taxonomy import ClassDef, Taxonomy, hex_color
@@ -132,11 +133,14 @@ def list_runs(runs_dir: str | Path = "runs", which: str = "best") -> tuple[list[
     if not root.is_dir():
         return [], []
     found, problems = [], []
-    for d in sorted(root.iterdir()):
+    for d in run_folders(root):
         if not Run(d).info_path.is_file():
             continue
         try:
-            found.append(describe_run(d, which))
+            choice = describe_run(d, which)
+            if (d.parent / GROUP).is_file():  # a fold of a k-fold group: fold0 of two groups read apart
+                choice = dataclasses.replace(choice, name=f"{d.parent.name}/{d.name}")
+            found.append(choice)
         except SegLoopError as exc:
             problems.append(f"run '{d.name}' is left out: {exc}")
     return sorted(found, key=lambda r: (not r.trained, r.name)), problems
@@ -191,7 +195,7 @@ def decode_upload(data: bytes, name: str = "upload", max_pixels: int = MAX_PIXEL
                                    f"{max_pixels / 1e6:.0f}", path=name,
                                    fix="downscale it (e.g. to 2048 pixels wide) and upload it again")
             if deep_colour(img):  # 16 bits per channel: Pillow would keep each sample's high byte only
-                return deep_colour_rgb8(data, img, name)
+                return turned_upright(deep_colour_rgb8(data, img, name), img)
             img.load()
             # a phone photo is stored sideways with an EXIF orientation tag: show it the way up the camera saw it
             return to_rgb8(ImageOps.exif_transpose(img))

@@ -18,16 +18,16 @@ from __future__ import annotations
 
 import itertools
 import json
+import os
 from pathlib import Path
 from typing import Any
 
 from core.config import dump_yaml
 from core.errors import SegLoopError
 from core.fsio import read_json, write_json_atomic, write_text_atomic
-from core.runs import Run, find_checkpoint, resolve_run
+from core.runs import ENSEMBLE, Run, find_checkpoint, inside_run_problem, resolve_run
 from evaluate.results import EvalResults
 
-ENSEMBLE = "ensemble.json"
 ENSEMBLE_TASKS = ("semantic", "instance")  # the tasks whose models register an "ensemble"
 
 
@@ -80,8 +80,13 @@ def write_ensemble(members: list[dict[str, Any]], out: Path) -> Path:
     specs = [{"name": m["ckpt"]["model_spec"]["name"], "args": m["ckpt"]["model_spec"]["args"]} for m in members]
     spec = {"task": first["model_spec"]["task"], "name": "ensemble", "args": {"members": specs}}
     state = {f"members.{i}.{k}": v for i, m in enumerate(members) for k, v in m["ckpt"]["model"].items()}
+    # the members' shared settings; what one member alone trained on (its fold, its subset, its name) is no
+    # setting of the ensemble, whose members ensemble.json names
     config = {**first["config"], "model": {**first["config"]["model"], "name": "ensemble", "args": spec["args"],
-                                           "weights": None, "init_from": None}}
+                                           "weights": None, "init_from": None},
+              "data": {**first["config"]["data"], "fold": None, "train_ids": [], "train_list": None},
+              "output": {**first["config"]["output"], "runs_dir": str(out.parent), "name": out.name,
+                         "exist_ok": False}, "resume": None}
     info = {"task": spec["task"], "model": spec, "dataset_version": first["dataset_version"],
             "dataset_path": first["dataset_path"], "taxonomy": first["taxonomy"]["name"],
             "parameters": sum(int(Run(m["dir"]).info().get("parameters") or 0) for m in members),
@@ -109,7 +114,9 @@ def member_copy(member: dict[str, Any], out: Path, label: str) -> Path:
     for name in ("run.json", "config.yaml"):
         if (member["dir"] / name).is_file():
             shutil.copy2(member["dir"] / name, dest / name)
-    (dest / "checkpoints" / "best.pt").symlink_to(member["path"].resolve())
+    # relative: the ensemble and its members moved together (a runs/ folder copied elsewhere) still link up
+    target = member["path"].resolve()
+    (dest / "checkpoints" / "best.pt").symlink_to(os.path.relpath(target, (dest / "checkpoints").resolve()))
     return dest
 
 
@@ -134,7 +141,9 @@ def build_ensemble(runs: list[str | Path], out: str | Path, split: str = "test",
 
     out = Path(out)
     if out.exists():
-        raise SegLoopError("the ensemble's folder exists", path=out, fix="give a new --out folder")
+        raise SegLoopError("--out exists" + ("" if out.is_dir() else " as a file"), path=out,
+                           fix="give a new --out folder: the ensemble is a run folder of its own")
+    inside_run_problem(out)
     seen: set[Path] = set()
     for r in runs:
         if Path(r).resolve() in seen:
@@ -146,11 +155,13 @@ def build_ensemble(runs: list[str | Path], out: str | Path, split: str = "test",
     members = [_member(r) for r in runs]
     check_members(members)
     ref = _member(reference) if reference else None
-    if ref is not None:
-        try:
-            check_members([members[0], ref])
-        except SegLoopError as exc:
-            raise SegLoopError(f"--reference {ref['dir'].name}: {exc.message}", path=ref["dir"], fix=exc.fix) from None
+    if ref is not None:  # shown beside, not combined: one task and taxonomy, scored on the ensemble's version
+        for what, value in (("task", lambda m: m["ckpt"]["model_spec"]["task"]),
+                            ("taxonomy", lambda m: [c["name"] for c in m["ckpt"]["taxonomy"]["classes"]])):
+            if value(ref) != value(members[0]):
+                raise SegLoopError(f"--reference {ref['dir'].name} is of another {what} than the members "
+                                   f"({value(ref)} vs {value(members[0])}): its figures do not compare",
+                                   path=ref["dir"], fix=f"give as --reference a run of the members' {what}")
     out.mkdir(parents=True)
     try:
         write_ensemble(members, out)
@@ -160,7 +171,9 @@ def build_ensemble(runs: list[str | Path], out: str | Path, split: str = "test",
             copies.append(member_copy(ref, out, f"reference-{ref['dir'].name}"))
         rows = []
         for m, copy in zip([*members, *([ref] if ref else [])], copies, strict=True):
-            figures = evaluate_run(copy, split, progress=progress)
+            other = m["ckpt"]["dataset_version"] != members[0]["ckpt"]["dataset_version"]  # the reference's own
+            figures = evaluate_run(copy, split, progress=progress,
+                                   version=str(members[0]["ckpt"]["dataset_path"]) if other else None)
             rows.append({"run": str(m["dir"]), "role": "reference" if m is ref else "member",
                          "evaluated": str(copy / "eval" / split), "figures": _headline(figures)})
         n = min(worst, result["images"])

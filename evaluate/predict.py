@@ -12,7 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from core.errors import SegLoopError
-from core.fsio import atomic_dir, sha256_file
+from core.fsio import atomic_dir, image_size, sha256_file
 from core.runs import INDEX, Run, find_checkpoint, read_index, resolve_run
 from evaluate.inference import load_for_inference
 from ingest.images import list_images
@@ -50,6 +50,7 @@ def predict_images(run: str | Path, images: str | Path, name: str | None = None,
         print(f"note: replaces the predictions in {out} with these {len(files)} images")
     hashes: dict[str, Path] = {}
     for f in files:
+        image_size(f)  # a file that is no image fails here, not after the model has predicted the ones before it
         first = hashes.setdefault(sha256_file(f), f)
         if first != f:
             print(f"note: {f} has the same content as {first}: one prediction for both (sets are keyed by content)")

@@ -29,13 +29,14 @@ import tasks
 from core.browser import CHROMIUM_ARGS, INSTALL, require_chromium
 from core.config import flatten, load_with_bases
 from core.errors import SegLoopError
-from core.fsio import atomic_dir
-from core.runs import Run, find_checkpoint
-from evaluate.compare import Row, compare_runs
+from core.fsio import atomic_dir, read_json
+from core.runs import ENSEMBLE, Run, check_output_folder, find_checkpoint
+from evaluate.compare import Row, compare_runs, shown_names
 from evaluate.compare import markdown as compare_markdown
 from evaluate.curves import curve_pngs as _curve_pngs
 from evaluate.curves import plot as _plot
 from evaluate.gallery import make_triptychs
+from evaluate.history import describe, history, plot_history, summary
 from evaluate.results import EvalResults, read_eval_metrics
 from evaluate.tables import code as _code
 from evaluate.tables import html_page as _html
@@ -229,10 +230,8 @@ def print_pdf(html_file: Path, pdf: Path, chromium: str) -> None:
 def build_report(runs: list[str | Path], out: str | Path, gallery: int = 6, pdf: bool = False) -> Path:
     """Write ``report.md``, ``report.html`` (and ``report.pdf``) with their images into ``out``, all at once: a run
     that is not evaluated, or a missing Chromium for ``pdf``, fails before anything is written."""
-    out = Path(out)
-    if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not (out / "report.md").is_file())):
-        raise SegLoopError(f"--out {out} exists and is not a report folder (a report replaces its folder whole)",
-                           path=out, fix="give a new folder, or the folder of an earlier report")
+    out = check_output_folder(out, "a report", "report.md", {"report.md", "report.html", "report.pdf", "gallery"},
+                              (".png",))
     chromium = _chromium() if pdf else None
     seen: dict[Path, str] = {}
     for r in runs:
@@ -242,6 +241,8 @@ def build_report(runs: list[str | Path], out: str | Path, gallery: int = 6, pdf:
                                fix="name each run once")
         seen[key] = str(r)
     loaded = [_load_run(Path(r)) for r in runs]
+    for r, name in zip(loaded, shown_names([r["dir"] for r in loaded]), strict=True):
+        r["name"] = name  # fold0 of two groups: two sections must not read alike
     first = loaded[0]
     for r in loaded[1:]:  # one comparison table ranks classes of one taxonomy: runs of another do not compare
         theirs, ours = r["taxonomy"], first["taxonomy"]
@@ -266,6 +267,11 @@ def build_report(runs: list[str | Path], out: str | Path, gallery: int = 6, pdf:
         for i, r in enumerate(loaded, 1):
             r["class_png"] = f"class_curves_{i}.png"
             r["class_label"] = _class_curves_png(r, tmp / r["class_png"])
+            stages, notes = history(r["dir"])  # a run started from another's weights: its curve from the first epoch
+            r["history"] = summary(stages, notes)
+            if len(stages) > 1 and any(s.records for s in stages):
+                r["history_png"] = f"history_{i}.png"
+                plot_history(stages, tmp / r["history_png"])
         archs: dict[str, dict] = {}
         for r in loaded:
             key = json.dumps(r["spec"], sort_keys=True)
@@ -307,15 +313,31 @@ def _coverage(r: dict[str, Any], ds: DatasetVersion) -> dict[str, str]:
     model = f"{spec['name']} ({spec['task']}; {args or 'default arguments'}), {r['params'] / 1e6:.2f} M parameters"
     part = r["report"]
     loss = part.loss(cfg, r["curve"])
-    counts = ds.manifest["counts"] if r["info"]["dataset_version"] == ds.version else {}
-    splits = ", ".join(f"{counts[s]['images']} {s}" for s in counts) if counts else ""
-    data = (f"{r['info']['dataset_version']} ({splits} images); trained on '{cfg['data']['train_split']}', "
-            f"validated on '{cfg['data']['val_split']}', tested on 'test'; size {cfg['data']['image_size']}")
+    fold = cfg["data"]["fold"]
+    same = r["info"]["dataset_version"] == ds.version
+    if fold is not None:  # a fold run trains and validates on its fold's halves of train, not on the splits
+        halves = ds.fold(fold) if same else {}
+        sizes = f" ({len(halves.get('train', []))} / {len(halves.get('val', []))} images)" if halves else ""
+        data = (f"{r['info']['dataset_version']}; trained on fold {fold}'s train, validated on its val{sizes}, "
+                f"tested on 'test'; size {cfg['data']['image_size']}")
+    else:
+        counts = ds.manifest["counts"] if same else {}
+        splits = ", ".join(f"{counts[s]['images']} {s}" for s in counts) if counts else ""
+        data = (f"{r['info']['dataset_version']} ({splits} images); trained on '{cfg['data']['train_split']}', "
+                f"validated on '{cfg['data']['val_split']}', tested on 'test'; size {cfg['data']['image_size']}")
     augs = [] if r["info"].get("overfit") else part.augmentations(spec, cfg)  # the overfit check augments nothing
     metrics = part.metrics(test)
     metrics.append(f"inference time ({test['timing']['device']})" if "timing" in test else "")
-    fold = cfg["data"]["fold"]
     chosen = r["info"].get("train_images") or {}
+    if (r["dir"] / ENSEMBLE).is_file():  # its members trained; the ensemble only combines them
+        members = read_json(r["dir"] / ENSEMBLE, "ensemble.json").get("members") or []
+        each = (f"an ensemble of {len(members)} runs ({', '.join(Path(m).name for m in members)}), each trained on "
+                f"its own images")
+        data = f"{r['info']['dataset_version']}; {each}; tested on 'test'; size {cfg['data']['image_size']}"
+        return {"model": model, "loss": "its members' (see their reports)", "data": data,
+                "augmentations": "its members'", "metrics": ", ".join(m for m in metrics if m),
+                "TTA": "horizontal flip averaged" if test.get("tta") else "none (single forward pass)",
+                "folds": each, "training images": each, "stopping": "none: an ensemble trains no epoch"}
     return {"model": model, "loss": loss, "data": data, "augmentations": "; ".join(augs) or "none",
             "metrics": ", ".join(m for m in metrics if m),
             "TTA": "horizontal flip averaged" if test.get("tta") else "none (single forward pass)",
@@ -375,7 +397,10 @@ def _markdown(runs: list[dict], ds: DatasetVersion, m: dict, expl: dict[str, str
     for r in runs:
         model_expl = {f"model.args.{k}": v for k, v in _model_args_help(r["spec"]).items()}
         reasons = _reasons(r["config"], defaults)
-        s += [f"### {r['name']}", "", "Command:", "", "```", shown_command(r["info"].get("command", "")), "```", "",
+        s += [f"### {r['name']}", "", "Training history (`python -m evaluate history`): "
+              + "; ".join(describe(r["history"])) + ".", ""]
+        s += [f"![training history of {r['name']}]({r['history_png']})", ""] if r.get("history_png") else []
+        s += ["Command:", "", "```", shown_command(r["info"].get("command", "")), "```", "",
               table(["key", "value", "meaning", "why"],
                      [[_code(k), _code(v), expl.get(k, model_expl.get(k, "")), reasons[k]]
                       for k, v in flatten({k: v for k, v in r["config"].items() if k != WHY}).items()]), ""]

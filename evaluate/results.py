@@ -50,8 +50,17 @@ class EvalResults:
         self.dir = self.run_dir / "eval" / split
         rows_file = self.dir / "per_image.csv"
         if not rows_file.is_file():
-            raise SegLoopError(f"run has no predictions for split '{split}'", path=self.dir,
-                               fix=f"python -m evaluate run {self.run_dir} --split {split}")
+            fix = f"python -m evaluate run {self.run_dir} --split {split}"
+            try:  # a version without the split (an 80/20 one validates on folds of train): that command fails too
+                from ingest.version import read_manifest
+
+                counts = read_manifest(Run(self.run_dir).info().get("dataset_path", ""))["counts"]
+                if not (counts.get(split) or {}).get("images"):
+                    fix = (f"the run's version has no '{split}' images (it validates on a fold of train): choose "
+                           f"another split, e.g. --split test")
+            except (SegLoopError, KeyError, TypeError):
+                pass
+            raise SegLoopError(f"run has no predictions for split '{split}'", path=self.dir, fix=fix)
         with open(rows_file, newline="") as fh:
             self.rows: list[dict[str, Any]] = list(csv.DictReader(fh))
         self.metrics: dict[str, Any] = read_eval_metrics(self.dir / "metrics.json", self.run_dir, split)

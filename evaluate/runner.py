@@ -15,15 +15,21 @@ from typing import Any
 import tasks
 from core.errors import SegLoopError
 from core.fsio import atomic_dir, read_json, write_json_atomic
-from core.runs import dataset_ref, find_checkpoint, resolve_run
+from core.runs import Run, dataset_ref, find_checkpoint, resolve_run
 from evaluate.inference import Inference, load_for_inference, model_size, timing
 from ingest.version import DatasetVersion, resolve_version
 from train.checkpoint import check_run_checkpoint
 
 
-def train_overlap(ckpt: dict[str, Any], ds: DatasetVersion, split: str) -> int:
-    """How many images of ``ds``'s ``split`` the run trained on (by content hash), when ``ds`` is not the version
-    the run trained on: a test split that holds training images scores memory, not generalisation."""
+def train_overlap(ckpt: dict[str, Any], ds: DatasetVersion, split: str, info: dict[str, Any]) -> int:
+    """How many images of ``ds``'s ``split`` the run trained on: on its own version, those of its training split it
+    chose (a fold's or a subset's ids, in ``run.json``; an ensemble's members together trained on all of it); on
+    another version, by content hash. A split that holds training images scores memory, not generalisation."""
+    if ds.version == ckpt["dataset_version"]:
+        if split != ckpt["config"]["data"]["train_split"]:
+            return 0
+        ids = (info.get("train_images") or {}).get("ids")
+        return len(ids) if isinstance(ids, list) else len(ds.images(split))
     try:
         own = DatasetVersion(resolve_version(dataset_ref(ckpt["dataset_path"], ckpt["dataset_version"]),
                                              ckpt["config"]["data"]["versions_root"]))
@@ -66,7 +72,7 @@ def evaluate_run(run: str | Path, split: str = "test", which: str = "best", devi
             raise SegLoopError(f"{out_dir} holds the evaluation on {before['dataset_version']}; evaluating on "
                                f"{ds.version} would replace it (and its figures)", path=out_dir,
                                fix="pass --replace to replace it, or copy the run folder and evaluate the copy")
-    overlap = train_overlap(ckpt, ds, split) if ds.version != ckpt["dataset_version"] else 0
+    overlap = train_overlap(ckpt, ds, split, Run(run_dir).info())
     if overlap:
         print(f"warning: {overlap} of the {len(images)} images of {ds.version}'s {split} split are images run "
               f"{run_dir.name} trained on: its figures there measure memory, not generalisation")

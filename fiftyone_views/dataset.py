@@ -78,8 +78,19 @@ def drop_abandoned_loads(fo) -> list[str]:
     return dropped
 
 
-def dataset_name(run_dir: Path, split: str) -> str:
-    return f"{run_dir.name}-{split}"
+def dataset_name(run_dir: Path, split: str, fo: Any = None) -> str:
+    """The FiftyOne dataset of a run's split: ``<run>-<split>``, readable in the App. Where that name holds another
+    run's split (``fold0`` of two k-fold groups), this run's dataset is named with a digest of its folder too, so
+    neither run reads or tags the other's samples."""
+    import hashlib
+
+    plain = f"{run_dir.name}-{split}"
+    if fo is None or not fo.dataset_exists(plain):
+        return plain
+    owner = fo.load_dataset(plain).info.get("run")
+    if owner is None or not Path(owner).is_dir() or Path(owner).resolve() == run_dir.resolve():
+        return plain  # unowned, this run's, or a run moved or deleted since: the readable name is free
+    return f"{plain}-{hashlib.sha256(str(run_dir.resolve()).encode()).hexdigest()[:8]}"
 
 
 def field_name(class_name: str) -> str:
@@ -204,7 +215,10 @@ def load_run(run: str | Path, split: str = "test", db_dir: str | Path | None = N
     res = EvalResults(run, split)
     ds, tax = res.version, res.version.taxonomy
     fo = connect(db_dir)
-    name = dataset_name(res.run_dir, split)
+    name = dataset_name(res.run_dir, split, fo)
+    if name != dataset_name(res.run_dir, split):
+        print(f"note: FiftyOne dataset '{dataset_name(res.run_dir, split)}' holds another run of this name "
+              f"({fo.load_dataset(dataset_name(res.run_dir, split)).info.get('run')}): this run's is '{name}'")
     tmp_name = f"{name}{LOADING_SUFFIX}"
     for dropped in drop_abandoned_loads(fo):
         print(f"dropped FiftyOne dataset '{dropped}', left by an interrupted load")
@@ -284,7 +298,7 @@ def open_dataset(run: str | Path, split: str = "test", db_dir: str | Path | None
 
     run_dir = resolve_run(run)
     fo = connect(db_dir)
-    name = dataset_name(run_dir, split)
+    name = dataset_name(run_dir, split, fo)
     if not fo.dataset_exists(name):
         raise SegLoopError(f"no FiftyOne dataset '{name}' in the database at {fo.config.database_uri}", path=run_dir,
                            fix=f"python -m fiftyone_views load {run_dir} --split {split}")

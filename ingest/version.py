@@ -208,6 +208,8 @@ def _assign_splits(records: list[Record], hashes: dict[str, dict[str, str]], cfg
         splits = ratio_split(groups, cfg["split"]["ratios"], int(cfg["split"]["seed"]))
     present = set(splits) | set(cfg["split"]["same_as"])
     for s in SPLITS:
+        if s == "val" and s not in present and int(cfg["folds"] or 0) >= 2:
+            continue  # validation is taken from train: a run on data.fold=k validates on fold k's held-out part
         if s not in present:
             raise SegLoopError(
                 f"split '{s}' is empty", fix="use split.mode: ratio with a share for it, add images for it, "

@@ -220,6 +220,18 @@ def test_all_folds_train_as_one_group_resumable_as_a_whole(demo_city, tmp_path, 
     assert run_cli(train_main, ["--quiet", f"resume={group}", "train.epochs=2"]) == 0
     for i in range(2):
         assert [r["epoch"] for r in _records(group / f"fold{i}")] == [1, 2]
+    # a report of fold0 of two groups tells the two apart, and says what a fold run trained and validated on
+    from evaluate.__main__ import main as evaluate_main
+    from evaluate.report import build_report
+
+    assert run_cli(evaluate_main, ["run", str(group / "fold0"), "--split", "test"]) == 0
+    shutil.copytree(group, runs / "cv2")
+    md = (build_report([group / "fold0", runs / "cv2" / "fold0"], tmp_path / "rep", gallery=1)
+          / "report.md").read_text()
+    assert "### cv/fold0" in md and "### cv2/fold0" in md and "### fold0" not in md
+    halves = json.loads((version.path / "folds" / "fold0.json").read_text())
+    assert (f"trained on fold 0's train, validated on its val ({len(halves['train'])} / {len(halves['val'])} "
+            f"images)") in md
 
 
 def test_all_folds_of_a_version_without_folds_is_refused(demo_version, tmp_path, capsys):
@@ -231,8 +243,6 @@ def test_all_folds_of_a_version_without_folds_is_refused(demo_version, tmp_path,
 # ----------------------------------------------------------------------------------------------------- ensembles
 def test_an_ensemble_of_two_identical_runs_equals_each_and_every_reader_takes_it(evaluated_run, tmp_path, capsys):
     import shutil
-
-    import numpy as np
 
     from core.fsio import read_label
     from evaluate.__main__ import main as evaluate_main
@@ -247,13 +257,19 @@ def test_an_ensemble_of_two_identical_runs_equals_each_and_every_reader_takes_it
     assert "in every member's worst" in capsys.readouterr().out
     table = json.loads((out / "ensemble.json").read_text())["comparison"]
     member = json.loads((a / "eval" / "test" / "metrics.json").read_text())
-    assert table["ensemble"]["mIoU"] == pytest.approx(member["mIoU"], abs=1e-9)
+    # the ensemble's output is the log of its mean probabilities, upsampled to the label size as any logits are:
+    # on class boundaries, upsampled log-probabilities and the member's upsampled logits may pick another class for
+    # a few pixels (softmax's per-pixel normaliser varies across them); everywhere else the two are the same
+    assert table["ensemble"]["mIoU"] == pytest.approx(member["mIoU"], abs=1e-4)
     assert [r["figures"]["mIoU"] for r in table["runs"]] == pytest.approx([member["mIoU"]] * 2)
     overlap = table["worst_overlap"]
     assert overlap["mean_pairwise_jaccard"] == 1.0 and len(overlap["in_every_member"]) == 3
     assert not (b / "eval").exists()  # nothing written into a member's own folder
+    same = total = 0
     for png in sorted((a / "eval" / "test" / "pred").glob("*.png")):
-        np.testing.assert_array_equal(read_label(out / "eval" / "test" / "pred" / png.name), read_label(png))
+        ours, theirs = read_label(out / "eval" / "test" / "pred" / png.name), read_label(png)
+        same, total = same + int((ours == theirs).sum()), total + ours.size
+    assert total > 0 and same / total > 0.9999
     # the ensemble folder reads like any run
     rows, skipped = compare_runs([out, a])
     assert not skipped and rows[0].values["model"] == "ensemble"
@@ -290,3 +306,74 @@ def test_an_instance_ensemble_of_two_identical_runs_equals_each(evaluated_instan
     fused = json.loads((tmp_path / "ens" / "eval" / "test" / "metrics.json").read_text())
     assert fused["segm"]["AP50"] == pytest.approx(result["segm"]["AP50"], abs=1e-6)
     assert json.loads((tmp_path / "ens" / "run.json").read_text())["model"]["name"] == "ensemble"
+
+
+# ---------------------------------------------------------------------------------------------- training history
+def test_a_history_continues_across_resumes_weights_and_init_from(demo_version, tmp_path, capsys):
+    from evaluate.__main__ import main as evaluate_main
+    from evaluate.history import history, summary
+
+    runs = tmp_path / "runs"
+    assert run_cli(train_main, ["--quiet", *tiny_overrides(demo_version.path, runs, "output.name=a",
+                                                           "train.epochs=1")]) == 0
+    assert run_cli(train_main, ["--quiet", f"resume={runs / 'a'}", "train.epochs=2"]) == 0  # a resume: one folder
+    assert run_cli(train_main, ["--quiet", *tiny_overrides(demo_version.path, runs, "output.name=b",
+                                                           f"model.weights={runs / 'a'}")]) == 0
+    assert run_cli(train_main, ["--quiet", *tiny_overrides(demo_version.path, runs, "output.name=c",
+                                                           f"model.init_from={runs / 'b' / 'checkpoints' / 'last.pt'}",
+                                                           "train.epochs=1")]) == 0
+    capsys.readouterr()
+    a, b, c = (_records(runs / n) for n in "abc")
+    assert [r["epoch"] for r in a] == [1, 2]
+    stages, notes = history(runs / "c")
+    assert [s.run.name for s in stages] == ["a", "b", "c"]
+    # b started from a's best.pt; c from b's last.pt (epoch 2): every stage continues where its start had got to
+    best_a = load_checkpoint(runs / "a" / "checkpoints" / "best.pt")
+    assert stages[1].epoch_offset == best_a["epoch"] and stages[1].step_offset == best_a["step"]
+    assert stages[2].epoch_offset == best_a["epoch"] + 2 and stages[2].step_offset == best_a["step"] + b[-1]["step"]
+    figures = summary(stages, notes)
+    assert figures["total_epochs"] == best_a["epoch"] + 2 + 1
+    assert figures["total_steps"] == best_a["step"] + b[-1]["step"] + c[-1]["step"]
+    assert figures["first_loss"]["value"] == pytest.approx(a[0]["train_loss"])
+    assert figures["last_loss"]["value"] == pytest.approx(c[-1]["train_loss"])
+    drop = 100 * (a[0]["train_loss"] - c[-1]["train_loss"]) / a[0]["train_loss"]
+    assert figures["loss_drop_percent"] == pytest.approx(drop)
+    # the CLI: lines and the plot, or the same figures as JSON
+    assert run_cli(evaluate_main, ["history", str(runs / "c")]) == 0
+    out = capsys.readouterr().out
+    assert "3 run(s)" in out and "1. a: epochs 1-" in out and "model.init_from" in out
+    assert (runs / "c" / "history.png").stat().st_size > 1000
+    assert run_cli(evaluate_main, ["history", str(runs / "c"), "--json", "--out", str(tmp_path / "h.png")]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["total_epochs"] == figures["total_epochs"] and data["plot"] == str(tmp_path / "h.png")
+    assert (tmp_path / "h.png").is_file()
+    # a run that is its own ancestor (run.json edited by hand) is said, not followed forever
+    info = json.loads((runs / "a" / "run.json").read_text())
+    info["init_from"] = {"from": str(runs / "c" / "checkpoints" / "best.pt"), "epoch": 1, "step": 1}
+    (runs / "a" / "run.json").write_text(json.dumps(info))
+    assert run_cli(evaluate_main, ["history", str(runs / "c")]) == 2
+    assert "form a loop" in capsys.readouterr().err
+
+
+def test_an_80_20_split_validates_on_a_fold_of_train(demo_city, tmp_path, capsys):
+    from ingest.version import DatasetVersion, build
+    from tests.conftest import demo_data_config
+
+    ratios = ["split.mode=ratio", "split.ratios={train: 0.8, val: 0.0, test: 0.2}"]
+    with pytest.raises(SegLoopError, match="split 'val' is empty"):  # no val and no folds: nothing to validate on
+        build(demo_data_config(demo_city, tmp_path / "v", *ratios), progress=False)
+    version = DatasetVersion(build(demo_data_config(demo_city, tmp_path / "v", *ratios, "folds=5", "name=eighty"),
+                                   progress=False).path)
+    counts = version.manifest["counts"]
+    assert counts["val"]["images"] == 0 and counts["train"]["images"] > 2 * counts["test"]["images"] > 0
+    runs = tmp_path / "runs"
+    assert run_cli(train_main, [*tiny_overrides(version.path, runs, "train.epochs=1")]) == 2
+    assert "data.fold=0 .. 4" in capsys.readouterr().err and not runs.exists()
+    assert run_cli(train_main, ["--quiet", *tiny_overrides(version.path, runs, "train.epochs=1", "data.fold=0",
+                                                           "output.name=f0")]) == 0
+    assert json.loads((runs / "f0" / "run.json").read_text())["train_images"]["from"] == "data.fold=0"
+    from evaluate.results import EvalResults
+
+    with pytest.raises(SegLoopError) as exc:  # a reader of its val split says why there is none
+        EvalResults(runs / "f0", "val")
+    assert "has no 'val' images (it validates on a fold of train)" in str(exc.value)

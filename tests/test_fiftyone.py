@@ -239,3 +239,17 @@ def test_abandoned_loading_datasets_are_dropped_by_the_next_load(loaded, evaluat
         load_run(run, "test", progress=False)
     assert "running-test.loading" in fo.list_datasets()  # a live load is never dropped
     fo.delete_dataset("running-test.loading")
+
+
+def test_two_runs_of_one_folder_name_get_their_own_datasets(fiftyone_db, evaluated_run, tmp_path):
+    """fold0 of two k-fold groups: neither load replaces the other's dataset, and relabel writes into its own run."""
+    a, b = tmp_path / "g1" / "fold0", tmp_path / "g2" / "fold0"
+    for run in (a, b):
+        shutil.copytree(evaluated_run, run)
+    first, second = load_run(a, "test", progress=False), load_run(b, "test", progress=False)
+    assert first["dataset"] != second["dataset"] and first["dataset"] == "fold0-test"
+    assert open_dataset(a, "test").info["run"] == str(a.resolve())
+    assert open_dataset(b, "test").info["run"] == str(b.resolve())
+    relabel(b, "worst_miou", 1)
+    assert list((b / "relabel").glob("*.txt")) and not (a / "relabel").exists()
+    assert not any(t.startswith("sent_to_labeling_") for t in open_dataset(a, "test").distinct("tags"))

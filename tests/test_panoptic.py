@@ -132,3 +132,42 @@ def test_equal_to_cityscapes_scripts(cityscapes_reference, tmp_path):
         assert [mine["PQ"], mine["SQ"], mine["RQ"]] == pytest.approx([theirs["pq"], theirs["sq"], theirs["rq"]],
                                                                      abs=1e-9)
     assert ours["per_class"]["car"]["fp"] > 0 and ours["per_class"]["car"]["fn"] >= 0
+
+
+# ------------------------------------------------------------------------------ panoptic from two runs (the CLI)
+def test_panoptic_from_a_semantic_and_an_instance_run_equals_cityscapes_scripts(cityscapes_reference, evaluated_run,
+                                                                                evaluated_instance_run, tmp_path,
+                                                                                capsys):
+    from cityscapesscripts.evaluation import evalPanopticSemanticLabeling as ref
+
+    from core.errors import run_cli
+    from evaluate.__main__ import main as evaluate_main
+
+    inst, _ = evaluated_instance_run
+    out = tmp_path / "pan"
+    argv = ["panoptic", "--semantic", str(evaluated_run), "--instance", str(inst), "--out", str(out),
+            "--score", "0.05"]
+    assert run_cli(evaluate_main, argv) == 0
+    assert "things from mrcnn" in capsys.readouterr().out
+    ours = json.loads((out / "panoptic.json").read_text())
+    gt, pred = (json.loads((out / f).read_text()) for f in ("ground_truth.json", "predictions.json"))
+    assert len(pred["annotations"]) == ours["images"] > 0
+    assert any(s["category_id"] - 1 in {c["id"] - 1 for c in gt["categories"] if c["isthing"]}
+               for a in pred["annotations"] for s in a["segments_info"]), "some things came from the instance run"
+    # the reference, on the files written
+    categories = {c["id"]: c for c in gt["categories"]}
+    pairs = list(zip(gt["annotations"], pred["annotations"], strict=True))
+    with contextlib.redirect_stdout(io.StringIO()):
+        stat = ref.pq_compute_single_core(0, pairs, str(out / "gt"), str(out / "pred"), categories)
+        expected = ref.average_pq(stat, categories)
+    for group, suffix in (("All", ""), ("Things", "_th"), ("Stuff", "_st")):
+        for key in ("pq", "sq", "rq"):
+            if expected[group]["n"]:
+                assert ours[key.upper() + suffix] == pytest.approx(expected[group][key], abs=1e-9), (group, key)
+        assert ours["n" + suffix] == expected[group]["n"]
+    # bad input: one message, exit 2, nothing written
+    for bad, words in ((["--semantic", str(inst), "--instance", str(inst)], "same run"),
+                       (["--semantic", str(inst), "--instance", str(evaluated_run)], "wrote no instance predictions"),
+                       (["--semantic", str(evaluated_run), "--instance", str(inst), "--score", "2"], "--score 2")):
+        assert run_cli(evaluate_main, ["panoptic", *bad, "--out", str(tmp_path / "bad")]) == 2
+        assert words in capsys.readouterr().err and not (tmp_path / "bad").exists()

@@ -76,7 +76,7 @@ def _png16(path: Path, values: np.ndarray) -> Path:
     return path
 
 
-def test_sixteen_bit_images_are_scaled_by_their_range(tmp_path):
+def test_sixteen_bit_images_are_scaled_by_their_sensor_depth(tmp_path):
     from core.fsio import read_image
     from evaluate.demo_app import decode_upload
 
@@ -88,6 +88,13 @@ def test_sixteen_bit_images_are_scaled_by_their_range(tmp_path):
     twelve = np.tile(np.linspace(0, 4095, 64), (8, 1))  # a 12-bit sensor's values in a 16-bit file
     np.testing.assert_allclose(read_image(_png16(tmp_path / "t12.png", twelve))[0, :, 1],
                                np.round(twelve[0] / 4095 * 255), atol=1)
+    # frames of one 12-bit camera come out alike: a dark frame (brightest pixel 1100) or one at 4000 keep the
+    # value 200 at the same grey, and a 16-bit file whose values are all under 256 is never taken as 8-bit
+    dark, bright = np.full((4, 4), 200), np.full((4, 4), 200)
+    dark[0, 0], bright[0, 0] = 1100, 4000
+    grey = [read_image(_png16(tmp_path / f"{n}.png", v))[1, 1, 0] for n, v in (("dark", dark), ("bright", bright))]
+    assert grey[0] == grey[1] == round(200 / 4095 * 255)
+    assert read_image(_png16(tmp_path / "low.png", np.full((4, 4), 200)))[0, 0, 0] == round(200 / 1023 * 255)
     upload = decode_upload((tmp_path / "ramp16.png").read_bytes())
     np.testing.assert_array_equal(upload, rgb)  # the app's upload reads it the same way
     tiff = tmp_path / "ramp.tif"
@@ -206,6 +213,22 @@ def test_an_image_announcing_gigapixels_is_refused_before_decoding(capsys, tiny_
                                       + chunk(b"IEND", b""))
     clean_error(capsys, _evaluate_main(), ["predict", tiny_run.run_dir, "--images", folder],
                 "huge.png", "too large to decode safely", "megapixels")
+
+
+def test_a_file_that_is_no_image_stops_predict_before_any_prediction(capsys, tiny_run, demo_version, tmp_path,
+                                                                      monkeypatch):
+    import evaluate.predict as predict
+
+    folder = tmp_path / "scan-first"
+    folder.mkdir()
+    for im in demo_version.images("test")[:3]:
+        shutil.copy(demo_version.image_path(im), folder / Path(im["file_name"]).name)
+    (folder / "zz-broken.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00" * 40)  # sorted last
+    loaded = []
+    monkeypatch.setattr(predict, "load_for_inference", lambda *a, **k: loaded.append(a) or pytest.fail("loaded"))
+    clean_error(capsys, _evaluate_main(), ["predict", tiny_run.run_dir, "--images", folder], "zz-broken.png",
+                "cannot decode image")
+    assert not loaded and not (tiny_run.run_dir / "predict" / "scan-first").exists()
 
 
 # ------------------------------------------------------------------------------ checks happen where the user is
@@ -960,4 +983,229 @@ def test_a_rank_without_a_world_and_an_ensemble_resume_are_named(capsys, demo_ve
     twin = tmp_path / "twin"
     shutil.copytree(evaluated_run, twin, ignore=shutil.ignore_patterns("eval"))
     build_ensemble([evaluated_run, twin], tmp_path / "ens", progress=False)
+    before = snapshot(tmp_path / "ens")
     clean_error(capsys, _train_main(), [f"resume={tmp_path / 'ens'}", "train.epochs=5"], "is an ensemble")
+    for key in ("model.weights", "model.init_from"):  # said as an ensemble before any data is read
+        clean_error(capsys, _train_main(), [*tiny_overrides(demo_version.path, tmp_path / "runs"),
+                                            f"{key}={tmp_path / 'ens'}"], f"{key}: this is an ensemble", "members")
+    assert snapshot(tmp_path / "ens") == before and not (tmp_path / "runs").exists()
+    group = tmp_path / "group"  # a k-fold group's folder holds no weights either: its fold runs do
+    shutil.copytree(evaluated_run, group / "fold0", ignore=shutil.ignore_patterns("eval"))
+    (group / "group.json").write_text('{"folds": 2}')
+    clean_error(capsys, _train_main(), [*tiny_overrides(demo_version.path, tmp_path / "runs"),
+                                        f"model.init_from={group}"], "this is a k-fold group", "fold0")
+
+
+# ------------------------------------------------------------------------------------- seventh fresh-eyes probe
+@pytest.fixture(scope="module")
+def folded_group(demo_city, tmp_path_factory):
+    """A 2-fold group of tiny runs (one epoch each) on a version of the demo city built with folds."""
+    from ingest.version import DatasetVersion, build
+    from tests.conftest import demo_data_config
+
+    root = tmp_path_factory.mktemp("folded")
+    version = DatasetVersion(build(demo_data_config(demo_city, root / "v", "folds=2", "name=folded"),
+                                   progress=False).path)
+    argv = ["--quiet", *tiny_overrides(version.path, root / "runs", "output.name=grp", "data.fold=all",
+                                       "train.epochs=1")]
+    assert _train_main()(argv) == 0
+    return version, root / "runs" / "grp"
+
+
+def test_outputs_inside_a_run_folder_are_refused(capsys, evaluated_run, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(evaluated_run, run)
+    twin = tmp_path / "twin"
+    shutil.copytree(evaluated_run, twin, ignore=shutil.ignore_patterns("eval"))
+    before = snapshot(run)
+    for argv in (["compare", run, twin, "--out", run / "cmp"], ["report", run, "--out", run / "rep"],
+                 ["ensemble", run, twin, "--out", run / "sub" / "ens"]):
+        clean_error(capsys, _evaluate_main(), argv, "is inside the run folder", str(run))
+    assert snapshot(run) == before  # the run can still be replaced whole (output.exist_ok) afterwards
+
+
+def test_parts_of_a_run_are_named_for_what_they_are(capsys, demo_version, evaluated_run, tmp_path):
+    runs = tmp_path / "runs"
+    part = evaluated_run / "eval" / "test"
+    clean_error(capsys, _evaluate_main(), ["run", part], "is the evaluation folder of run", str(evaluated_run))
+    clean_error(capsys, _evaluate_main(), ["predict", evaluated_run / "checkpoints", "--images", tmp_path],
+                "is the checkpoints folder of run")
+    for key in ("model.weights", "model.init_from"):
+        clean_error(capsys, _train_main(), [*tiny_overrides(demo_version.path, runs), f"{key}={part}"],
+                    f"{key}: this is the evaluation folder of run")
+    clean_error(capsys, _train_main(), [*tiny_overrides(demo_version.path, runs),
+                                        f"model.init_from={demo_version.path.parent}"], "not a run folder",
+                "no checkpoints/")
+    clean_error(capsys, _train_main(), [f"resume={evaluated_run / 'checkpoints' / 'last.pt'}"],
+                "resume takes a run folder, not a file", f"resume={evaluated_run}")
+    assert not runs.exists()
+
+
+def test_a_group_is_said_as_one_wherever_it_is_given(capsys, folded_group, tmp_path):
+    version, group = folded_group
+    (tmp_path / "imgs").mkdir()
+    Image.new("RGB", (32, 16)).save(tmp_path / "imgs" / "a.png")
+    for argv in (["run", group], ["predict", group, "--images", tmp_path / "imgs"], ["history", group]):
+        clean_error(capsys, _evaluate_main(), argv, "is a k-fold group of 2 runs", "fold0")
+    before = snapshot(group)
+    # a resume continues what the folder is: a group stays a group, one fold keeps its fold
+    clean_error(capsys, _train_main(), [f"resume={group}", "data.fold=1"], "data.fold=1 does not apply when resuming")
+    clean_error(capsys, _train_main(), [f"resume={group / 'fold0'}", "data.fold=all", "train.epochs=2"],
+                "data.fold=all does not apply when resuming")
+    # every fold finished: nothing to do, as for one run
+    clean_error(capsys, _train_main(), [f"resume={group}"], "nothing to do: every fold of the group has finished",
+                "train.epochs=11")
+    # the folds are over train: another training split is refused, naming it
+    clean_error(capsys, _train_main(), [*tiny_overrides(version.path, tmp_path / "r", "data.fold=1",
+                                                        "data.train_split=val")], "divide its 'train' split")
+    # one run never replaces a group; a group never replaces a folder
+    clean_error(capsys, _train_main(), [*tiny_overrides(version.path, group.parent, "output.name=grp",
+                                                        "output.exist_ok=true")], "would replace a k-fold group")
+    clean_error(capsys, _train_main(), [*tiny_overrides(version.path, group.parent, "output.name=grp",
+                                                        "data.fold=all", "output.exist_ok=true")],
+                "is not replaced by a k-fold group", f"resume={group}")
+    assert snapshot(group) == before
+
+
+def test_a_damaged_fold_stops_a_group_resume_before_any_fold_trains(capsys, folded_group, tmp_path):
+    _, group = folded_group
+    copy = tmp_path / "grp"
+    shutil.copytree(group, copy)
+    (copy / "fold1" / "checkpoints" / "last.pt").write_bytes(b"not a checkpoint")
+    before = snapshot(copy / "fold0")
+    clean_error(capsys, _train_main(), [f"resume={copy}", "train.epochs=2"], "fold1", "last.pt")
+    assert snapshot(copy / "fold0") == before
+
+
+def test_an_ensemble_is_described_as_one_and_its_reference_scored_on_its_version(capsys, folded_group,
+                                                                                 evaluated_run, tmp_path):
+    import os
+
+    from core.config import read_yaml
+    from evaluate.ensemble import build_ensemble
+    from evaluate.report import _coverage, _load_run
+
+    version, group = folded_group
+    out = tmp_path / "ens"
+    # the reference trained on another version of the same images: shown beside, scored on the members' version
+    table = build_ensemble([group / "fold0", group / "fold1"], out, "test", reference=evaluated_run, progress=False)
+    ref = next(r for r in table["runs"] if r["role"] == "reference")
+    scored = json.loads((Path(ref["evaluated"]) / "metrics.json").read_text())
+    assert scored["dataset_version"] == version.version and "mIoU" in ref["figures"]
+    cfg = read_yaml(out / "config.yaml")
+    assert cfg["data"]["fold"] is None and cfg["output"]["name"] == "ens" and cfg["resume"] is None
+    link = out / "members" / "0-fold0" / "checkpoints" / "best.pt"
+    assert not os.path.isabs(os.readlink(link)) and link.resolve() == (group / "fold0" / "checkpoints" /
+                                                                         "best.pt").resolve()
+    cover = _coverage(_load_run(out), version)
+    assert "an ensemble of 2 runs (fold0, fold1)" in cover["folds"] and "fold 0" not in cover["data"]
+    # scoring its training images is said, and recorded
+    capsys.readouterr()
+    assert _evaluate_main()(["run", str(out), "--split", "train", "--no-uncertainty"]) == 0
+    assert "measure memory, not generalisation" in capsys.readouterr().out
+    assert json.loads((out / "eval" / "train" / "metrics.json").read_text())["train_overlap"] == \
+        len(version.images("train"))
+
+
+def test_settings_a_fold_ignores_are_recorded_and_a_null_needs_no_note(capsys, folded_group, tmp_path):
+    version, _ = folded_group
+    runs = tmp_path / "runs"
+    assert _train_main()(["--quiet", *tiny_overrides(version.path, runs, "data.fold=1", "data.val_split=test",
+                                                      "loss.class_weights=null", "train.epochs=1",
+                                                      "output.name=f1")]) == 0
+    out = capsys.readouterr().out
+    assert "data.val_split=test has no effect here" in out and "class_weights" not in out
+    unused = json.loads((runs / "f1" / "run.json").read_text())["unused_settings"]
+    assert "data.val_split" in unused
+
+
+# -------------------------------------------------------------------------------------- eighth fresh-eyes probe
+def test_a_16_bit_colour_photo_is_turned_upright_as_its_exif_says(tmp_path):
+    import cv2
+
+    from core.fsio import read_image
+    from evaluate.demo_app import decode_upload
+
+    a = (np.random.default_rng(0).random((20, 30, 3)) * 4095).astype(np.uint16)
+    cv2.imwrite(str(tmp_path / "plain.png"), a)
+    data = (tmp_path / "plain.png").read_bytes()
+    exif = Image.Exif()
+    exif[0x0112] = 6  # "rotate 90 clockwise to view"
+    payload = exif.tobytes().removeprefix(b"Exif\x00\x00")
+    chunk = struct.pack(">I", len(payload)) + b"eXIf" + payload + struct.pack(">I", zlib.crc32(b"eXIf" + payload))
+    (tmp_path / "turned.png").write_bytes(data[:33] + chunk + data[33:])  # after the signature and IHDR
+    stored = read_image(tmp_path / "turned.png")
+    upright = read_image(tmp_path / "turned.png", upright=True)
+    assert stored.shape == (20, 30, 3) and upright.shape == (30, 20, 3)
+    np.testing.assert_array_equal(upright, np.rot90(stored, -1))
+    np.testing.assert_array_equal(decode_upload((tmp_path / "turned.png").read_bytes()), upright)
+
+
+def test_a_report_or_comparison_never_deletes_a_users_file_in_its_folder(capsys, evaluated_run, tmp_path):
+    rep, cmp = tmp_path / "rep", tmp_path / "cmp"
+    assert _evaluate_main()(["report", str(evaluated_run), "--out", str(rep), "--gallery", "1"]) == 0
+    assert _evaluate_main()(["compare", str(evaluated_run), "--out", str(cmp)]) == 0
+    for folder, argv in ((rep, ["report", evaluated_run, "--out", rep]), (cmp, ["compare", evaluated_run, "--out",
+                                                                                cmp])):
+        (folder / "notes.txt").write_text("mine")
+        clean_error(capsys, _evaluate_main(), argv, "notes.txt", "would delete")
+        assert (folder / "notes.txt").read_text() == "mine"
+    (rep / "notes.txt").unlink()
+    (rep / "sub").mkdir()  # a folder of one's own inside a report: replacing the report would delete it
+    clean_error(capsys, _evaluate_main(), ["report", evaluated_run, "--out", rep], "sub", "would delete")
+
+
+def test_runs_go_beside_runs_and_groups_keep_their_folds(capsys, folded_group, evaluated_run, demo_version,
+                                                         tmp_path):
+    _, group = folded_group
+    copy = tmp_path / "grp"
+    shutil.copytree(group, copy)
+    before = snapshot(copy)
+    # one run does not replace a group's fold, nor start inside a group or inside a run
+    clean_error(capsys, _train_main(), [*tiny_overrides(demo_version.path, copy, "output.name=fold0",
+                                                        "output.exist_ok=true")], "is a k-fold group",
+                f"resume={copy.resolve()}")
+    clean_error(capsys, _train_main(), [*tiny_overrides(demo_version.path, copy, "output.name=extra")],
+                "is a k-fold group")
+    run = tmp_path / "run"
+    shutil.copytree(evaluated_run, run)
+    clean_error(capsys, _train_main(), [*tiny_overrides(demo_version.path, run, "output.name=inner")],
+                "is inside the run folder")
+    for argv in (["compare", run, "--out", copy / "cmp"], ["report", run, "--out", copy / "rep"]):
+        clean_error(capsys, _evaluate_main(), argv, "is inside the k-fold group")
+    assert snapshot(copy) == before and not (run / "inner").exists()
+
+
+def test_history_reads_what_it_is_given(capsys, folded_group, evaluated_run, tmp_path):
+    from evaluate.ensemble import build_ensemble
+
+    _, group = folded_group
+    clean_error(capsys, _evaluate_main(), ["history", evaluated_run / "checkpoints" / "best.pt"],
+                "is a file, not a run folder", f"give the run folder: {evaluated_run}")
+    clean_error(capsys, _evaluate_main(), ["history", evaluated_run, "--out", ""], "--out is empty")
+    other = tmp_path / "other"
+    shutil.copytree(evaluated_run, other)
+    clean_error(capsys, _evaluate_main(), ["history", evaluated_run, "--out", other / "h.png"],
+                "is inside the run folder")
+    assert not (other / "h.png").exists()
+    build_ensemble([group / "fold0", group / "fold1"], tmp_path / "ens", progress=False)
+    member = tmp_path / "ens" / "members" / "0-fold0"
+    clean_error(capsys, _evaluate_main(), ["history", member], "a member's copy inside the ensemble ens")
+    clean_error(capsys, _train_main(), [f"model.weights={member}"], "a member's copy inside the ensemble ens")
+    # the app names a group as a group, not as a file
+    from evaluate.app_server import app_args
+
+    with pytest.raises(SegLoopError, match="is a k-fold group"):
+        app_args([str(group)], str(tmp_path), "best", "cpu")
+
+
+def test_annotate_predict_checks_the_run_before_asking_label_studio(capsys, evaluated_run, tmp_path, monkeypatch):
+    from annotate.__main__ import main as annotate_main
+    from tests.netutil import free_port
+
+    run = tmp_path / "bare"
+    shutil.copytree(evaluated_run, run, ignore=shutil.ignore_patterns("eval", "predict"))
+    # nothing listens there: asked first, the server's absence would be the message
+    monkeypatch.setenv("LABEL_STUDIO_URL", f"http://127.0.0.1:{free_port()}")
+    clean_error(capsys, annotate_main, ["predict", "--project", "street", "--run", run],
+                "run has no predictions to push", "python -m evaluate predict")

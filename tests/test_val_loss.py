@@ -70,7 +70,7 @@ def test_command_is_recorded_as_typed(tiny_run):
 def test_why_reasons_are_validated_and_kept(tmp_path):
     cfg = load_train_config("configs/experiments/camvid.yaml", ["optim.lr=0.01"])
     assert "optim.lr" not in cfg["why"], "a reason for the file's value does not explain the command line's"
-    assert cfg["why"]["model.args.stem_stride"].startswith("a stride-2 stem computes the encoder at 120x160")
+    assert cfg["why"]["train.batch_size"].startswith("4: twice the steps of batch 8")
     assert load_train_config(None, ["why.optim.lr=tried 3 rates"])["why"] == {"optim.lr": "tried 3 rates"}
     bad = tmp_path / "bad.yaml"
     bad.write_text("why: {optim.lrr: because}\n")

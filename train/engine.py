@@ -30,7 +30,17 @@ from tqdm import tqdm
 import tasks
 from core.config import dump_yaml, flatten
 from core.errors import SegLoopError, article
-from core.runs import Run, RunWriter, create_run_dir, has_results, plan_run_dir, settle_replaced
+from core.names import safe_name
+from core.runs import (
+    Run,
+    RunWriter,
+    create_run_dir,
+    has_results,
+    new_run_problem,
+    plan_run_dir,
+    settle_replaced,
+    training_start_problem,
+)
 from ingest.version import DatasetVersion, build, load_data_config, resolve_version
 from train.checkpoint import (
     check_compatible,
@@ -176,7 +186,9 @@ def transfer_weights(model: nn.Module, source: str | Path, class_names: list[str
                            fix="start from a run of the same model family, or leave model.init_from empty")
     model.load_state_dict(matched, strict=False)
     report = {"from": str(path), "loaded": len(matched), "of": len(own),
-              "skipped": sorted(k for k in own if k not in matched)[:20]}
+              "skipped": sorted(k for k in own if k not in matched)[:20],
+              # where the source's training had got to: evaluate history continues its curve from there
+              **({"epoch": ckpt.get("epoch"), "step": ckpt.get("step")} if foreign is None else {})}
     if mapped:
         report["classes_mapped"] = sorted({n for names in mapped.values() for n in names})
     print(f"model.init_from {path}: {len(matched)} of {len(own)} tensors loaded"
@@ -394,6 +406,9 @@ class Trainer:
             raise SegLoopError("model.weights and model.init_from both set: one run starts from one checkpoint",
                                fix="model.weights for the same model and taxonomy, or model.init_from for transfer "
                                    "learning (layers of the same name and shape); not both")
+        for key in ("weights", "init_from"):
+            if cfg["model"][key] and Path(cfg["model"][key]).is_dir():
+                training_start_problem(cfg["model"][key], f"model.{key}")
         if self.world > 1 and not self.main:
             dist.barrier()  # rank 0 generates / builds the dataset first; the others then only read it
         self.dataset = ensure_dataset(cfg) if not resume else DatasetVersion(
@@ -433,6 +448,8 @@ class Trainer:
             self.run_dir = Path(resume)
         elif self.main:
             name = cfg["output"]["name"] or f"{cfg['model']['name']}-{self.dataset.version.split('@')[0]}"
+            new_run_problem(Path(cfg["output"]["runs_dir"]) / safe_name(name, "output.name"), cfg["data"]["fold"],
+                            self.dataset.version)
             self.run_dir = plan_run_dir(cfg["output"]["runs_dir"], name, cfg["output"]["exist_ok"])
         self._build_data()
         self._build_model()
@@ -454,6 +471,8 @@ class Trainer:
                         for k in ("overfit_target", "overfit_steps")})
         if not tc["early_stop"]["patience"]:
             out["train.early_stop.min_delta"] = "early stopping is off (train.early_stop.patience is 0)"
+        if self.cfg["data"]["fold"] is not None and not tc["overfit_batch"]:
+            out["data.val_split"] = "with data.fold, the fold's own held-out images validate"
         return {**out, **self.schedule_unused(), **type(self.task).unused_settings(self.cfg)}
 
     def _check_stopping(self, sel: Selection) -> None:
@@ -490,7 +509,8 @@ class Trainer:
         def value(key: str, flat: dict[str, Any]) -> Any:  # a leaf, or a section (loss.args) as its leaves
             return flat[key] if key in flat else {k: v for k, v in flat.items() if k.startswith(key + ".")}
 
-        said = {k: why for k, why in unused.items() if value(k, given) not in ({}, value(k, default))}
+        # null switches a setting off, which needs no note (a recipe's loss.class_weights: null, say)
+        said = {k: why for k, why in unused.items() if value(k, given) not in ({}, None, value(k, default))}
         if self.main:
             for key, why in said.items():
                 shown = given[key] if key in given else {k.removeprefix(key + "."): v  # the leaves set
@@ -550,11 +570,14 @@ class Trainer:
         cfg = self.cfg
         self.spec = model_spec(cfg)
         model = self.task.build_model(initialise=not (self.ckpt or cfg["model"]["weights"]))
+        self.weights_report: dict[str, Any] | None = None
         if cfg["model"]["weights"] and not self.ckpt:
-            init = load_checkpoint(Run(cfg["model"]["weights"]).checkpoint_path("best")
-                                   if Path(cfg["model"]["weights"]).is_dir() else cfg["model"]["weights"])
+            source = (Run(cfg["model"]["weights"]).checkpoint_path("best") if Path(cfg["model"]["weights"]).is_dir()
+                      else Path(cfg["model"]["weights"]))
+            init = load_checkpoint(source)
             check_compatible(init, self.spec, self.taxonomy.names, cfg["model"]["weights"])
             load_state(model, init["model"], cfg["model"]["weights"])
+            self.weights_report = {"from": str(source), "epoch": init.get("epoch"), "step": init.get("step")}
         self.init_report = None
         if cfg["model"]["init_from"] and not self.ckpt:
             self.init_report = transfer_weights(model, cfg["model"]["init_from"], self.taxonomy.names,
@@ -810,6 +833,7 @@ class RunFolder(HookBase):
                 "device": str(t.device), "world_size": t.world, "torch": torch.__version__,
                 "parameters": sum(p.numel() for p in t.model.parameters()), "best_metric": t.best_metric,
                 **({"init_from": t.init_report} if t.init_report else {}),
+                **({"weights": t.weights_report} if t.weights_report else {}),
                 **({"pretrained": pretrained} if (pretrained := pretrained_files(unwrap(t.model))) else {}),
                 **t.task.run_info(unwrap(t.model)),
                 **({"train_images": t.selection.info} if t.selection.info else {}),

@@ -20,7 +20,7 @@ from core.config import dump_yaml
 from core.errors import SegLoopError
 from core.fsio import read_json, write_json_atomic, write_text_atomic
 from core.names import safe_name
-from core.runs import GROUP
+from core.runs import GROUP, plan_run_dir
 from train.config import train_command
 
 
@@ -75,16 +75,23 @@ def train_folds(cfg: dict[str, Any], progress: bool = True) -> list[Any]:
         k = fold_count(version)
         name = safe_name(cfg["output"]["name"] or f"{cfg['model']['name']}-{version.version.split('@')[0]}-folds",
                          "output.name")
-        group_dir = Path(cfg["output"]["runs_dir"]) / name
-        if group_dir.exists():
-            raise SegLoopError("the group's folder exists", path=group_dir,
-                               fix=f"continue it with resume={group_dir}, or give another output.name")
-        group_dir.mkdir(parents=True)
+        wanted = Path(cfg["output"]["runs_dir"]) / name
+        if cfg["output"]["exist_ok"] and wanted.exists():  # a whole group of trained folds is not thrown away
+            raise SegLoopError("output.exist_ok=true with data.fold=all: an existing folder is not replaced by a "
+                               "k-fold group", path=wanted,
+                               fix=(f"continue the group with resume={wanted}, or remove it first" if (wanted / GROUP)
+                                    .is_file() else "remove it first, or give another output.name"))
+        group_dir = plan_run_dir(cfg["output"]["runs_dir"], name, exist_ok=False)  # an existing name gets -2, ...
+        if group_dir != wanted and (wanted / GROUP).is_file():
+            print(f"note: {wanted} holds an earlier group (resume={wanted} continues it): this one is {group_dir}")
+        group_dir.mkdir(parents=True, exist_ok=True)
         created = True
         write_text_atomic(group_dir / "config.yaml", dump_yaml({**cfg, "resume": None}))
         write_json_atomic(group_dir / GROUP, {"kind": "folds", "folds": k, "dataset_version": version.version,
                                               "runs": [f"fold{i}" for i in range(k)],
                                               "command": train_command(sys.argv, cfg)})
+    if resume:
+        _check_folds(cfg, group_dir, k)
     try:
         return _train_each(cfg, group_dir, k, progress)
     except BaseException:
@@ -92,6 +99,28 @@ def train_folds(cfg: dict[str, Any], progress: bool = True) -> list[Any]:
         if created and not any(p.is_dir() and p.name.startswith("fold") for p in group_dir.iterdir()):
             shutil.rmtree(group_dir, ignore_errors=True)
         raise
+
+
+def _epochs(cfg: dict[str, Any]) -> int:
+    return cfg["train"]["overfit_steps"] if cfg["train"]["overfit_batch"] else cfg["train"]["epochs"]
+
+
+def _check_folds(cfg: dict[str, Any], group_dir: Path, k: int) -> None:
+    """Before a group resumes: every fold's ``last.pt`` reads (a damaged one fails now, not after the folds before
+    it trained), and a group whose every fold has finished has nothing to do, said as for one run."""
+    from train.checkpoint import load_checkpoint
+
+    done = 0
+    for i in range(k):
+        last = group_dir / f"fold{i}" / "checkpoints" / "last.pt"
+        if last.is_file():
+            ckpt = load_checkpoint(last)
+            done += ckpt["epoch"] >= _epochs(cfg) or bool(ckpt.get("stopped"))
+    if done == k:
+        raise SegLoopError(f"nothing to do: every fold of the group has finished its {_epochs(cfg)} "
+                           f"{'steps' if cfg['train']['overfit_batch'] else 'epochs'}", path=group_dir,
+                           fix=f"resume with more: python -m train.run resume={group_dir} "
+                               f"train.epochs={cfg['train']['epochs'] + 10}")
 
 
 def _train_each(cfg: dict[str, Any], group_dir: Path, k: int, progress: bool) -> list[Any]:
@@ -106,8 +135,7 @@ def _train_each(cfg: dict[str, Any], group_dir: Path, k: int, progress: bool) ->
         run_dir = group_dir / f"fold{i}"
         fold_cfg["resume"] = None
         if (run_dir / "checkpoints" / "last.pt").is_file():
-            epochs = cfg["train"]["overfit_steps"] if cfg["train"]["overfit_batch"] else cfg["train"]["epochs"]
-            if _fold_done(run_dir, epochs):
+            if _fold_done(run_dir, _epochs(cfg)):
                 print(f"fold {i + 1}/{k}: {run_dir} has finished; left as it is")
                 results.append(None)
                 continue

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from core.errors import SegLoopError, run_cli
+from core.runs import GROUP, training_start_problem
 from train.config import load_train_config, upgrade_run_config
 from train.engine import train
 
@@ -99,20 +100,22 @@ def main(argv: list[str] | None = None) -> int:
                            fix="drop --config; give the settings a resume may change as key=value (train.epochs=N)")
     if resume:
         cfg_file = Path(resume) / "config.yaml"
+        if Path(resume).is_file():
+            folder = Path(resume).parent.parent if Path(resume).parent.name == "checkpoints" else None
+            raise SegLoopError("resume takes a run folder, not a file", path=resume,
+                               fix=f"resume={folder}" if folder else "give the run folder (it holds checkpoints/)")
         if not Path(resume).is_dir():
             raise SegLoopError("resume: run folder not found", path=resume,
                                fix="give a run folder written by python -m train.run (ls runs/)")
-        if (Path(resume) / "ensemble.json").is_file():
-            raise SegLoopError("resume: this is an ensemble of trained runs (python -m evaluate ensemble), not a run "
-                               "that trains", path=resume, fix="resume one of its members (ensemble.json names "
-                                                               "them), then build the ensemble again")
+        training_start_problem(resume, "resume")
         if not cfg_file.is_file():
             raise SegLoopError("resume: run has no config.yaml", path=resume,
                                fix="give a run folder written by python -m train.run")
         cfg_file = upgrade_run_config(cfg_file)
         config = cfg_file
     cfg = load_train_config(config, args.overrides)
-    if cfg["data"]["fold"] == "all":
+    # a resume continues what the folder is (a group, one run); a data.fold that says otherwise is refused there
+    if (Path(resume) / GROUP).is_file() if resume else cfg["data"]["fold"] == "all":
         return _folds(cfg, not args.quiet)
     result = train(cfg, progress=not args.quiet)
     if result.run_dir is not None and int(os.environ.get("RANK", "0")) == 0:

@@ -117,7 +117,9 @@ def resolve_entries(entries: list[Any], version: DatasetVersion, split: str, sou
                                           f"(python -m ingest show {version.version.split('@')[0]})")
     unique = sorted(set(ids))
     if len(unique) < len(ids):
-        print(f"note: {source} names {len(ids) - len(unique)} image(s) more than once; each trains once")
+        repeated = sum(1 for i in unique if ids.count(i) > 1)
+        print(f"note: {source} names {repeated} image(s) more than once ({len(ids) - len(unique)} repeated "
+              f"entries, by id or hash); each trains once")
     return unique
 
 
@@ -146,9 +148,12 @@ def select_images(cfg: dict[str, Any], version: DatasetVersion) -> Selection:
                                + (f"folds 0..{k - 1}" if k else "no folds"), path=version.path,
                                fix=f"data.fold=0..{k - 1} (or all)" if k else "build a version with folds, e.g. "
                                                                            "python -m ingest build folds=5")
-        if dc["val_split"] != "val":
-            print(f"note: data.val_split={dc['val_split']} has no effect with data.fold: the fold's own held-out "
-                  f"images validate")
+        over = (version.manifest.get("folds") or {}).get("over", "train")
+        if split != over:
+            raise SegLoopError(f"data.fold={dc['fold']} with data.train_split={split}: the folds of "
+                               f"{version.version} divide its '{over}' split", path=version.path,
+                               fix=f"drop data.train_split (the fold trains on part of '{over}' and validates on "
+                                   f"the rest), or drop data.fold")
         f = version.fold(dc["fold"])
         sel.train_ids, sel.val_ids, sel.val_split = f["train"], f["val"], split
         sel.info = {"from": f"data.fold={dc['fold']}"}
@@ -169,6 +174,15 @@ def select_images(cfg: dict[str, Any], version: DatasetVersion) -> Selection:
         sel.train_ids = sorted(int(i) for i in rng.choice(sorted(pool), n, replace=False))
         sel.val_split, sel.val_ids, sel.augment = split, list(sel.train_ids), False
         sel.info = {"from": f"train.overfit_batch={n}" + (f" of {sel.info['from']}" if sel.info else "")}
+    if sel.val_ids is None and not version.images(sel.val_split):
+        from train.folds import folds_of
+
+        k = folds_of(version)  # a version split train / test takes validation from its folds of train
+        raise SegLoopError(f"{version.version} has no image in its '{sel.val_split}' split to validate on",
+                           path=version.path,
+                           fix=(f"validate on a fold of train: data.fold=0 .. {k - 1}, or data.fold=all for all {k}"
+                                if k >= 2 else "give data.val_split a split with images, or rebuild the version "
+                                               "with a val share (or folds: 5 and data.fold)"))
     if sel.train_ids is not None:
         sel.info.update(count=len(sel.train_ids), ids_sha256=ids_digest(sel.train_ids), ids=sel.train_ids)
     return sel

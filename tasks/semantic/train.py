@@ -159,7 +159,7 @@ class SemanticTask(Task):
         """``augment.preview=N``: N augmented training samples (image over its label) in ``augment_preview.png``,
         exactly as the first epoch's pipeline produces them (the epoch re-seeds the stream afterwards)."""
         n = self.cfg["augment"]["preview"]
-        if not n:
+        if not n or self.cfg["train"]["overfit_batch"]:  # the overfit check augments nothing: nothing to preview
             return
         from core.fsio import save_png
 
