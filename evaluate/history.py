@@ -40,7 +40,7 @@ class Stage:
         return self.records[0]["epoch"] + self.epoch_offset, self.records[-1]["epoch"] + self.epoch_offset
 
 
-def _source(run: Path, info: dict[str, Any]) -> tuple[str, Path, int | None, int | None] | None:
+def _source(info: dict[str, Any]) -> tuple[str, Path, int | None, int | None] | None:
     """The checkpoint this run started from: (key, checkpoint path, its epoch, its step), or None (from scratch)."""
     for key in ("weights", "init_from"):
         rec = info.get(key)
@@ -72,7 +72,7 @@ def history(run: str | Path) -> tuple[list[Stage], list[str]]:
             raise SegLoopError("the runs' starting points form a loop (each run.json names another as its start)",
                                path=current, fix="repair the 'weights' / 'init_from' entries of those run.json files")
         seen.add(current.resolve())
-        source = _source(current, Run(current).info())
+        source = _source(Run(current).info())
         chain.append((current, source))
         current = None
         if source is not None:
