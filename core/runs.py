@@ -351,7 +351,7 @@ def resolve_run(run: str | Path, runs_dir: str | Path = "runs") -> Path:
         run_folder_problem(p)
         return p
     if p.is_file():
-        owner = p.parent.parent if p.parent.name == CHECKPOINTS else None
+        owner = run_of_checkpoint(p)
         raise SegLoopError("is a file, not a run folder", path=p,
                            fix=f"give the run folder: {owner}" if owner else "give a run folder (runs/<name>)")
     root = Path(runs_dir)
@@ -367,6 +367,11 @@ def resolve_run(run: str | Path, runs_dir: str | Path = "runs") -> Path:
     raise SegLoopError(f"run '{run}' not found", path=root,
                        fix=f"give a run folder, 'last', or a run under {root}/: {', '.join(known)}" if known else
                        f"give a run folder written by python -m train.run ({root}/ holds no run)")
+
+
+def run_of_checkpoint(path: Path) -> Path | None:
+    """The run folder a checkpoint file sits in (``<run>/checkpoints/<name>.pt``), or None."""
+    return path.parent.parent if path.parent.name == CHECKPOINTS else None
 
 
 def run_folders(root: Path) -> list[Path]:

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from core.errors import SegLoopError
-from core.runs import CHECKPOINTS, ENSEMBLE, Run, inside_run_problem, resolve_run
+from core.runs import ENSEMBLE, Run, inside_run_problem, resolve_run, run_of_checkpoint
 
 MAX_STAGES = 100  # a chain longer than this is a loop of runs started from each other
 
@@ -53,7 +53,7 @@ def _source(info: dict[str, Any]) -> tuple[str, Path, int | None, int | None] | 
 
 def _run_of(checkpoint: Path) -> Path | None:
     """The run folder a checkpoint belongs to (``<run>/checkpoints/<name>.pt``), where it is one."""
-    folder = checkpoint.parent.parent if checkpoint.parent.name == CHECKPOINTS else None
+    folder = run_of_checkpoint(checkpoint)
     return folder if folder is not None and Run(folder).info_path.is_file() else None
 
 

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from core.errors import SegLoopError, run_cli
-from core.runs import GROUP, training_start_problem
+from core.runs import GROUP, run_of_checkpoint, training_start_problem
 from train.config import load_train_config, upgrade_run_config
 from train.engine import train
 
@@ -101,7 +101,7 @@ def main(argv: list[str] | None = None) -> int:
     if resume:
         cfg_file = Path(resume) / "config.yaml"
         if Path(resume).is_file():
-            folder = Path(resume).parent.parent if Path(resume).parent.name == "checkpoints" else None
+            folder = run_of_checkpoint(Path(resume))
             raise SegLoopError("resume takes a run folder, not a file", path=resume,
                                fix=f"resume={folder}" if folder else "give the run folder (it holds checkpoints/)")
         if not Path(resume).is_dir():
