@@ -12,10 +12,17 @@
    split beside SegLoop's COCO mask AP50 (pycocotools-equal).
 5. Quality (``--quality``): the YOLO-seg and Mask R-CNN recipes, each trained for ``--minutes`` on the demo city and
    scored on the test split by the same evaluator: mask AP50 for car and person in one table (target >= 0.5).
+6. DETR (``--detr``): step time and images/s of each variant at ``configs/experiments/detr-boxes-demo.yaml``'s
+   size, and SegLoop's trainer against a plain loop around the same Hugging Face model (its own batching of
+   normalised images and normalised cxcywh labels, ``model(pixel_values, pixel_mask, labels).loss``), alternating
+   rounds (target >= 0.95). With ``--quality``: the recipe trained for ``--minutes``, its test box AP50 / AP and
+   the loss from its first epoch to its last (``evaluate history``, with the curve).
 
   python bench/instance.py [--budget 1.0] [--rounds 2] [--steps 4] [--device auto]
   python bench/instance.py --yolo [--epochs 3] [--rounds 2]
   python bench/instance.py --quality [--minutes 15]
+  python bench/instance.py --detr [--budget 1.0] [--rounds 2] [--steps 4]
+  python bench/instance.py --detr --quality [--minutes 15]
 """
 
 from __future__ import annotations
@@ -246,6 +253,115 @@ def _ap50(run: object, name: str) -> float:
     return float(max(ev.stats[1], 0.0))
 
 
+DETR_RECIPE = _common.ROOT / "configs" / "experiments" / "detr-boxes-demo.yaml"
+
+
+def detr_step_times(trainer: Trainer, steps: int) -> None:
+    """Seconds per training step of each DETR variant on one fixed batch of 4 (first step not counted)."""
+    from train.models import DETECTION_MODELS
+
+    args = dict(trainer.cfg["model"]["args"])
+    batch = trainer.task.collate([trainer.train_set[i] for i in range(4)])
+    print(f"DETR step time, batch 4 at min_size {args['min_size']} (device {trainer.device}):")
+    for name in ("conditional_detr", "detr", "deformable_detr"):
+        model = DETECTION_MODELS.build(name, args, num_classes=trainer.taxonomy.num_classes).to(trainer.device)
+        model.train()
+        opt = torch.optim.AdamW(model.parameter_groups(1e-4))
+        images, targets = _to(batch, trainer.device)
+        times = []
+        for _ in range(steps + 1):
+            t0 = time.perf_counter()
+            loss = sum(model(images, targets).values())
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            if trainer.device.type == "cuda":
+                torch.cuda.synchronize()
+            times.append(time.perf_counter() - t0)
+        steady = times[1:]
+        params = sum(p.numel() for p in model.parameters()) / 1e6
+        print(f"  {name:20} {sum(steady) / len(steady):6.2f} s/step  {4 * len(steady) / sum(steady):5.2f} img/s"
+              f"  {params:.1f} M parameters")
+
+
+def plain_detr_loop(trainer: Trainer, seconds: float) -> float:
+    """A hand-written loop around the same Hugging Face model, data and optimiser for ``seconds``: images
+    normalised and stacked (the demo images share one size), labels as normalised cxcywh; returns images/s."""
+    hf = trainer.model.detr
+    mean = torch.tensor([0.485, 0.456, 0.406], device=trainer.device).view(1, 3, 1, 1)
+    std = torch.tensor([0.229, 0.224, 0.225], device=trainer.device).view(1, 3, 1, 1)
+    loader = DataLoader(trainer.train_set, batch_size=trainer.cfg["train"]["batch_size"], drop_last=True,
+                        sampler=RandomSampler(trainer.train_set), collate_fn=trainer.task.collate)
+    opt = trainer.optimizer
+    hf.train()
+    n, t0 = 0, time.perf_counter()
+    while time.perf_counter() - t0 < seconds:
+        for batch in loader:
+            x = torch.stack(batch["image"]).to(trainer.device).float().div_(255)
+            h, w = x.shape[-2:]
+            labels = []
+            for t in batch["target"]:
+                b = t["boxes"].to(trainer.device)
+                labels.append({"class_labels": t["labels"].to(trainer.device) - 1,
+                               "boxes": torch.stack([(b[:, 0] + b[:, 2]) / 2 / w, (b[:, 1] + b[:, 3]) / 2 / h,
+                                                     (b[:, 2] - b[:, 0]) / w, (b[:, 3] - b[:, 1]) / h], 1)})
+            mask = torch.ones((len(x), h, w), dtype=torch.long, device=trainer.device)
+            loss = hf(pixel_values=(x - mean) / std, pixel_mask=mask, labels=labels).loss
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(hf.parameters(), trainer.cfg["train"]["grad_clip"])
+            opt.step()
+            n += len(x)
+            if time.perf_counter() - t0 >= seconds:
+                break
+    return n / (time.perf_counter() - t0)
+
+
+def detr_quality(args: argparse.Namespace) -> None:
+    """The DETR recipe for ``--minutes``: test box AP50 / AP and the loss drop, with the curve."""
+    from evaluate.history import describe, run_history
+    from evaluate.runner import evaluate_run
+    from train.engine import train
+
+    runs = tempfile.mkdtemp()
+    cfg = load_train_config(DETR_RECIPE, [f"output.runs_dir={runs}", f"train.time_limit={args.minutes}",
+                                          f"train.device={args.device}"])
+    res = train(cfg, progress=False)
+    m = evaluate_run(res.run_dir, "test", progress=False)
+    h = run_history(res.run_dir)
+    bb = m["bbox"]
+    print(f"DETR quality on the demo city's test split, {args.minutes} min of training ({res.epochs_done} epochs, "
+          f"{res.steps} steps, {cfg['model']['name']}):")
+    print(f"  box AP50 {bb['AP50'] or 0:.4f}  AP {bb['AP'] or 0:.4f}  AP75 {bb['AP75'] or 0:.4f}")
+    pc = bb["per_class"]
+    print("  per-class box AP: " + ", ".join(f"{n} {pc[n]:.3f}" for n in m["worst_classes"][::-1]))
+    print("  " + "\n  ".join(describe(h)) + f"\n  curve: {h.get('plot')}")
+
+
+def detr_bench(args: argparse.Namespace) -> None:
+    """DETR step times, then SegLoop's trainer against the plain loop, alternating rounds."""
+    if args.quality:
+        return detr_quality(args)
+    runs = tempfile.mkdtemp()
+    overrides = [f"output.runs_dir={runs}", f"train.time_limit={args.budget}", "train.epochs=1000",
+                 f"train.eval_every={10**6}", "train.log_images=0", f"train.device={args.device}",
+                 "model.args.min_size=256"]
+    cfg = lambda name: load_train_config(DETR_RECIPE, [*overrides, f"output.name={name}"])  # noqa: E731
+    first = Trainer(cfg("probe"), progress=False)
+    detr_step_times(first, args.steps)
+    plain, ours = [], []
+    for r in range(args.rounds):
+        plain.append(plain_detr_loop(Trainer(cfg(f"plain{r}"), progress=False), args.budget * 60))
+        ours_t = Trainer(cfg(f"segloop{r}"), progress=False)
+        ours_t.hooks = [h for h in ours_t.hooks if not isinstance(h, Validation)]
+        ours.append(ours_t.fit().images_per_second)
+        print(f"round {r + 1}: plain {plain[-1]:.2f} img/s, SegLoop {ours[-1]:.2f} img/s")
+    print(f"detection trainer overhead: {first.spec['name']} {first.spec['args']['backbone']}, batch "
+          f"{first.cfg['train']['batch_size']}, {args.budget} min x {args.rounds} rounds on {first.device}")
+    print(f"  plain loop {max(plain):.2f} img/s   SegLoop {max(ours):.2f} img/s   ratio {max(ours) / max(plain):.3f} "
+          f"(target >= 0.95)")
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--budget", type=float, default=1.0, help="minutes of training per side and round")
@@ -257,7 +373,11 @@ def main() -> None:
     p.add_argument("--quality", action="store_true", help="YOLO-seg and Mask R-CNN recipes, --minutes each")
     p.add_argument("--minutes", type=float, default=15.0)
     p.add_argument("--compare", metavar="RUN", help="a trained YOLO run: Ultralytics' mask mAP50 beside SegLoop's")
+    p.add_argument("--detr", action="store_true", help="DETR: step times, trainer overhead; with --quality, "
+                                                        "the recipe's box AP and loss drop in --minutes")
     args = p.parse_args()
+    if args.detr:
+        return detr_bench(args)
     if args.compare:
         return compare_map(Path(args.compare), args.device if args.device != "auto" else "cpu")
     if args.yolo:

@@ -9,10 +9,14 @@ prediction has an undefined (NaN) IoU and is left out of the mean, again as city
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
+
+if TYPE_CHECKING:
+    import torch
 
 
 @dataclass
@@ -72,7 +76,9 @@ def confusion(pred: np.ndarray | torch.Tensor, target: np.ndarray | torch.Tensor
     if pred.shape != target.shape:
         raise ValueError(f"prediction shape {tuple(pred.shape)} != ground truth shape {tuple(target.shape)}")
     n = num_classes
-    if isinstance(pred, torch.Tensor) or isinstance(target, torch.Tensor):
+    # a tensor exists only where torch is loaded: readers of painted maps (labeling, triage) never load it
+    torch = sys.modules.get("torch")
+    if torch is not None and (isinstance(pred, torch.Tensor) or isinstance(target, torch.Tensor)):
         p = torch.as_tensor(pred).reshape(-1).long()
         t = torch.as_tensor(target, device=p.device).reshape(-1).long()
         keep = t != ignore_index

@@ -1,4 +1,5 @@
-"""Diagrams the task report parts share: an ensemble's members and how their outputs are combined."""
+"""Diagrams the task report parts share: a model as a row of stages, an ensemble's members and how their outputs are
+combined."""
 
 from __future__ import annotations
 
@@ -28,5 +29,21 @@ def ensemble_png(spec: dict[str, Any], path: Path, combined: str) -> None:
     ax.set_xlim(-0.2, 7.8)
     ax.set_ylim(-0.3, len(members) + 0.1)
     ax.set_title(f"ensemble of {len(members)} models", fontsize=9)
+    fig.savefig(path, dpi=110, bbox_inches="tight")
+    plt.close(fig)
+
+
+def stages_png(stages: list[tuple[str, str]], title: str, path: Path) -> None:
+    """A model as a row of stages, left to right: (text, colour) each, joined by arrows."""
+    fig, ax = plt.subplots(figsize=(10, 1.8))
+    ax.axis("off")
+    for i, (text, color) in enumerate(stages):
+        ax.add_patch(plt.Rectangle((i * 1.3, 0), 1.1, 0.8, color=color, alpha=0.85))
+        ax.text(i * 1.3 + 0.55, 0.4, text, ha="center", va="center", color="white", fontsize=7)
+        if i:
+            ax.annotate("", xy=(i * 1.3, 0.4), xytext=(i * 1.3 - 0.2, 0.4), arrowprops={"arrowstyle": "->"})
+    ax.set_xlim(-0.1, len(stages) * 1.3)
+    ax.set_ylim(-0.1, 1.0)
+    ax.set_title(title, fontsize=9)
     fig.savefig(path, dpi=110, bbox_inches="tight")
     plt.close(fig)

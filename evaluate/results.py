@@ -106,6 +106,8 @@ class EvalResults:
         p = self.dir / "uncertainty" / Path(row["prediction"]).name
         return p if p.is_file() else None
 
-    def score(self, row: dict[str, Any], key: str = "mIoU") -> float:
-        """A per-image score from the CSV (NaN when undefined)."""
+    def score(self, row: dict[str, Any], key: str | None = None) -> float:
+        """A per-image score from the CSV (NaN when undefined); by default the column the evaluation ranks images
+        by (``per_image_score`` in its metrics.json; mIoU where it names none)."""
+        key = key or str(self.metrics.get("per_image_score") or "mIoU")
         return float(row[key]) if row.get(key) else float("nan")

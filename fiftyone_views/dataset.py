@@ -38,7 +38,7 @@ from core.errors import SegLoopError
 from core.fsio import atomic_dir, read_label, save_png
 from core.metrics import confusion, scores_from_matrix, thing_iou
 from core.services import owner_alive
-from evaluate.instances import InstanceMatch, coco_instances, match_instances
+from evaluate.instances import InstanceMatch, match_instances
 from evaluate.results import EvalResults
 from ingest.coco import category_id
 from ingest.records import Instance
@@ -187,7 +187,7 @@ def _sample(fo, res: EvalResults, triage: Any, row: dict[str, Any], im: dict[str
     save_png(tmp / "prediction" / file, fiftyone_mask(pred, tax.ignore_index))
     unc_path = res.uncertainty_path(row)
     unc = read_label(unc_path) if unc_path else None
-    gt_inst = coco_instances(gt_anns)
+    gt_inst = triage.ground_truth_instances(im, gt_anns)
     pred_inst = triage.predicted_instances(im, pred, unc)
     m = _match(triage, gt_inst, pred_inst)
     scores = sample_scores(pred, label, tax, things_only=triage.things_only)

@@ -606,7 +606,9 @@ class Trainer:
         cfg = self.cfg
         self.task.setup_loss(self.train_set)
         oc = cfg["optim"]
-        params = [p for p in self.model.parameters() if p.requires_grad]
+        # a model may supply its own parameter groups (a backbone at a lower rate): the optimiser knows no model
+        groups = getattr(unwrap(self.model), "parameter_groups", None)
+        params = groups(oc["lr"]) if callable(groups) else [p for p in self.model.parameters() if p.requires_grad]
         if oc["name"] == "adamw":
             self.optimizer = torch.optim.AdamW(params, lr=oc["lr"], weight_decay=oc["weight_decay"])
         elif oc["name"] == "sgd":

@@ -55,6 +55,11 @@ class InstanceEvaluation:
         """COCO results (RLE masks, boxes, scores) of one HWC uint8 image, at its own size."""
         return outputs_to_results(image_id, predict_instances(inf.model, image, inf.device, inf.amp))
 
+    def paint(self, results: list[dict[str, Any]], shape: tuple[int, int], ignore_index: int,
+              score_threshold: float = SCORE_THRESHOLD) -> np.ndarray:
+        """The painted class map of one image's results scored at least ``score_threshold`` (``pred/`` holds it)."""
+        return paint_instances(results, shape, ignore_index, score_threshold)
+
     def evaluate_split(self, inf: Inference, ds: DatasetVersion, split: str, tmp: Path, run_name: str,
                        tta: bool = False, uncertainty: bool = True, progress: bool = True) -> dict[str, Any]:
         """Predict, score and write a split into ``tmp`` (the folder that becomes ``eval/<split>/``)."""
@@ -73,7 +78,7 @@ class InstanceEvaluation:
             img = ds.load_image(im)
             results = inf.timed(lambda img=img, im=im: self.results(inf, img, im["id"]), times)
             evaluator.process([{"image_id": im["id"]}], [results])
-            pred = paint_instances(results, img.shape[:2], tax.ignore_index)
+            pred = self.paint(results, img.shape[:2], tax.ignore_index)
             name = im["key"].replace("/", "__") + ".png"
             save_png(tmp / "pred" / name, pred)
             miou = things.process(pred, ds.load_semantic(im))
@@ -124,7 +129,7 @@ class InstanceEvaluation:
             sha = sha256_file(f)
             res = self.results(inf, img, image_id)
             results += res
-            save_png(tmp / "pred" / f"{sha}.png", paint_instances(res, img.shape[:2], inf.ignore_index))
+            save_png(tmp / "pred" / f"{sha}.png", self.paint(res, img.shape[:2], inf.ignore_index))
             index[sha] = {"image": str(f.resolve()), "prediction": f"pred/{sha}.png", "uncertainty": None,
                           "mean_uncertainty": instance_uncertainty(res), "instances": len(res), "image_id": image_id,
                           "score_threshold": SCORE_THRESHOLD}

@@ -38,6 +38,8 @@ def instance_regions(results: list[dict], width: int, height: int, taxonomy: Tax
 
 
 class InstanceRegions:
+    convert = staticmethod(instance_regions)  # one image's confident results -> (regions, score)
+
     def __init__(self) -> None:
         self._by_folder: dict[Path, dict[int, list[dict]]] = {}  # instances.json read once per folder
 
@@ -58,7 +60,7 @@ class InstanceRegions:
         threshold = entry.get("score_threshold", 0.5)
         dets = [r for r in self._results(folder).get(entry["image_id"], []) if r["score"] >= threshold]
         h, w = read_label(folder / entry["prediction"]).shape
-        return instance_regions(dets, w, h, taxonomy, tools)
+        return self.convert(dets, w, h, taxonomy, tools)
 
     def margin_problem(self, entry: dict[str, Any]) -> str | None:
         return ("it is an instance model: its predictions have no class margin; use --strategy entropy "

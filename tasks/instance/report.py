@@ -6,12 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt
-
-from evaluate.diagrams import ensemble_png
+from evaluate.diagrams import ensemble_png, stages_png
 from evaluate.tables import num, standard_augmentations, table
 from tasks.instance.names import is_yolo
 
@@ -37,18 +32,7 @@ class InstanceReport:
                       ("RoIAlign 14x14\nmask head: 28x28 mask", "#c44e52")]
             title = (f"{spec['name']}: two-stage instance segmentation, images resized to shorter side "
                      f"{args.get('min_size', 256)} (at most {args.get('max_size', 1024)})")
-        fig, ax = plt.subplots(figsize=(10, 1.8))
-        ax.axis("off")
-        for i, (text, color) in enumerate(stages):
-            ax.add_patch(plt.Rectangle((i * 1.3, 0), 1.1, 0.8, color=color, alpha=0.85))
-            ax.text(i * 1.3 + 0.55, 0.4, text, ha="center", va="center", color="white", fontsize=7)
-            if i:
-                ax.annotate("", xy=(i * 1.3, 0.4), xytext=(i * 1.3 - 0.2, 0.4), arrowprops={"arrowstyle": "->"})
-        ax.set_xlim(-0.1, len(stages) * 1.3)
-        ax.set_ylim(-0.1, 1.0)
-        ax.set_title(title, fontsize=9)
-        fig.savefig(path, dpi=110, bbox_inches="tight")
-        plt.close(fig)
+        stages_png(stages, title, path)
 
     def loss(self, cfg: dict[str, Any], curve: list[dict[str, Any]]) -> str:
         terms = next((list(m["train_losses"]) for m in reversed(curve) if "train_losses" in m), [])

@@ -47,6 +47,10 @@ class InstanceTriage:
         return ([decode_rle(a["segmentation"]) for a in self._gt.get(int(im["id"]), [])],
                 [decode_rle(r["segmentation"]) for r in self._results.get(int(im["id"]), []) if r["score"] >= cut])
 
+    def ground_truth_instances(self, im: dict[str, Any], annotations: list[dict[str, Any]]) -> list[Instance]:
+        """The image's ground-truth instances, as the evaluation matched them (the version's annotations)."""
+        return coco_instances(annotations)
+
     def predicted_instances(self, im: dict[str, Any], pred: np.ndarray, uncertainty: np.ndarray | None
                             ) -> list[Instance]:
         """Every detection the evaluation scored, with its confidence: FiftyOne's users filter by it in the App."""

@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from evaluate.instances import components_as_instances
+from evaluate.instances import coco_instances, components_as_instances
 from evaluate.results import EvalResults
 from ingest.records import Instance
 
@@ -27,6 +27,10 @@ class SemanticTriage:
     def outlines(self, im: dict[str, Any]) -> tuple[list[np.ndarray], list[np.ndarray]] | None:
         """Masks outlined on the ground-truth and prediction panels: none, the class maps say it all."""
         return None
+
+    def ground_truth_instances(self, im: dict[str, Any], annotations: list[dict[str, Any]]) -> list[Instance]:
+        """The image's ground-truth instances, as the evaluation matched them (the version's annotations)."""
+        return coco_instances(annotations)
 
     def predicted_instances(self, im: dict[str, Any], pred: np.ndarray, uncertainty: np.ndarray | None
                             ) -> list[Instance]:

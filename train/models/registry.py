@@ -18,3 +18,5 @@ from train.registry import Registry
 SEMANTIC_MODELS: Registry[nn.Module] = Registry("semantic model", "model.name")
 # instance: torchvision detection API (list of images [+ targets]) -> losses in training, detections in eval
 INSTANCE_MODELS: Registry[nn.Module] = Registry("instance model", "model.name")
+# detection: the same API as instance models (list of images [+ targets]) -> losses, or boxes, labels and scores
+DETECTION_MODELS: Registry[nn.Module] = Registry("detection model", "model.name")

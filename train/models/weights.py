@@ -7,7 +7,7 @@ sha256 comes back so that a run records exactly which weights it started from.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -56,21 +56,26 @@ def read_state_dict(path: str | Path, what: str, fix: str = STATE_DICT_FIX) -> d
 
 
 def load_weights_file(module: nn.Module, path: str | Path, what: str, strip: Iterable[str] = (),
-                      drop: Iterable[str] = (), fix: str = "use weights of the same architecture") -> dict[str, Any]:
+                      drop: Iterable[str] = (), fix: str = "use weights of the same architecture",
+                      rename: Callable[[str], str] | None = None) -> dict[str, Any]:
     """Load a state dict file into ``module``: every tensor the module has must be there with its shape.
 
     ``strip``: key prefixes removed first (``backbone.body.``); ``drop``: key prefixes neither side needs (a
-    classifier's ``fc.``: the file's are not loaded, the module's are not required). Returns ``{"file",
-    "sha256"}`` for the run's record."""
+    classifier's ``fc.``: the file's are not loaded, the module's are not required); ``rename``: the module's name
+    of each remaining key, where the file comes from another library's layout. Returns ``{"file", "sha256"}`` for
+    the run's record."""
     path = Path(path)
     state = read_state_dict(path, what, fix)
     for prefix in strip:
         state = {k.removeprefix(prefix): v for k, v in state.items()}
     drop = tuple(drop)
     state = {k: v for k, v in state.items() if not (drop and k.startswith(drop))}
+    if rename is not None:
+        state = {rename(k): v for k, v in state.items()}
     own = {k: v for k, v in module.state_dict().items() if not (drop and k.startswith(drop))}
     missing = [k for k in own if k not in state and not k.endswith("num_batches_tracked")]
-    unexpected = [k for k in state if k not in own]
+    # a BatchNorm's step counter is not a weight: frozen norms have none, and a module may lack it either way
+    unexpected = [k for k in state if k not in own and not k.endswith("num_batches_tracked")]
     shapes = [f"{k} {tuple(state[k].shape)} vs {tuple(own[k].shape)}" for k in own
               if k in state and state[k].shape != own[k].shape]
     if missing or unexpected or shapes:
