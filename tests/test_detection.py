@@ -256,6 +256,23 @@ def test_readers_serve_a_detection_run(evaluated_detr_run, evaluated_instance_ru
     pts = regions[0]["value"]["points"]
     assert regions[0]["type"] == "polygonlabels" and len(pts) == 4
     np.testing.assert_allclose(pts[0], [x * 100 / image.shape[1], y * 100 / image.shape[0]])
+    # evaluate predict on a folder, then the pre-annotations annotate predict sends for each image
+    from evaluate.predict import predict_images
+    from tasks.detection.labelstudio import DetectionRegions
+
+    pool = tmp_path / "pool"
+    pool.mkdir()
+    for im in images[:2]:
+        shutil.copy(dsv.image_path(im), pool / dsv.image_path(im).name)
+    folder = predict_images(run, pool, name="pool", progress=False)
+    index = json.loads((folder / "index.json").read_text())
+    assert index["task"] == "detection" and len(index["images"]) == 2
+    reader = DetectionRegions()
+    for entry in index["images"].values():
+        regions, score = reader.regions(folder, entry, dsv.taxonomy, ["brush"])
+        kept = [r for r in json.loads((folder / "instances.json").read_text())
+                if r["image_id"] == entry["image_id"] and r["score"] >= entry["score_threshold"]]
+        assert len(regions) == len(kept) and all(r["type"] == "brushlabels" for r in regions)
     # the report: box AP beside Mask R-CNN's in one table
     out = build_report([mrcnn, run], tmp_path / "both", gallery=1)
     md = (out / "report.md").read_text()
