@@ -147,8 +147,12 @@ def parse_override(text: str) -> tuple[str, Any]:
 def set_dotted(cfg: dict[str, Any], key: str, value: Any) -> None:
     node = cfg
     parts = key.split(".")
-    for part in parts[:-1]:
+    for i, part in enumerate(parts[:-1]):
         node = node.setdefault(part, {})
+        if not isinstance(node, dict):  # train=5 train.epochs=3: the section was set to a value before
+            section = ".".join(parts[: i + 1])
+            raise ConfigError(f"'{key}' sets a key under '{section}', which an earlier override set to {node!r}",
+                              fix=f"set {section} to a mapping, or drop the override {section}={node!r}")
     node[parts[-1]] = value
 
 
@@ -222,8 +226,15 @@ def check_types(cfg: Mapping[str, Any], schema: Mapping[str, Any], nullable: Map
     """Every leaf must have the type of its default; ``nullable`` names the keys that may be null and the other
     types they accept (a key whose default is ``auto`` may also take a list, say)."""
     flat_schema = flatten(schema)
+    sections = _all_prefixes(schema)
     for key, value in flatten(cfg).items():
         if key not in flat_schema:
+            if key in sections and not isinstance(value, Mapping):  # train.early_stop=5, data=null, schedule=[1]
+                inner = sorted(k for k in flat_schema if k.startswith(key + "."))
+                raise ConfigError(f"config key '{key}' is a section of {len(inner)} keys and must be a mapping, got "
+                                  f"{value!r} ({type(value).__name__})", path=where,
+                                  fix=f"set the keys under it, e.g. {inner[0]}={flat_schema[inner[0]]!r}, or give "
+                                      f"the section as a mapping: {key}={{{inner[0].rsplit('.', 1)[1]}: ...}}")
             continue
         default = flat_schema[key]
         if default is None:

@@ -117,6 +117,9 @@ class Run:
             if (self.dir / ENSEMBLE).is_file():
                 raise SegLoopError(f"an ensemble has no {which}.pt: its best.pt holds every member's weights",
                                    path=path, fix="use its best checkpoint (--checkpoint best)")
+            if not (self.dir / RUN_JSON).is_file() and not (self.dir / CONFIG).is_file():
+                raise SegLoopError("is not a run folder (no run.json, no config.yaml, no checkpoints)", path=self.dir,
+                                   fix="give a run folder written by python -m train.run (ls runs/)")
             raise SegLoopError(f"run has no {which}.pt", path=path,
                                fix="train it (python -m train.run) or resume it (python -m train.run resume=RUN)")
         return path
@@ -356,7 +359,7 @@ def resolve_run(run: str | Path, runs_dir: str | Path = "runs") -> Path:
                            fix=f"give the run folder: {owner}" if owner else "give a run folder (runs/<name>)")
     root = Path(runs_dir)
     if str(run) == "last":
-        runs = [d for d in root.glob("*") if Run(d).checkpoint_path("last").is_file()]
+        runs = [d for d in run_folders(root) if Run(d).checkpoint_path("last").is_file()]  # folds of groups too
         if not runs:
             raise SegLoopError("no trained runs", path=root, fix="train one: python -m train.run")
         return max(runs, key=lambda d: Run(d).checkpoint_path("last").stat().st_mtime)
@@ -411,7 +414,7 @@ def part_of_run_problem(path: Path) -> None:
                            fix=f"give the run folder: {parts[0]}")
 
 
-def inside_run_problem(out: str | Path, flag: str = "--out") -> None:
+def inside_run_problem(out: str | Path, flag: str = "--out", what: str = "folder") -> None:
     """An output folder inside a run folder is refused: a run holds only what its training and its own evaluations
     write, so ``output.exist_ok`` can replace it whole and readers know its parts. (A run folder given as the output
     itself is an existing folder of another kind, which each command refuses in its own words.)"""
@@ -419,10 +422,10 @@ def inside_run_problem(out: str | Path, flag: str = "--out") -> None:
     for folder in out.parents:
         if (folder / RUN_JSON).is_file() or ((folder / CONFIG).is_file() and (folder / CHECKPOINTS).is_dir()):
             raise SegLoopError(f"{flag} {out} is inside the run folder {folder}", path=out,
-                               fix=f"give a folder outside every run, e.g. beside it: {folder.parent / 'NAME'}")
+                               fix=f"give a {what} outside every run, e.g. beside it: {folder.parent / 'NAME'}")
         if (folder / GROUP).is_file():  # a group holds its config, group.json and its fold runs only
             raise SegLoopError(f"{flag} {out} is inside the k-fold group {folder}", path=out,
-                               fix=f"give a folder outside the group, e.g. beside it: {folder.parent / 'NAME'}")
+                               fix=f"give a {what} outside the group, e.g. beside it: {folder.parent / 'NAME'}")
 
 
 def check_output_folder(out: str | Path, kind: str, marker: str, names: set[str],

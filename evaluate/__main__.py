@@ -150,6 +150,9 @@ def _compare(runs: list[str], out: str | None, split: str, flops: bool) -> int:
     rows, skipped = compare_runs(runs, split, flops)
     for line in skipped:
         print(f"note: left out {line}", file=sys.stderr)
+    for row in rows:
+        if row.note:
+            print(f"note: {row.note}", file=sys.stderr)
     if not rows:
         raise SegLoopError(f"none of the {len(runs)} folder(s) is a run to compare", path=runs[0],
                            fix="give run folders written by python -m train.run (ls runs/)")

@@ -22,13 +22,13 @@ from core.errors import SegLoopError
 from core.fsio import atomic_dir
 from core.runs import Run, check_output_folder
 from evaluate.curves import curve_pngs
-from evaluate.results import read_eval_metrics
+from evaluate.results import read_eval_metrics, stale_evaluation
 from evaluate.tables import html_page, num, table
 
 # the scores every task's evaluation writes where they apply (the same COCO evaluator and painted-mask mIoU for
 # every model), as (column, path in metrics.json)
 SCORES = (("mIoU", ("mIoU",)), ("thing-class mIoU", ("things_mIoU",)), ("mask AP", ("segm", "AP")),
-          ("mask AP50", ("segm", "AP50")), ("box AP", ("bbox", "AP")))
+          ("mask AP50", ("segm", "AP50")), ("box AP", ("bbox", "AP")), ("PQ", ("PQ",)))
 COLUMNS = ("run", "task", "model", "encoder", "loss", "augmentations", "parameters (M)", "weights (MB)", "GFLOPs",
            "train (s)", "ms / image", "best val", "epoch")
 CSV_ONLY = ("model args",)
@@ -46,6 +46,7 @@ class Row:
     curve: list[dict[str, Any]] = field(default_factory=list)
     info: dict[str, Any] = field(default_factory=dict)
     test_version: str | None = None
+    note: str | None = None  # why its figures are left out (an evaluation older than the run)
 
     @property
     def name(self) -> str:  # what evaluate.curves labels a series with: the table's own name for the run
@@ -83,6 +84,9 @@ def read_row(run_dir: Path, split: str = "test", flops: bool = False) -> Row:
     if problem:
         raise SegLoopError(f"the {split} metrics.json {problem}", path=evaluated,
                            fix=f"evaluate the run again: python -m evaluate run {run.dir} --split {split}")
+    stale = stale_evaluation(run.dir, test) if test else None
+    if stale:  # another model's figures: left out of the row, and said
+        test = {}
     model = test.get("model") or {}
     params = info.get("parameters")
     args = ", ".join(f"{k}={v}" for k, v in (spec.get("args") or {}).items() if k != "encoder")
@@ -103,8 +107,10 @@ def read_row(run_dir: Path, split: str = "test", flops: bool = False) -> Row:
     for column, path in SCORES:
         values[f"{split} {column}"] = _dig(test, path)
     label, per_class = part.per_class(test) if test else ("", {})
+    note = (f"{run.dir}: {stale}; its {split} figures are left out (python -m evaluate run {run.dir} --split "
+            f"{split})") if stale else None
     return Row(run.dir, values, str(info.get("taxonomy", "?")), label, per_class, curve, info,
-               test.get("dataset_version"))
+               test.get("dataset_version"), note)
 
 
 def _gflops(run_dir: Path, cfg: dict[str, Any]) -> float:

@@ -87,6 +87,11 @@ def write_ensemble(members: list[dict[str, Any]], out: Path) -> Path:
               "data": {**first["config"]["data"], "fold": None, "train_ids": [], "train_list": None},
               "output": {**first["config"]["output"], "runs_dir": str(out.parent), "name": out.name,
                          "exist_ok": False}, "resume": None}
+    # a reason explains a value: those of the keys the ensemble set itself (its model, data, output) go
+    reasons = first["config"].get("why") or {}
+    if isinstance(reasons, dict):
+        changed = ("model.", "data.fold", "data.train_ids", "data.train_list", "output.", "resume")
+        config["why"] = {k: v for k, v in reasons.items() if not str(k).startswith(changed)}
     info = {"task": spec["task"], "model": spec, "dataset_version": first["dataset_version"],
             "dataset_path": first["dataset_path"], "taxonomy": first["taxonomy"]["name"],
             "parameters": sum(int(Run(m["dir"]).info().get("parameters") or 0) for m in members),

@@ -12,11 +12,13 @@ the report's training section gives the same figures. JSON and matplotlib only: 
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from core.errors import SegLoopError
+from core.fsio import sha256_file
 from core.runs import ENSEMBLE, Run, inside_run_problem, resolve_run, run_of_checkpoint
 
 MAX_STAGES = 100  # a chain longer than this is a loop of runs started from each other
@@ -31,6 +33,7 @@ class Stage:
     epoch_offset: int
     step_offset: int
     records: list[dict[str, Any]] = field(default_factory=list)
+    loss_kind: str | None = None  # its taxonomy and loss in words: two runs' losses compare only where they agree
 
     @property
     def epochs(self) -> tuple[int, int] | None:
@@ -40,14 +43,15 @@ class Stage:
         return self.records[0]["epoch"] + self.epoch_offset, self.records[-1]["epoch"] + self.epoch_offset
 
 
-def _source(info: dict[str, Any]) -> tuple[str, Path, int | None, int | None] | None:
-    """The checkpoint this run started from: (key, checkpoint path, its epoch, its step), or None (from scratch)."""
+def _source(info: dict[str, Any]) -> tuple[str, Path, int | None, int | None, str | None] | None:
+    """The checkpoint this run started from: (key, checkpoint path, its epoch, its step, its sha256 then), or None
+    (from scratch)."""
     for key in ("weights", "init_from"):
         rec = info.get(key)
         if isinstance(rec, dict) and isinstance(rec.get("from"), str):
-            epoch, step = rec.get("epoch"), rec.get("step")
+            epoch, step, sha = rec.get("epoch"), rec.get("step"), rec.get("sha256")
             return (f"model.{key}", Path(rec["from"]), epoch if isinstance(epoch, int) else None,
-                    step if isinstance(step, int) else None)
+                    step if isinstance(step, int) else None, sha if isinstance(sha, str) else None)
     return None
 
 
@@ -60,7 +64,7 @@ def _run_of(checkpoint: Path) -> Path | None:
 def history(run: str | Path) -> tuple[list[Stage], list[str]]:
     """The chain of runs ending at ``run``, first run first, and notes on what could not be followed (an ancestor
     moved or deleted, a checkpoint from outside any run, a start recorded without its epoch)."""
-    chain: list[tuple[Path, tuple[str, Path, int | None, int | None] | None]] = []
+    chain: list[tuple[Path, tuple[str, Path, int | None, int | None, str | None] | None]] = []
     notes: list[str] = []
     seen: set[Path] = set()
     current: Path | None = resolve_run(run)
@@ -80,6 +84,10 @@ def history(run: str | Path) -> tuple[list[Stage], list[str]]:
             if parent is None:
                 notes.append(f"{chain[-1][0].name} started from {source[1]}, which is not in a run folder (moved, "
                              f"deleted, or a checkpoint from elsewhere): the history starts at {chain[-1][0].name}")
+            elif source[4] and source[1].is_file() and sha256_file(source[1]) != source[4]:
+                notes.append(f"{source[1]} is not the checkpoint {chain[-1][0].name} started from (its content "
+                             f"changed since: {parent.name} was trained again or replaced): the curve before "
+                             f"{chain[-1][0].name} is of another model")
             current = parent
     chain.reverse()
     stages: list[Stage] = []
@@ -99,6 +107,10 @@ def history(run: str | Path) -> tuple[list[Stage], list[str]]:
                 notes.append(f"{before.run.name} logged no epoch {epoch} at step {step}, where {folder.name} "
                              f"started from it: it was trained again or replaced since, and its curve may not be "
                              f"the one {folder.name} continued")
+            if source[2] is not None and before.records and before.records[-1]["epoch"] < epoch:
+                notes.append(f"{before.run.name} logged epochs up to {before.records[-1]['epoch']} only, but "
+                             f"{folder.name} started from its epoch {epoch}: it was replaced or cut short since, and "
+                             f"the history has a gap before {folder.name}")
             # the ancestor's records after that checkpoint were not inherited: they leave the history
             kept = [r for r in before.records if r["epoch"] <= epoch]
             if len(kept) < len(before.records):
@@ -110,21 +122,54 @@ def history(run: str | Path) -> tuple[list[Stage], list[str]]:
             f"{source[0]} {source[1]}" + (f" (epoch {source[2]})" if source[2] is not None else ""))
         if (folder / ENSEMBLE).is_file():
             started = "an ensemble of trained runs (python -m evaluate ensemble): it trains no epoch itself"
-        stages.append(Stage(folder, started, epoch_offset, step_offset, Run(folder).read_metrics()))
+        stages.append(Stage(folder, started, epoch_offset, step_offset, Run(folder).read_metrics(),
+                            _loss_kind(folder)))
     return stages, notes
 
 
+def _loss_kind(folder: Path) -> str | None:
+    """The run's taxonomy and loss, as its task describes the loss (None where its files do not say)."""
+    import tasks
+    from core.config import read_yaml
+
+    run = Run(folder)
+    try:
+        info, cfg = run.info(), read_yaml(run.config_path)
+        return f"{info.get('taxonomy')}: {tasks.get(run.task).report().loss(cfg, [])}"
+    except (SegLoopError, KeyError, TypeError, ValueError, AttributeError):
+        return None
+
+
 def _loss(rec: dict[str, Any]) -> float | None:
+    """An epoch's training loss; None where it is missing or not finite (a diverged step: NaN is no figure)."""
     value = rec.get("train_loss")
-    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    return float(value) if ok else None
 
 
 def summary(stages: list[Stage], notes: list[str]) -> dict[str, Any]:
-    """The figures of a history: its runs, total epochs and steps, and the first and last training loss."""
+    """The figures of a history: its runs, total epochs and steps, and the first and last training loss. The first
+    loss is of the earliest run whose taxonomy and loss are the last run's: another loss's numbers do not compare."""
+    notes = list(notes)
     points = [(r["epoch"] + s.epoch_offset, r["step"] + s.step_offset, _loss(r)) for s in stages for r in s.records]
-    losses = [(e, v) for e, _, v in points if v is not None]
+    bad = [r["epoch"] + s.epoch_offset for s in stages for r in s.records
+           if r.get("train_loss") is not None and _loss(r) is None]
+    if bad:
+        notes.append(f"the training loss of epoch(s) {', '.join(map(str, bad[:5]))} is not a finite number (the "
+                     f"run diverged there): left out of the figures")
+    start = len(stages) - 1
+    while start > 0 and (None in (stages[start - 1].loss_kind, stages[-1].loss_kind)
+                         or stages[start - 1].loss_kind == stages[-1].loss_kind):  # an unknown kind: taken as same
+        start -= 1
+    if start > 0 and stages[start - 1].loss_kind is not None and stages[-1].loss_kind is not None:
+        notes.append(f"{stages[start].run.name} trains another taxonomy or loss than {stages[start - 1].run.name} "
+                     f"({stages[start].loss_kind} / {stages[start - 1].loss_kind}): their losses do not compare, so "
+                     f"the loss drop is from {stages[start].run.name}'s first epoch")
+    first_epoch = stages[start].epoch_offset
+    losses = [(e, v) for e, _, v in points if v is not None and e > first_epoch]
     first, last = (losses[0], losses[-1]) if losses else (None, None)
-    drop = (100.0 * (first[1] - last[1]) / first[1]) if first and last and first[1] > 0 else None
+    drop = (100.0 * (first[1] - last[1]) / first[1]) if first and last and first[1] > 0 and last[0] > first[0] \
+        else None  # one epoch has no drop
     return {
         "run": str(stages[-1].run),
         "runs": [{"run": str(s.run), "started": s.started, "epochs": list(s.epochs) if s.epochs else None,
@@ -175,10 +220,19 @@ def run_history(run: str | Path, out: str | Path | None = None) -> dict[str, Any
         raise SegLoopError("--out is empty", fix="give the plot's file name (.png), or leave --out out")
     stages, notes = history(run)
     figures = summary(stages, notes)
-    png = Path(out) if out else stages[-1].run / "history.png"
-    if png.resolve().parent != stages[-1].run.resolve():  # its own folder takes history.png; no other run's does
-        inside_run_problem(png)
-    if png.suffix.lower() != ".png" or png.is_dir():
+    own = stages[-1].run / "history.png"
+    png = Path(out) if out else own
+    if png.is_dir():
+        raise SegLoopError(f"--out {png} is a folder; the plot is a file", path=png,
+                           fix=f"give a file name ending in .png, e.g. {png / 'history.png'}")
+    if png.resolve().parent == stages[-1].run.resolve():  # its own folder takes history.png, which it owns
+        if png.name != own.name:
+            raise SegLoopError(f"--out {png}: a run folder holds only what SegLoop writes there (its history plot "
+                               f"is {own.name}; another file would keep output.exist_ok from replacing the run)",
+                               path=png, fix=f"leave --out out ({own}), or give a file outside the run")
+    else:
+        inside_run_problem(png, what="file")
+    if png.suffix.lower() != ".png":
         raise SegLoopError(f"--out {png}: the plot is a PNG file", path=png, fix="give a file name ending in .png")
     if not png.parent.is_dir():
         raise SegLoopError("--out: its folder does not exist", path=png.parent, fix="create the folder first")

@@ -26,7 +26,7 @@ from core.errors import SegLoopError
 from core.fsio import atomic_dir, read_label, save_png, write_json_atomic
 from core.runs import check_output_folder
 from evaluate.instances import load_instance_results
-from evaluate.results import EvalResults
+from evaluate.results import EvalResults, stale_evaluation
 from ingest.coco import decode_rle, train_index
 from metrics.panoptic import PanopticEvaluator, panoptic_segments
 
@@ -89,6 +89,50 @@ def _segments_file(seg: Any) -> tuple[np.ndarray, list[dict[str, Any]]]:
     return rgb, info
 
 
+class PanopticFiles:
+    """The panopticapi files of a split, written image by image under ``folder``: ``pred/`` and ``gt/`` PNGs
+    (segment id = R + 256 G + 256^2 B), ``predictions.json`` and ``ground_truth.json`` (COCO panoptic), with PQ
+    accumulated on the same segments (``metrics.panoptic``, equal to cityscapesScripts on these files)."""
+
+    def __init__(self, folder: Path, taxonomy: Any) -> None:
+        self.folder, self.tax = folder, taxonomy
+        self.is_thing = [c.has_instances for c in taxonomy.classes]
+        self.evaluator = PanopticEvaluator(taxonomy.names, self.is_thing, taxonomy.ignore_index)
+        (folder / "pred").mkdir(parents=True)
+        (folder / "gt").mkdir()
+        self.pred_anns: list[dict[str, Any]] = []
+        self.gt_anns: list[dict[str, Any]] = []
+        self.images: list[dict[str, Any]] = []
+
+    def add(self, key: str, name: str, label: np.ndarray, gt_inst: np.ndarray, pred_sem: np.ndarray,
+            pred_inst: np.ndarray) -> Any:
+        """One image (``key`` its id in the files, ``name`` its PNG's name); its own PQ counts."""
+        counts = self.evaluator.process(label, gt_inst, pred_sem, pred_inst)
+        ignore = self.tax.ignore_index
+        for folder, anns, seg in (
+                ("pred", self.pred_anns, panoptic_segments(pred_sem, pred_inst, self.is_thing, ignore,
+                                                           unassigned_is_crowd=False)),
+                ("gt", self.gt_anns, panoptic_segments(label, gt_inst, self.is_thing, ignore,
+                                                       unassigned_is_crowd=True))):
+            rgb, info = _segments_file(seg)
+            save_png(self.folder / folder / name, rgb)
+            anns.append({"image_id": key, "file_name": name, "segments_info": info})
+        self.images.append({"id": key, "file_name": name, "height": int(label.shape[0]),
+                            "width": int(label.shape[1])})
+        return counts
+
+    def finish(self) -> dict[str, Any]:
+        """Write the two JSON files; PQ, SQ and RQ over all classes, things, stuff and per class."""
+        tax = self.tax
+        categories = [{"id": c.index + 1, "name": c.name, "isthing": int(c.has_instances),
+                       "color": list(tax.colorize(np.array([[c.index]], np.uint8))[0, 0].tolist())}
+                      for c in tax.classes]
+        for file, anns in (("predictions.json", self.pred_anns), ("ground_truth.json", self.gt_anns)):
+            write_json_atomic(self.folder / file, {"images": self.images, "annotations": anns,
+                                                   "categories": categories})
+        return self.evaluator.evaluate()
+
+
 def _check_pair(sem: EvalResults, ins: EvalResults) -> None:
     """Both evaluations of one split, version and taxonomy; the semantic one with stuff, the other with instances."""
     if sem.run_dir == ins.run_dir:
@@ -125,6 +169,12 @@ def panoptic_from_runs(semantic: str | Path, instance: str | Path, out: str | Pa
     if min_stuff_area < 0:
         raise SegLoopError(f"--min-stuff-area {min_stuff_area} is negative", fix="give a pixel count >= 0")
     sem, ins = EvalResults(semantic, split), EvalResults(instance, split)
+    for flag, res in (("--semantic", sem), ("--instance", ins)):
+        stale = stale_evaluation(res.run_dir, res.metrics)
+        if stale:
+            raise SegLoopError(f"{flag} {res.run_dir.name}: {stale}: the panoptic figures would be of the old model",
+                               path=res.dir / "metrics.json", fix=f"python -m evaluate run {res.run_dir} --split "
+                                                                  f"{split}")
     detections = load_instance_results(ins.dir)
     if detections is None:
         raise SegLoopError(f"--instance {ins.run_dir.name} wrote no instance predictions (instances.json) for "
@@ -133,21 +183,16 @@ def panoptic_from_runs(semantic: str | Path, instance: str | Path, out: str | Pa
     _check_pair(sem, ins)
     ds = sem.version
     tax = ds.taxonomy
-    is_thing = [c.has_instances for c in tax.classes]
     gt_by_image: dict[int, list[dict[str, Any]]] = {}
     for a in ds.coco(split)["annotations"]:
         gt_by_image.setdefault(int(a["image_id"]), []).append(a)
-    categories = [{"id": c.index + 1, "name": c.name, "isthing": int(c.has_instances),
-                   "color": list(tax.colorize(np.array([[c.index]], np.uint8))[0, 0].tolist())} for c in tax.classes]
-    evaluator = PanopticEvaluator(tax.names, is_thing, tax.ignore_index)
+    is_thing = [c.has_instances for c in tax.classes]
     rows = sorted(sem.rows, key=lambda r: r["key"])
     if {r["key"] for r in ins.rows} != {r["key"] for r in rows}:
         raise SegLoopError(f"the runs' {split} evaluations hold different images", path=ins.dir,
                            fix=f"evaluate both again on the same version: python -m evaluate run RUN --split {split}")
     with atomic_dir(out, replace=True) as tmp:
-        (tmp / "pred").mkdir()
-        (tmp / "gt").mkdir()
-        pred_anns, gt_anns = [], []
+        files = PanopticFiles(tmp, tax)
         for row in tqdm(rows, desc=f"panoptic {split}", disable=not progress, leave=False):
             image = sem.image(row)
             label = read_label(ds.semantic_path(image))
@@ -160,24 +205,15 @@ def panoptic_from_runs(semantic: str | Path, instance: str | Path, out: str | Pa
             pred_sem, pred_inst = combine(semantic_map, detections.get(int(image["id"]), []), is_thing,
                                           tax.ignore_index, score, overlap, min_stuff_area)
             gt_inst = ground_truth_instances(gt_by_image.get(int(image["id"]), []), label.shape)
-            evaluator.process(label, gt_inst, pred_sem, pred_inst)
-            name = Path(row["prediction"]).name  # the key with its folders flattened, as the evaluation names it
-            for folder, anns, seg in (
-                    ("pred", pred_anns, panoptic_segments(pred_sem, pred_inst, is_thing, tax.ignore_index,
-                                                          unassigned_is_crowd=False)),
-                    ("gt", gt_anns, panoptic_segments(label, gt_inst, is_thing, tax.ignore_index,
-                                                      unassigned_is_crowd=True))):
-                rgb, info = _segments_file(seg)
-                save_png(tmp / folder / name, rgb)
-                anns.append({"image_id": row["key"], "file_name": name, "segments_info": info})
-        images = [{"id": r["key"], "file_name": Path(r["prediction"]).name, "height": int(sem.image(r)["height"]),
-                   "width": int(sem.image(r)["width"])} for r in rows]
-        for file, anns in (("predictions.json", pred_anns), ("ground_truth.json", gt_anns)):
-            write_json_atomic(tmp / file, {"images": images, "annotations": anns, "categories": categories})
+            # the key with its folders flattened, as the evaluation names it
+            files.add(row["key"], Path(row["prediction"]).name, label, gt_inst, pred_sem, pred_inst)
+        pq = files.finish()
         figures = {"split": split, "dataset_version": ds.version, "semantic_run": str(sem.run_dir),
                    "instance_run": str(ins.run_dir), "images": len(rows),
+                   "evaluated": {k: {"checkpoint": r.metrics.get("checkpoint"), "epoch": r.metrics.get("epoch")}
+                                 for k, r in (("semantic", sem), ("instance", ins))},
                    "settings": {"score": score, "overlap": overlap, "min_stuff_area": min_stuff_area},
-                   **evaluator.evaluate()}
+                   **pq}
         write_json_atomic(tmp / "panoptic.json", figures)
     return figures
 

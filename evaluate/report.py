@@ -37,12 +37,12 @@ from evaluate.curves import curve_pngs as _curve_pngs
 from evaluate.curves import plot as _plot
 from evaluate.gallery import make_triptychs
 from evaluate.history import describe, history, plot_history, summary
-from evaluate.results import EvalResults, read_eval_metrics
+from evaluate.results import EvalResults, read_eval_metrics, stale_evaluation
 from evaluate.tables import code as _code
 from evaluate.tables import html_page as _html
 from evaluate.tables import table
 from ingest.version import DatasetVersion
-from train.checkpoint import load_checkpoint, load_model
+from train.checkpoint import load_model
 from train.config import TRAIN_DEFAULT, WHY, shown_command
 
 WORST_SHOWN = 5  # classes whose per-class curve is drawn
@@ -118,14 +118,11 @@ def _load_run(run: Path) -> dict[str, Any]:
     if problem:
         raise SegLoopError(f"the test metrics.json {problem}", path=test,
                            fix=f"evaluate the run again: python -m evaluate run {run} --split test")
-    model, ckpt = load_model(find_checkpoint(run, "best"))
-    evaluated = Path(str(test_metrics.get("checkpoint", "best.pt"))).name
-    now = ckpt if evaluated == "best.pt" else load_checkpoint(find_checkpoint(run, evaluated.removesuffix(".pt")))
-    if "epoch" in test_metrics and test_metrics["epoch"] != now["epoch"]:
-        raise SegLoopError(f"the test evaluation is of epoch {test_metrics['epoch']}'s {evaluated}, but the run has "
-                           f"trained on since (its {evaluated} is epoch {now['epoch']}): the report would put old "
-                           f"figures beside the new run", path=test,
+    stale = stale_evaluation(run, test_metrics)
+    if stale:
+        raise SegLoopError(f"{stale}: the report would put old figures beside the new run", path=test,
                            fix=f"python -m evaluate run {run} --split test")
+    model, ckpt = load_model(find_checkpoint(run, "best"))
     if Run(run).torn_metrics_line():
         print(f"note: the last line of {Run(run).metrics_path} could not be read (a write cut short by a kill); "
               f"the curves leave it out")

@@ -41,6 +41,24 @@ def read_eval_metrics(path: Path, run_dir: Path, split: str) -> dict[str, Any]:
     return metrics
 
 
+def stale_evaluation(run_dir: Path, metrics: dict[str, Any]) -> str | None:
+    """Why an evaluation's figures are no longer the run's, or None: it scored ``best.pt`` (or ``last.pt``) of an
+    earlier epoch, and the run has trained on since (resumed), so its checkpoint is another model now. The run's
+    own record says which epoch each checkpoint holds (``run.json``'s best epoch; the last logged epoch)."""
+    evaluated = Path(str(metrics.get("checkpoint", "best.pt"))).name
+    if not isinstance(metrics.get("epoch"), int):
+        return None
+    run = Run(run_dir)
+    if evaluated == "best.pt":
+        now = run.info().get("best_epoch")
+    else:
+        now = max((int(m["epoch"]) for m in run.read_metrics() if isinstance(m.get("epoch"), int)), default=None)
+    if not isinstance(now, int) or now == metrics["epoch"]:
+        return None
+    return (f"its {metrics.get('split', 'test')} evaluation is of epoch {metrics['epoch']}'s {evaluated}, but the "
+            f"run has trained on since (its {evaluated} is epoch {now})")
+
+
 class EvalResults:
     """``runs/<run>/eval/<split>/`` and the dataset version behind it."""
 

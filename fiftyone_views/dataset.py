@@ -120,21 +120,19 @@ def sample_scores(pred: np.ndarray, label: np.ndarray, taxonomy: Taxonomy, thing
                   ) -> dict[str, Any]:
     """Per-image pixel accuracy, mIoU, mean Dice and per-class IoU (None where a class is in neither map).
 
-    ``things_only`` scores an instance model's painted map: its unpainted pixels (the ignore value) predict no
-    class, and only the thing classes enter the means (the same figures as ``evaluate run``'s thing-class IoU)."""
+    Unpainted pixels (the ignore value) predict no class; ``things_only`` scores an instance model's painted map,
+    where only the thing classes enter the means (the same figures as ``evaluate run``'s thing-class IoU)."""
     n = taxonomy.num_classes
-    if things_only:
-        pred = np.where(pred == taxonomy.ignore_index, n, pred)  # 'no instance': an extra, never-true class
-        mat = confusion(pred, label, n + 1, taxonomy.ignore_index)
-        keep = [c.index for c in taxonomy.classes if c.has_instances]
-        iou, miou = thing_iou(mat, taxonomy.names, keep)
-        s = scores_from_matrix(mat)
-        dice = s.dice[keep]
-        return {"miou": _num(miou), "dice": _num(np.nanmean(dice)) if np.isfinite(dice).any() else None,
-                "pixel_acc": _num(s.pixel_acc), "class_iou": {field_name(nm): v for nm, v in iou.items()}}
-    s = scores_from_matrix(confusion(pred, label, n, taxonomy.ignore_index))
-    return {"miou": _num(s.miou), "dice": _num(s.mdice), "pixel_acc": _num(s.pixel_acc),
-            "class_iou": {field_name(nm): _num(v) for nm, v in zip(taxonomy.names, s.iou, strict=True)}}
+    # unpainted pixels (an instance map's background, a panoptic map's void) predict no class: an extra,
+    # never-true class, a false negative of the class beneath
+    pred = np.where(pred == taxonomy.ignore_index, n, pred)
+    mat = confusion(pred, label, n + 1, taxonomy.ignore_index)
+    keep = [c.index for c in taxonomy.classes if c.has_instances or not things_only]
+    iou, miou = thing_iou(mat, taxonomy.names, keep)
+    s = scores_from_matrix(mat)
+    dice = s.dice[keep]
+    return {"miou": _num(miou), "dice": _num(np.nanmean(dice)) if np.isfinite(dice).any() else None,
+            "pixel_acc": _num(s.pixel_acc), "class_iou": {field_name(nm): v for nm, v in iou.items()}}
 
 
 def _num(v: float) -> float | None:

@@ -126,6 +126,13 @@ def load_data_config(path: str | Path | None, overrides: list[str] | None = None
     names = [s["name"] for s in cfg["sources"]]
     if len(set(names)) != len(names):
         raise SegLoopError(f"source names must be unique, got {names}", path=where, fix="give each a 'name'")
+    ratios = cfg["split"]["ratios"]
+    total = sum(ratios.values())
+    if abs(total - 1) > 1e-6:  # shares of the images: scaled silently, 0.5 / 0.1 / 0.1 would build 71 / 14 / 14 %
+        shares = ", ".join(f"{k}: {v / total:.3g}" for k, v in ratios.items()) if total > 0 else "train: 0.7, ..."
+        raise SegLoopError(f"split.ratios {dict(ratios)} sum to {total:g}, not 1 (each is the share of the images "
+                           f"its split gets)", path=where, fix=f"give shares that sum to 1, e.g. split.ratios="
+                                                                f"{{{shares}}}")
     return cfg
 
 
@@ -211,9 +218,10 @@ def _assign_splits(records: list[Record], hashes: dict[str, dict[str, str]], cfg
         if s == "val" and s not in present and int(cfg["folds"] or 0) >= 2:
             continue  # validation is taken from train: a run on data.fold=k validates on fold k's held-out part
         if s not in present:
+            folds = " (or, for val, folds: 5: runs then validate on folds of train)" if s == "val" else ""
             raise SegLoopError(
-                f"split '{s}' is empty", fix="use split.mode: ratio with a share for it, add images for it, "
-                f"or copy another split with split.same_as: {{{s}: val}}")
+                f"split '{s}' is empty", fix=f"use split.mode: ratio with a share for it, add images for it, "
+                f"or copy another split with split.same_as: {{{s}: {'val' if s != 'val' else 'test'}}}{folds}")
     return splits
 
 

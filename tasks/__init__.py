@@ -1,6 +1,6 @@
 """Tasks by name: each task is one package here, from training to every reader of its outputs.
 
-A task (``task: semantic | instance | detection`` in the training config) keeps together, as Ultralytics'
+A task (``task: semantic | instance | detection | panoptic`` in the training config) keeps together, as Ultralytics'
 ``task_map`` does, its training part (``train.py``: datasets, models, train step, validation), its evaluation part
 (``evaluate.py``: the one inference that ``evaluate run``, ``evaluate predict`` and the app call, and the writer of
 ``eval/<split>/``), and what each reader shows of its predictions (``app.py``, ``triage.py`` for triptychs and
@@ -22,6 +22,7 @@ TASKS: dict[str, str] = {  # name -> the package whose PLUGIN it is
     "semantic": "tasks.semantic",
     "instance": "tasks.instance",
     "detection": "tasks.detection",
+    "panoptic": "tasks.panoptic",
 }
 TASK_NAMES: tuple[str, ...] = tuple(TASKS)
 

@@ -13,8 +13,9 @@ import torch
 from core.errors import SegLoopError
 from tests.conftest import tiny_overrides
 
+# d_model + heads a multiple of 8: the panoptic mask head on this detector needs it
 DETR = ["task=detection", "model.name=conditional_detr", "data.image_size=[64,128]",
-        "model.args={d_model: 32, encoder_layers: 1, decoder_layers: 1, heads: 4, ffn_dim: 64, num_queries: 30, "
+        "model.args={d_model: 32, encoder_layers: 1, decoder_layers: 1, heads: 8, ffn_dim: 64, num_queries: 30, "
         "min_size: 64, max_size: 128}", "optim.lr=0.001", "train.epochs=3", "train.batch_size=4", "train.grad_clip=0.1"]
 
 
@@ -49,6 +50,30 @@ def evaluated_detr_run(detr_run, tmp_path_factory):
     with no_outbound_connections() as attempts:
         result = evaluate_run(run, "test", progress=False)
     return run, result, attempts
+
+
+@pytest.fixture(scope="module")
+def panoptic_run(detr_run, demo_version, tmp_path_factory):
+    """DETR's panoptic head trained 2 epochs from the detection run (model.init_from), offline."""
+    from tests.netutil import no_outbound_connections
+    from train.config import load_train_config
+    from train.engine import train
+
+    runs = tmp_path_factory.mktemp("panoptic_runs")
+    extra = ["task=panoptic", f"model.init_from={detr_run[0].run_dir}", "model.args.segment_score=0.05",
+             "train.epochs=2", "output.name=pan"]
+    with no_outbound_connections() as attempts:
+        result = train(load_train_config(None, detr_overrides(demo_version.path, runs, *extra)), progress=False)
+    return result, attempts
+
+
+@pytest.fixture(scope="module")
+def evaluated_panoptic_run(panoptic_run, tmp_path_factory):
+    from evaluate.runner import evaluate_run
+
+    run = tmp_path_factory.mktemp("panoptic_eval") / "pan"
+    shutil.copytree(panoptic_run[0].run_dir, run)
+    return run, evaluate_run(run, "test", progress=False)
 
 
 # --------------------------------------------------------------------------------------------------- targets
@@ -122,7 +147,10 @@ def test_each_variant_trains_offline_and_its_terms_sum_to_transformers_loss(name
         m.eval()
         with torch.no_grad():
             dets = m(images)
+            terms = m(images, targets)  # eval mode: no dropout, so transformers' own loss is the same number
+            own = m.detr(pixel_values=pixels, pixel_mask=mask, labels=m._labels(images, targets)).loss
     assert attempts == []
+    assert float(sum(terms.values())) == pytest.approx(float(own), rel=1e-5)
     assert pixels.shape == (2, 3, 64, 128) and mask[1].sum() == 64 * 80  # the second image padded
     for det, im in zip(dets, images, strict=True):
         assert set(det) == {"boxes", "labels", "scores"} and len(det["boxes"]) <= 10 * 5
@@ -192,7 +220,7 @@ def test_detr_trains_offline_and_its_loss_falls(detr_run):
     rows = [json.loads(line) for line in (result.run_dir / "metrics.jsonl").read_text().splitlines()]
     epochs = [r for r in rows if "train_loss" in r and "val_bbox_AP" in r]
     assert len(epochs) == 3 and epochs[-1]["train_loss"] < epochs[0]["train_loss"]
-    assert set(epochs[-1]["train_losses"]) == {"ce", "bbox", "giou", "aux"}
+    assert set(epochs[-1]["train_losses"]) == {"ce", "bbox", "giou"}  # one decoder layer: no auxiliary term
     assert "val_loss" in epochs[-1] and isinstance(epochs[-1]["val_ap"], dict)
     info = json.loads((result.run_dir / "run.json").read_text())
     assert info["task"] == "detection" and info["best_metric"] == "bbox_AP"
@@ -294,3 +322,114 @@ def test_a_taxonomy_without_stuff_cannot_be_asked_for_stuff(demo_version, tmp_pa
     with pytest.raises(SegLoopError, match="taxonomy 'vehicles' has no stuff class") as err:
         DetectionTask(cfg, things, torch.device("cpu")).check_dataset(demo_version, "train")
     assert "model.args.stuff=false" in err.value.fix
+
+
+# --------------------------------------------------------------------------------------------------- panoptic
+def test_the_panoptic_head_trains_from_a_detection_run(panoptic_run, detr_run):
+    result, attempts = panoptic_run
+    assert attempts == []
+    info = json.loads((result.run_dir / "run.json").read_text())
+    detector = torch.load(detr_run[0].run_dir / "checkpoints" / "best.pt", weights_only=True)["model"]
+    assert info["task"] == "panoptic" and info["best_metric"] == "PQ"
+    assert info["init_from"]["loaded"] == len(detector)  # every detector tensor starts from the detection run
+    assert all(k.startswith(("mask_head.", "bbox_attention.")) for k in info["init_from"]["skipped"])
+    rows = [json.loads(line) for line in (result.run_dir / "metrics.jsonl").read_text().splitlines()]
+    epochs = [r for r in rows if "val_PQ" in r]
+    assert len(epochs) == 2 and {"mask", "dice"} <= set(epochs[-1]["train_losses"])
+    assert isinstance(epochs[-1]["val_pq"], dict) and "val_loss" in epochs[-1]
+
+
+def test_panoptic_evaluation_equals_cityscapes_scripts_and_pycocotools(cityscapes_reference,
+                                                                       evaluated_panoptic_run):
+    import contextlib
+    import io
+
+    from cityscapesscripts.evaluation import evalPanopticSemanticLabeling as ref
+    from pycocotools.coco import COCO
+    from pycocotools.cocoeval import COCOeval
+
+    run, result = evaluated_panoptic_run
+    out = run / "eval" / "test"
+    pan = out / "panoptic"
+    gt, pred = (json.loads((pan / f).read_text()) for f in ("ground_truth.json", "predictions.json"))
+    assert len(pred["annotations"]) == len(gt["annotations"]) == result["images"]
+    assert sum(len(a["segments_info"]) for a in pred["annotations"]) > 0
+    categories = {c["id"]: c for c in gt["categories"]}
+    pairs = list(zip(gt["annotations"], pred["annotations"], strict=True))
+    with contextlib.redirect_stdout(io.StringIO()):
+        stat = ref.pq_compute_single_core(0, pairs, str(pan / "gt"), str(pan / "pred"), categories)
+        expected = ref.average_pq(stat, categories)
+    for group, suffix in (("All", ""), ("Things", "_th"), ("Stuff", "_st")):
+        for key in ("pq", "sq", "rq"):
+            if expected[group]["n"]:
+                assert result[key.upper() + suffix] == pytest.approx(expected[group][key], abs=1e-9), (group, key)
+        assert result["n" + suffix] == expected[group]["n"]
+    # the things as COCO results: mask AP as pycocotools computes it on the version's ground truth
+    things = json.loads((out / "instances.json").read_text())
+    if things:
+        from ingest.version import DatasetVersion
+
+        coco = COCO()
+        coco.dataset = DatasetVersion(result["dataset_path"]).coco("test")
+        coco.createIndex()
+        with contextlib.redirect_stdout(io.StringIO()):
+            ev = COCOeval(coco, coco.loadRes(things), "segm")
+            ev.evaluate()
+            ev.accumulate()
+            ev.summarize()
+        np.testing.assert_allclose(result["segm"]["stats"], ev.stats, atol=1e-6)
+    assert 0 <= result["mIoU"] <= 1 and result["per_image_score"] == "PQ"
+    assert (out / "pred").is_dir() and (out / "uncertainty").is_dir()
+
+
+def test_readers_serve_a_panoptic_run(evaluated_panoptic_run, fiftyone_db, tmp_path):
+    import fiftyone as fo
+
+    from evaluate import demo_app as lib
+    from evaluate.predict import predict_images
+    from evaluate.report import build_report
+    from fiftyone_views.__main__ import main as fo_main
+    from fiftyone_views.dataset import load_run
+    from tasks.panoptic.labelstudio import PanopticRegions
+
+    run, result = evaluated_panoptic_run
+    summary = load_run(run, "test", tag_k=2, progress=False)
+    assert fo.load_dataset(summary["dataset"]).count() == result["images"]
+    assert fo_main(["triptychs", str(run), "--n", "2", "--worst"]) == 0
+    assert len(list((run / "triptychs" / "test-worst").glob("*.png"))) == 2
+    dm = lib.load_demo_model(run)
+    dsv, images, _ = lib.dataset_images(dm)
+    image = dsv.load_image(images[0])
+    pred = lib.predict(dm, image, 0.0)
+    assert dm.task == "panoptic" and pred.labels.shape == image.shape[:2]
+    pool = tmp_path / "pool"
+    pool.mkdir()
+    shutil.copy(dsv.image_path(images[0]), pool / dsv.image_path(images[0]).name)
+    folder = predict_images(run, pool, name="pool", progress=False)
+    entry = next(iter(json.loads((folder / "index.json").read_text())["images"].values()))
+    regions, _ = PanopticRegions().regions(folder, entry, dsv.taxonomy, ["polygon", "brush"])
+    things = [r for r in json.loads((folder / "instances.json").read_text()) if r["image_id"] == entry["image_id"]]
+    stuff_classes = {dsv.taxonomy.names[c] for c in np.unique(json_free_pred(folder, entry))
+                     if c < dsv.taxonomy.num_classes and not dsv.taxonomy.has_instances(int(c))}
+    assert {r["value"]["brushlabels"][0] for r in regions if r["type"] == "brushlabels"} == stuff_classes
+    assert len([r for r in regions if r["type"] == "polygonlabels"]) <= len(things)
+    out = build_report([run], tmp_path / "rep", gallery=1)
+    md = (out / "report.md").read_text()
+    assert "(PQ per class)" in md and "mask head" in md.lower()
+
+
+def json_free_pred(folder, entry):
+    from core.fsio import read_label
+
+    return read_label(folder / entry["prediction"])
+
+
+def test_panoptic_refuses_init_from_a_run_of_another_family(tiny_run, demo_version, tmp_path):
+    from train.config import load_train_config
+    from train.engine import train
+
+    cfg = load_train_config(None, detr_overrides(demo_version.path, tmp_path, "task=panoptic",
+                                                 f"model.init_from={tiny_run.run_dir}"))
+    with pytest.raises(SegLoopError, match="semantic resunet model, which shares no layer"):
+        train(cfg, progress=False)
+    assert not any(tmp_path.iterdir())

@@ -54,8 +54,12 @@ def test_bad_runs(tmp_path, tiny_run):
     with pytest.raises(SegLoopError, match="not found"):
         evaluate_run(tmp_path / "nope", progress=False)
     (tmp_path / "empty").mkdir()
-    with pytest.raises(SegLoopError, match="has no best.pt"):
+    with pytest.raises(SegLoopError, match="is not a run folder"):
         evaluate_run(tmp_path / "empty", progress=False)
+    (tmp_path / "untrained").mkdir()
+    (tmp_path / "untrained" / "run.json").write_text("{}")
+    with pytest.raises(SegLoopError, match="has no best.pt"):
+        evaluate_run(tmp_path / "untrained", progress=False)
     with pytest.raises(SegLoopError, match="unknown split"):
         evaluate_run(tiny_run.run_dir, "holdout", progress=False)
 

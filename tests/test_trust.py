@@ -1209,3 +1209,133 @@ def test_annotate_predict_checks_the_run_before_asking_label_studio(capsys, eval
     monkeypatch.setenv("LABEL_STUDIO_URL", f"http://127.0.0.1:{free_port()}")
     clean_error(capsys, annotate_main, ["predict", "--project", "street", "--run", run],
                 "run has no predictions to push", "python -m evaluate predict")
+
+
+# --------------------------------------------------------------------------------------- ninth fresh-eyes probe
+@pytest.mark.parametrize(("override", "words"), [
+    ("train.early_stop=5", "'train.early_stop' is a section"),
+    ("train.early_stop=null", "must be a mapping"),
+    ("data=null", "'data' is a section"),
+    ("augment.copy_blob=null", "'augment.copy_blob' is a section"),
+    ("schedule=[1]", "got [1] (list)"),
+])
+def test_a_config_section_set_to_a_value_is_refused(capsys, override, words, tmp_path):
+    clean_error(capsys, _train_main(), [override, f"output.runs_dir={tmp_path}"], words, "fix:")
+    assert not any(tmp_path.iterdir())
+
+
+def test_a_section_then_its_key_and_bad_split_ratios_are_refused(capsys, tmp_path):
+    from ingest.__main__ import main as ingest_main
+
+    clean_error(capsys, _train_main(), ["train=5", "train.epochs=1"], "an earlier override set to 5")
+    for override, words in (("split.ratios=null", "'split.ratios' is a section"),
+                            ("split={train: 0.5}", "must be"), ("split.ratios={train: 0.5, val: 0.1, test: 0.1}",
+                                                                  "sum to 0.7, not 1")):
+        clean_error(capsys, ingest_main, ["build", "--config", "configs/data/demo-80-20.yaml", override,
+                                          f"output={tmp_path}"], words)
+    assert not any(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("key", ["data.train_list", "model.init_from", "model.weights"])
+def test_an_empty_path_is_not_taken_for_none(capsys, key, tmp_path):
+    clean_error(capsys, _train_main(), [f"{key}=''", f"output.runs_dir={tmp_path}"], f"'{key}' is empty",
+                "or null")
+
+
+def test_compare_leaves_out_and_panoptic_refuses_an_evaluation_older_than_the_run(capsys, evaluated_run,
+                                                                                 evaluated_instance_run, tmp_path):
+    from evaluate.compare import compare_runs
+
+    run = tmp_path / "later"
+    shutil.copytree(evaluated_run, run)
+    path = run / "eval" / "test" / "metrics.json"
+    metrics = json.loads(path.read_text())
+    path.write_text(json.dumps({**metrics, "epoch": metrics["epoch"] - 1}))
+    rows, _ = compare_runs([run, evaluated_run])
+    assert rows[0].note and "trained on since" in rows[0].note and rows[0].values["test mIoU"] is None
+    assert rows[1].note is None and rows[1].values["test mIoU"] == pytest.approx(metrics["mIoU"])
+    capsys.readouterr()
+    assert run_cli(_evaluate_main(), ["compare", str(run)]) == 0
+    assert "trained on since" in capsys.readouterr().err
+    inst, _ = evaluated_instance_run
+    clean_error(capsys, _evaluate_main(), ["panoptic", "--semantic", run, "--instance", inst, "--out",
+                                           tmp_path / "pan"], "--semantic later", "trained on since")
+    assert not (tmp_path / "pan").exists()
+
+
+def test_history_says_a_replaced_ancestor_a_gap_a_nan_and_another_loss(capsys, tiny_run, demo_version, tmp_path):
+    from evaluate.history import run_history
+
+    a = tmp_path / "a"
+    shutil.copytree(tiny_run.run_dir, a)
+    argv = ["--quiet", *tiny_overrides(demo_version.path, tmp_path, "output.name=b", "train.epochs=1",
+                                       f"model.weights={a}")]
+    assert _train_main()(argv) == 0
+    b = tmp_path / "b"
+    assert json.loads((b / "run.json").read_text())["weights"]["sha256"]
+    assert not any("changed" in n for n in run_history(b)["notes"])
+    # the ancestor trained again (its best.pt is another file now) and cut to one epoch
+    (a / "checkpoints" / "best.pt").write_bytes((a / "checkpoints" / "best.pt").read_bytes() + b"\0")
+    lines = (a / "metrics.jsonl").read_text().splitlines()
+    (a / "metrics.jsonl").write_text(lines[0] + "\n")
+    notes = " ".join(run_history(b)["notes"])
+    assert "its content changed since" in notes and "the history has a gap" in notes
+    # a diverged epoch: no NaN in the figures (and --json stays JSON)
+    rows = [json.loads(x) for x in (b / "metrics.jsonl").read_text().splitlines()]
+    rows[-1]["train_loss"] = float("nan")
+    (b / "metrics.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    capsys.readouterr()
+    assert run_cli(_evaluate_main(), ["history", str(b), "--json"]) == 0
+    out = json.loads(capsys.readouterr().out, parse_constant=lambda c: pytest.fail(f"{c} in --json"))
+    assert any("not a finite number" in n for n in out["notes"])
+    # another loss: the drop is of the last run alone
+    (b / "config.yaml").write_text((b / "config.yaml").read_text().replace("name: cross_entropy", "name: dice"))
+    figures = run_history(b)
+    assert any("their losses do not compare" in n for n in figures["notes"])
+    assert figures["first_loss"]["epoch"] > figures["runs"][0]["epochs"][-1]
+
+
+def test_history_out_in_a_run_is_only_its_own_plot(capsys, evaluated_run, tmp_path):
+    run = tmp_path / "r"
+    shutil.copytree(evaluated_run, run)
+    clean_error(capsys, _evaluate_main(), ["history", run, "--out", run / "metrics.jsonl.png"],
+                "holds only what SegLoop writes")
+    (tmp_path / "d.png").mkdir()
+    clean_error(capsys, _evaluate_main(), ["history", run, "--out", tmp_path / "d.png"], "is a folder")
+    capsys.readouterr()
+    assert run_cli(_evaluate_main(), ["history", str(run), "--out", str(run / "history.png")]) == 0
+
+
+def test_early_stopping_names_the_peak_run_json_records(capsys, demo_version, tmp_path):
+    argv = tiny_overrides(demo_version.path, tmp_path, "output.name=es", "train.epochs=4",
+                          "train.early_stop.patience=1", "train.early_stop.min_delta=0.9")
+    capsys.readouterr()
+    assert _train_main()(argv) == 0
+    out = capsys.readouterr().out
+    info = json.loads((tmp_path / "es" / "run.json").read_text())
+    assert f"its peak {info['best_value']:.4f} was at epoch {info['best_epoch']}" in out
+
+
+def test_last_finds_fold_runs_and_a_folder_that_is_no_run_is_said(folded_group, tmp_path):
+    from core.runs import resolve_run
+
+    _, group = folded_group
+    assert resolve_run("last", group.parent).parent == group
+    (tmp_path / "plain").mkdir()
+    with pytest.raises(SegLoopError, match="is not a run folder"):
+        from evaluate.runner import evaluate_run
+
+        evaluate_run(tmp_path / "plain", progress=False)
+
+
+def test_an_ensemble_keeps_only_the_reasons_of_what_it_kept(folded_group, tmp_path):
+    from core.config import read_yaml
+    from evaluate.ensemble import build_ensemble
+
+    _, group = folded_group
+    for f in ("fold0", "fold1"):
+        cfg = group / f / "config.yaml"
+        cfg.write_text(cfg.read_text().replace("why: {}", "why: {model.name: tiny, train.epochs: one is enough}"))
+    build_ensemble([group / "fold0", group / "fold1"], tmp_path / "ens", progress=False)
+    why = read_yaml(tmp_path / "ens" / "config.yaml")["why"]
+    assert "model.name" not in why and why.get("train.epochs") == "one is enough"

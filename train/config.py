@@ -129,6 +129,11 @@ def _names_list(value: Any) -> str | None:
     return None
 
 
+def _path_given(value: Any) -> str | None:
+    """An empty path is a typo, not "not set" (which is null): ``model.init_from=''`` would train from scratch."""
+    return "is empty" if isinstance(value, str) and not value.strip() else None
+
+
 def _ordered_range(value: Any) -> str | None:
     return None if value[0] <= value[1] else f"must be [low, high] with low <= high, got {value!r}"
 
@@ -189,6 +194,9 @@ RULES: dict[str, Rule] = {
     "train.overfit_target": Rule(above=0, max=1),
     "train.overfit_steps": Rule(min=1),
     "output.name": Rule(name=True),
+    **{key: Rule(check=_path_given, fix=f"give {key} a path, or null (leave it out) for none")
+       for key in ("model.weights", "model.init_from", "data.train_list", "resume", "data.config",
+                   "data.versions_root", "output.runs_dir")},
 }
 
 

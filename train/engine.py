@@ -30,6 +30,7 @@ from tqdm import tqdm
 import tasks
 from core.config import dump_yaml, flatten
 from core.errors import SegLoopError, article
+from core.fsio import sha256_file
 from core.names import safe_name
 from core.runs import (
     Run,
@@ -166,10 +167,12 @@ def transfer_weights(model: nn.Module, source: str | Path, class_names: list[str
         if key not in theirs or key not in own or own[key].shape[1:] != theirs[key].shape[1:] or (
                 key != weight and weight not in matched):
             continue
-        src = source_rows(theirs[key].shape[0], len(their_names))
-        if src is None or their_names == class_names:
+        if their_names == class_names:
             continue
         matched.pop(key, None)  # rows of the same shape but other classes would start each class as another
+        src = source_rows(theirs[key].shape[0], len(their_names))
+        if src is None:  # rows that cannot be told apart by class (a no-object row): the head starts fresh
+            continue
         tensor, shared = own[key].clone(), []
         for r, cls in enumerate(rows):
             name = class_names[cls]
@@ -185,7 +188,7 @@ def transfer_weights(model: nn.Module, source: str | Path, class_names: list[str
                            f"name and shape) with this {model_name}", path=path,
                            fix="start from a run of the same model family, or leave model.init_from empty")
     model.load_state_dict(matched, strict=False)
-    report = {"from": str(path), "loaded": len(matched), "of": len(own),
+    report = {"from": str(path), "sha256": sha256_file(path), "loaded": len(matched), "of": len(own),
               "skipped": sorted(k for k in own if k not in matched)[:20],
               # where the source's training had got to: evaluate history continues its curve from there
               **({"epoch": ckpt.get("epoch"), "step": ckpt.get("step")} if foreign is None else {})}
@@ -577,7 +580,8 @@ class Trainer:
             init = load_checkpoint(source)
             check_compatible(init, self.spec, self.taxonomy.names, cfg["model"]["weights"])
             load_state(model, init["model"], cfg["model"]["weights"])
-            self.weights_report = {"from": str(source), "epoch": init.get("epoch"), "step": init.get("step")}
+            self.weights_report = {"from": str(source), "epoch": init.get("epoch"), "step": init.get("step"),
+                                   "sha256": sha256_file(source)}
         self.init_report = None
         if cfg["model"]["init_from"] and not self.ckpt:
             self.init_report = transfer_weights(model, cfg["model"]["init_from"], self.taxonomy.names,
@@ -947,8 +951,10 @@ class EarlyStopping(HookBase):
         if t.patience.update(t.epoch + 1, value):
             t.stop_reason = (f"early stopping: val {t.best_metric} has not risen by more than "
                              f"{t.patience.min_delta:g} for {t.patience.patience} epochs (train.early_stop.patience)")
-            tqdm.write(f"{t.stop_reason}; its peak {t.best['value']:.4f} was at epoch {t.best['epoch']} "
-                       f"(step {t.best.get('step')})")
+            # this epoch's value is not in t.best yet (the checkpointer runs next): it may be the peak itself
+            peak = (value, t.epoch + 1, t.step) if value > t.best["value"] else (
+                t.best["value"], t.best["epoch"], t.best.get("step"))
+            tqdm.write(f"{t.stop_reason}; its peak {peak[0]:.4f} was at epoch {peak[1]} (step {peak[2]})")
 
 
 class OverfitCheck(HookBase):

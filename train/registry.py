@@ -126,7 +126,7 @@ class Registry(Generic[T]):
         try:
             return self.get(name)(**fixed, **args)
         except (ValueError, TypeError) as exc:
-            raise SegLoopError(f"{self.what} '{name}' refused its arguments {args}: {exc}",
+            raise SegLoopError(f"{self.what} '{name}' refused its arguments: {exc}",
                                fix=f"python -m train.run --models lists {name}'s arguments and their meaning") from None
 
     def summary(self, name: str) -> str:

@@ -7,6 +7,6 @@ from __future__ import annotations
 
 from train.models import detr, ensemble, linknet, maskrcnn, unet, yolo  # noqa: F401  (registration)
 from train.models.encoders import ENCODERS
-from train.models.registry import DETECTION_MODELS, INSTANCE_MODELS, SEMANTIC_MODELS
+from train.models.registry import DETECTION_MODELS, INSTANCE_MODELS, PANOPTIC_MODELS, SEMANTIC_MODELS
 
-__all__ = ["DETECTION_MODELS", "ENCODERS", "INSTANCE_MODELS", "SEMANTIC_MODELS"]
+__all__ = ["DETECTION_MODELS", "ENCODERS", "INSTANCE_MODELS", "PANOPTIC_MODELS", "SEMANTIC_MODELS"]

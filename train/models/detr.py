@@ -24,6 +24,7 @@ does.
 
 from __future__ import annotations
 
+import inspect
 import re
 from collections.abc import Sequence
 from typing import Any
@@ -33,7 +34,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from train.models.maskrcnn import _ints, norm_layer
-from train.models.registry import DETECTION_MODELS
+from train.models.registry import DETECTION_MODELS, PANOPTIC_MODELS
 from train.models.weights import load_weights_file
 
 MEAN = (0.485, 0.456, 0.406)
@@ -121,14 +122,14 @@ class DetrDetector(nn.Module):
         depths, layer_type, hidden = BACKBONES[backbone]
         multi_scale = variant == "deformable_detr"
         bb = transformers.ResNetConfig(depths=depths, layer_type=layer_type, hidden_sizes=hidden,
-                                       out_features=["stage2", "stage3", "stage4"] if multi_scale else ["stage4"])
+                                       out_features=self.stages(multi_scale))
         extra = {"num_feature_levels": 4} if multi_scale else {}
         config = getattr(transformers, config_cls)(
             backbone_config=bb, num_labels=num_classes, num_queries=num_queries, d_model=d_model,
             encoder_layers=encoder_layers, decoder_layers=decoder_layers, encoder_attention_heads=heads,
             decoder_attention_heads=heads, encoder_ffn_dim=ffn_dim, decoder_ffn_dim=ffn_dim, dropout=dropout,
             auxiliary_loss=aux_loss, **extra)
-        self.detr = getattr(transformers, model_cls)(config)
+        self.detr = self._build(transformers, model_cls, config)
         self.backbone = self.detr.model.backbone.model  # the ResNet (a transformers ResNetBackbone)
         if norm != "frozen":
             _replace_frozen_norms(self.backbone, norm)
@@ -147,9 +148,25 @@ class DetrDetector(nn.Module):
         self.stuff, self.min_stuff_area = stuff, min_stuff_area  # what the targets were; read by the task
         self.register_buffer("mean", torch.tensor(MEAN).view(3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(STD).view(3, 1, 1), persistent=False)
-        w = self.detr.config
-        self.weights = {"ce": float(getattr(w, "cls_loss_coefficient", 1.0)), "bbox": float(w.bbox_loss_coefficient),
-                        "giou": float(w.giou_loss_coefficient)}
+        w = self.detr.config  # transformers weighs its classification term 1 for every variant (its loss functions)
+        self.weights = {"ce": 1.0, "bbox": float(w.bbox_loss_coefficient), "giou": float(w.giou_loss_coefficient)}
+
+    def stages(self, multi_scale: bool) -> list[str]:
+        """The backbone stages whose features the model reads (the last one; three for deformable attention)."""
+        return ["stage2", "stage3", "stage4"] if multi_scale else ["stage4"]
+
+    def _build(self, transformers: Any, model_cls: str, config: Any) -> nn.Module:
+        return getattr(transformers, model_cls)(config)
+
+    def class_rows(self) -> dict[str, list[int]]:
+        """The class layers' state-dict keys and the class of each row (DETR's no-object row is none), for transfer
+        between taxonomies (``model.init_from``): rows are mapped by class name."""
+        out = {}
+        for name, m in self.detr.named_modules():
+            if isinstance(m, nn.Linear) and re.fullmatch(r"(class_labels_classifier|class_embed(\.\d+)?)", name):
+                for k in ("weight", "bias"):
+                    out[f"detr.{name}.{k}"] = list(range(self.num_classes))
+        return out
 
     def parameter_groups(self, lr: float) -> list[dict[str, Any]]:
         """The optimiser's groups: the backbone at ``lr * backbone_lr_scale`` (DETR's 1e-5 against 1e-4), the
@@ -196,8 +213,9 @@ class DetrDetector(nn.Module):
     def _losses(self, out: Any) -> dict[str, torch.Tensor]:
         """The weighted terms; ``aux`` is the decoder's intermediate layers' share (with ``aux_loss``)."""
         terms = {k: out.loss_dict[f"loss_{k}"] * w for k, w in self.weights.items()}
-        aux = out.loss - sum(terms.values())
-        return {**terms, "aux": aux} if self.detr.config.auxiliary_loss else terms
+        if not any(k.endswith("_0") for k in out.loss_dict):  # no intermediate layer's loss was computed
+            return terms
+        return {**terms, "aux": out.loss - sum(terms.values())}
 
     def detections(self, out: Any, images: Sequence[torch.Tensor]) -> list[dict[str, torch.Tensor]]:
         """Boxes, labels and scores per image, as DETR's post-processing: the best class of each query (softmax
@@ -233,6 +251,116 @@ class DetrDetector(nn.Module):
             return self.detections(out, images)
         losses = self._losses(out)
         return (losses, self.detections(out, images)) if with_detections else losses
+
+
+class DetrPanoptic(DetrDetector):
+    """DETR's panoptic head (Carion et al., 2020, section 4.4) on a detector: a multi-head attention map of each
+    decoder output over the encoder memory, upsampled with the backbone's features (an FPN-style small convolution
+    stack) to a mask logit per query at a quarter of the input size. The detector's parameters keep their names, so
+    ``model.init_from`` a detection run starts every one of them; ``freeze_detector`` trains the mask head alone.
+
+    Output per image (no targets): ``segments`` (H, W) ids 1..n (0 void), each segment's ``labels`` (category ids)
+    and ``scores``, and ``semantic`` (H, W) train indices (255 void). Each query scored at least ``segment_score``
+    competes for the pixels where its mask probability times its score is the highest and its mask probability is at
+    least ``mask_threshold``; segments under ``min_area`` pixels become void, as DETR's panoptic post-processing
+    does (the task merges one stuff class's segments into one, from the taxonomy)."""
+
+    def __init__(self, variant: str, num_classes: int, *args: Any, freeze_detector: bool, segment_score: float,
+                 mask_threshold: float, min_area: int) -> None:
+        super().__init__(variant, num_classes, *args)
+        for key, value in (("segment_score", segment_score), ("mask_threshold", mask_threshold)):
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 1:
+                raise ValueError(f"model.args.{key} must be a number in [0, 1), got {value!r}")
+        _ints("min_area", [min_area], 0)
+        if freeze_detector:
+            for p in self.detr.parameters():
+                p.requires_grad_(False)
+        self.freeze_detector, self.segment_score = freeze_detector, float(segment_score)
+        self.mask_threshold, self.min_area = float(mask_threshold), min_area
+        self.weights.update(mask=float(self.detr.config.mask_loss_coefficient),
+                            dice=float(self.detr.config.dice_loss_coefficient))
+
+    def stages(self, multi_scale: bool) -> list[str]:
+        return ["stage1", "stage2", "stage3", "stage4"]  # the mask head's FPN reads three stages below the last
+
+    def _build(self, transformers: Any, model_cls: str, config: Any) -> nn.Module:
+        if (config.d_model + config.encoder_attention_heads) % 8:
+            raise ValueError(f"the mask head needs d_model + heads to be a multiple of 8, got {config.d_model} + "
+                             f"{config.encoder_attention_heads}")
+        seg = getattr(transformers, model_cls.replace("ForObjectDetection", "ForSegmentation"))(config)
+        self.mask_head, self.bbox_attention = seg.mask_head, seg.bbox_attention
+        object.__setattr__(self, "segmenter", seg)  # not a registered child: its parts are, under their own names
+        return seg.conditional_detr if hasattr(seg, "conditional_detr") else seg.detr
+
+    def _labels(self, images: Sequence[torch.Tensor], targets: Sequence[dict[str, torch.Tensor]]) -> list[dict]:
+        """Boxes as the detector's, and each target's mask resized with its image and padded as the batch is."""
+        out = super()._labels(images, targets)
+        pixels, _ = self._last_batch
+        hh, ww = pixels.shape[-2:]
+        for lab, im, t, size in zip(out, images, targets, self._sizes, strict=True):
+            m = t["masks"].float().reshape(-1, *im.shape[-2:])
+            if m.shape[-2:] != size and len(m):
+                m = F.interpolate(m[None], size=size, mode="nearest")[0]
+            lab["masks"] = F.pad(m, (0, ww - size[1], 0, hh - size[0]))
+        return out
+
+    def _batch(self, images: Sequence[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        pixels, mask = super()._batch(images)
+        self._sizes = [(int(r.sum(0).max()), int(r.sum(1).max())) for r in mask]  # (h, w) of each real image
+        self._last_batch = (pixels, mask)
+        return pixels, mask
+
+    def panoptic(self, out: Any, images: Sequence[torch.Tensor]) -> list[dict[str, Any]]:
+        """Each image's panoptic map (see the class docstring) at the image's own size."""
+        logits = out.logits.float()
+        results = []
+        for k, im in enumerate(images):
+            h, w = im.shape[-2:]
+            if self.decoding == "softmax":
+                scores, labels = logits[k].softmax(-1)[:, :-1].max(-1)
+            else:
+                scores, labels = logits[k].sigmoid().max(-1)
+            keep = torch.nonzero(scores >= self.segment_score).flatten()
+            sh, sw = self._sizes[k]
+            masks = out.pred_masks[k, keep].float()
+            ph, pw = self._last_batch[0].shape[-2:]
+            masks = F.interpolate(masks[None], size=(ph, pw), mode="bilinear", align_corners=False)[0][:, :sh, :sw]
+            masks = F.interpolate(masks[None], size=(h, w), mode="bilinear", align_corners=False)[0].sigmoid()
+            results.append(self._assign(masks, scores[keep], labels[keep], (h, w)))
+        return results
+
+    def _assign(self, probs: torch.Tensor, scores: torch.Tensor, labels: torch.Tensor,
+                shape: tuple[int, int]) -> dict[str, torch.Tensor]:
+        """Pixels to segments: ``segments`` (H, W) 1..n in decreasing score (0 void), with each segment's
+        ``labels`` (category ids) and ``scores``, and ``semantic`` (H, W) its class (255 void). Which classes are
+        things (an id each) and which stuff (one segment per class) is the task's to read from the taxonomy."""
+        segments = torch.zeros(shape, dtype=torch.int32)
+        kept_labels, kept_scores = [], []
+        if len(scores):
+            owner = (probs * scores[:, None, None]).argmax(0)
+            owner = torch.where(probs.gather(0, owner[None])[0] >= self.mask_threshold, owner, -1).cpu()
+            for q in scores.argsort(descending=True).tolist():
+                region = owner == q
+                if int(region.sum()) < max(self.min_area, 1):
+                    continue
+                kept_labels.append(int(labels[q]) + 1)
+                kept_scores.append(float(scores[q]))
+                segments[region] = len(kept_labels)
+        lab = torch.tensor([0, *kept_labels], dtype=torch.long)
+        semantic = torch.where(segments > 0, lab[segments.long()] - 1, 255).to(torch.uint8)
+        return {"segments": segments, "semantic": semantic, "labels": lab[1:],
+                "scores": torch.tensor(kept_scores, dtype=torch.float32)}
+
+    def forward(self, images: Sequence[torch.Tensor], targets: Sequence[dict[str, torch.Tensor]] | None = None,
+                with_detections: bool = False) -> Any:
+        """Losses (with ``targets``, whose ``masks`` the mask loss reads), panoptic maps (without), or both."""
+        pixels, mask = self._batch(images)
+        labels = self._labels(images, targets) if targets is not None else None
+        out = self.segmenter(pixel_values=pixels, pixel_mask=mask, labels=labels)
+        if targets is None:
+            return self.panoptic(out, images)
+        losses = self._losses(out)
+        return (losses, self.panoptic(out, images)) if with_detections else losses
 
 
 def _register(variant: str, summary: str) -> None:
@@ -274,6 +402,37 @@ def _register(variant: str, summary: str) -> None:
     DETECTION_MODELS.register(variant, init_only=("weights_backbone",))(build)
 
 
+PANOPTIC_ARGS = {  # the panoptic head's own arguments: (default, meaning)
+    "freeze_detector": (False, "train the mask head alone, the detector (from model.init_from) kept as it is"),
+    "segment_score": (0.5, "queries scored at least this take part in the panoptic map"),
+    "mask_threshold": (0.5, "a pixel belongs to its best query only where that query's mask probability is this"),
+    "min_area": (16, "segments smaller than this many pixels become void"),
+}
+
+
+def _register_panoptic(variant: str, summary: str) -> None:
+    """The detector's builder with the panoptic head's arguments added (one signature, checked by the registry)."""
+    detector = DETECTION_MODELS.get(variant)
+    sig = inspect.signature(detector)
+    params = list(sig.parameters.values()) + [
+        inspect.Parameter(k, inspect.Parameter.POSITIONAL_OR_KEYWORD, default=d,
+                          annotation=type(d).__name__) for k, (d, _) in PANOPTIC_ARGS.items()]
+
+    def build(num_classes: int, **args: Any) -> DetrPanoptic:
+        bound = build.__signature__.bind(num_classes, **args)
+        bound.apply_defaults()
+        values = dict(bound.arguments)
+        own = {k: values.pop(k) for k in PANOPTIC_ARGS}
+        values.pop("num_classes")
+        return DetrPanoptic(variant, num_classes, *values.values(), **own)
+
+    build.__signature__ = sig.replace(parameters=params)  # type: ignore[attr-defined]
+    build.__name__ = build.__qualname__ = f"build_{variant}_panoptic"
+    extra = "".join(f"        {k}: {meaning}\n" for k, (_, meaning) in PANOPTIC_ARGS.items())
+    build.__doc__ = f"{summary}\n\n" + "\n".join((detector.__doc__ or "").split("\n")[2:]).rstrip() + "\n" + extra
+    PANOPTIC_MODELS.register(variant, init_only=("weights_backbone",))(build)
+
+
 _register("conditional_detr", "Conditional DETR (Meng et al., 2021): DETR with conditional spatial queries, "
                               "several times faster to converge")
 _register("detr", "DETR (Carion et al., 2020): a transformer over CNN features, set prediction by Hungarian "
@@ -281,4 +440,8 @@ _register("detr", "DETR (Carion et al., 2020): a transformer over CNN features, 
 _register("deformable_detr", "Deformable DETR (Zhu et al., 2021): multi-scale deformable attention over three "
                              "backbone stages")
 
-__all__ = ["BACKBONES", "VARIANTS", "DetrDetector", "torchvision_resnet_key"]
+_register_panoptic("conditional_detr", "Conditional DETR with DETR's panoptic mask head: things with ids, stuff by "
+                                      "class")
+_register_panoptic("detr", "DETR with its panoptic mask head (Carion et al., 2020): things with ids, stuff by class")
+
+__all__ = ["BACKBONES", "PANOPTIC_ARGS", "VARIANTS", "DetrDetector", "DetrPanoptic", "torchvision_resnet_key"]

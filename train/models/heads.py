@@ -147,6 +147,9 @@ def class_rows(model: nn.Module) -> dict[str, list[int]]:
         if isinstance(m, SegmentationHead):
             for k in ("weight", "bias"):
                 out[f"{name}.conv.{k}" if name else f"conv.{k}"] = m.rows()
+    own = getattr(model, "class_rows", None)  # a model whose class layers are not SegmentationHeads names them
+    if callable(own):
+        out.update(own())
     return out
 
 

@@ -56,6 +56,8 @@ def load_backbone_weights(body: nn.Module, path: str | Path) -> dict[str, str]:
 
 def _ints(name: str, values: Sequence[object], low: int, high: int | None = None) -> list[int]:
     """``values`` as integers in [low, high], or a ValueError naming the argument (not Python's int() message)."""
+    if not len(values):
+        raise ValueError(f"model.args.{name} must hold at least one integer, got []")
     out = []
     for v in values:
         if isinstance(v, bool) or not isinstance(v, int) or v < low or (high is not None and v > high):

@@ -20,3 +20,5 @@ SEMANTIC_MODELS: Registry[nn.Module] = Registry("semantic model", "model.name")
 INSTANCE_MODELS: Registry[nn.Module] = Registry("instance model", "model.name")
 # detection: the same API as instance models (list of images [+ targets]) -> losses, or boxes, labels and scores
 DETECTION_MODELS: Registry[nn.Module] = Registry("detection model", "model.name")
+# panoptic: the detection API with masks in the targets -> losses, or per image a panoptic map (classes + ids)
+PANOPTIC_MODELS: Registry[nn.Module] = Registry("panoptic model", "model.name")
