@@ -44,30 +44,32 @@ def panoptic_segments(semantic: np.ndarray, instance: np.ndarray | None, is_thin
     cityscapesScripts' createPanopticImgs treats Cityscapes' group regions) and one ordinary segment in a
     prediction (``unassigned_is_crowd=False``). Classes >= len(is_thing) are void.
     """
-    sem = np.asarray(semantic).astype(np.int64)
+    sem = np.asarray(semantic)
     things = np.asarray(is_thing, bool)
     num_classes = len(things)
-    valid = (sem >= 0) & (sem < num_classes) & (sem != ignore_index)
-    if instance is None:
-        inst = np.zeros_like(sem)
-    else:
-        inst = np.asarray(instance).astype(np.int64)
-        if inst.shape != sem.shape:
-            raise ValueError(f"instance map {inst.shape} and semantic map {sem.shape} differ in shape")
-    cls = np.where(valid, sem, 0)
-    inst = np.where(valid & things[cls] & (inst > 0), inst, 0)  # 0: stuff or unassigned thing pixels
+    if instance is not None and np.shape(instance) != sem.shape:
+        raise ValueError(f"instance map {np.shape(instance)} and semantic map {sem.shape} differ in shape")
+    # int32 arithmetic over the pixels (int64 doubles the memory traffic of every step)
+    cls = sem.astype(np.int32)
+    valid = (cls >= 0) & (cls < num_classes) & (cls != ignore_index)
+    cls[~valid] = 0
+    inst = np.zeros(sem.shape, np.int32) if instance is None else np.asarray(instance).astype(np.int32)
+    inst[~(valid & things[cls]) | (inst < 0)] = 0  # 0: stuff or unassigned thing pixels
     width = int(inst.max()) + 1
-    key = np.where(valid, cls * width + inst + 1, 0)  # 0 stays void
-    uniq, ids = np.unique(key, return_inverse=True)
-    ids = ids.reshape(sem.shape)
-    if uniq[0] != 0:  # no void pixel: segments are numbered from 1
-        ids = ids + 1
-        uniq = np.concatenate([[0], uniq])
-    seg = uniq[1:] - 1
+    key = cls * width + inst + 1
+    key[~valid] = 0  # 0 stays void
+    # the segments in increasing key order, numbered from 1 through a lookup table (keys are small: a bincount
+    # finds them in one pass, where np.unique would sort every pixel)
+    present = np.flatnonzero(np.bincount(key.reshape(-1)))
+    present = present[present != 0]
+    lut = np.zeros(int(key.max()) + 1, np.int32)
+    lut[present] = np.arange(1, len(present) + 1)
+    ids = lut[key]
+    seg = present - 1
     category = seg // width
     unassigned = seg % width == 0
     iscrowd = unassigned & things[category] & unassigned_is_crowd
-    return PanopticSegments(ids.astype(np.int64), category.astype(np.int64), iscrowd)
+    return PanopticSegments(ids, category.astype(np.int64), iscrowd)
 
 
 @dataclass
@@ -97,8 +99,9 @@ def pq_image(gt: PanopticSegments, pred: PanopticSegments, num_classes: int) -> 
     if gt.ids.shape != pred.ids.shape:
         raise ValueError(f"ground truth {gt.ids.shape} and prediction {pred.ids.shape} differ in shape")
     ng, npred = len(gt.category), len(pred.category)
-    inter = np.bincount((gt.ids * (npred + 1) + pred.ids).reshape(-1),
-                        minlength=(ng + 1) * (npred + 1)).reshape(ng + 1, npred + 1)
+    pair = gt.ids.astype(np.int32) * (npred + 1) + pred.ids if (ng + 1) * (npred + 1) < 2**31 else \
+        gt.ids.astype(np.int64) * (npred + 1) + pred.ids
+    inter = np.bincount(pair.reshape(-1), minlength=(ng + 1) * (npred + 1)).reshape(ng + 1, npred + 1)
     gt_area, pred_area = inter.sum(1), inter.sum(0)
     out = PQCounts.zeros(num_classes)
     # matches: same class, ground truth not crowd, IoU > 0.5 (the union without the prediction's void pixels)

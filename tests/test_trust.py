@@ -1229,8 +1229,8 @@ def test_a_section_then_its_key_and_bad_split_ratios_are_refused(capsys, tmp_pat
 
     clean_error(capsys, _train_main(), ["train=5", "train.epochs=1"], "an earlier override set to 5")
     for override, words in (("split.ratios=null", "'split.ratios' is a section"),
-                            ("split={train: 0.5}", "must be"), ("split.ratios={train: 0.5, val: 0.1, test: 0.1}",
-                                                                  "sum to 0.7, not 1")):
+                            ("split={train: 0.5}", "unknown config key"),
+                            ("split.ratios={train: 0.5, val: 0.1, test: 0.1}", "sum to 0.7, not 1")):
         clean_error(capsys, ingest_main, ["build", "--config", "configs/data/demo-80-20.yaml", override,
                                           f"output={tmp_path}"], words)
     assert not any(tmp_path.iterdir())
@@ -1274,14 +1274,17 @@ def test_history_says_a_replaced_ancestor_a_gap_a_nan_and_another_loss(capsys, t
     b = tmp_path / "b"
     assert json.loads((b / "run.json").read_text())["weights"]["sha256"]
     assert not any("changed" in n for n in run_history(b)["notes"])
-    # the ancestor trained again (its best.pt is another file now) and cut to one epoch
+    # the ancestor trained again (its best.pt is another file now), and a start beyond its logged epochs
     (a / "checkpoints" / "best.pt").write_bytes((a / "checkpoints" / "best.pt").read_bytes() + b"\0")
-    lines = (a / "metrics.jsonl").read_text().splitlines()
-    (a / "metrics.jsonl").write_text(lines[0] + "\n")
     notes = " ".join(run_history(b)["notes"])
-    assert "its content changed since" in notes and "the history has a gap" in notes
+    assert "its content changed since" in notes
+    info = json.loads((b / "run.json").read_text())
+    (b / "run.json").write_text(json.dumps({**info, "weights": {**info["weights"], "epoch": 7}}))
+    assert "the history has a gap" in " ".join(run_history(b)["notes"])
+    (b / "run.json").write_text(json.dumps(info))
     # a diverged epoch: no NaN in the figures (and --json stays JSON)
-    rows = [json.loads(x) for x in (b / "metrics.jsonl").read_text().splitlines()]
+    logged = (b / "metrics.jsonl").read_text()
+    rows = [json.loads(x) for x in logged.splitlines()]
     rows[-1]["train_loss"] = float("nan")
     (b / "metrics.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
     capsys.readouterr()
@@ -1289,6 +1292,7 @@ def test_history_says_a_replaced_ancestor_a_gap_a_nan_and_another_loss(capsys, t
     out = json.loads(capsys.readouterr().out, parse_constant=lambda c: pytest.fail(f"{c} in --json"))
     assert any("not a finite number" in n for n in out["notes"])
     # another loss: the drop is of the last run alone
+    (b / "metrics.jsonl").write_text(logged)
     (b / "config.yaml").write_text((b / "config.yaml").read_text().replace("name: cross_entropy", "name: dice"))
     figures = run_history(b)
     assert any("their losses do not compare" in n for n in figures["notes"])
@@ -1330,12 +1334,17 @@ def test_last_finds_fold_runs_and_a_folder_that_is_no_run_is_said(folded_group, 
 
 def test_an_ensemble_keeps_only_the_reasons_of_what_it_kept(folded_group, tmp_path):
     from core.config import read_yaml
+    from core.runs import save_checkpoint
     from evaluate.ensemble import build_ensemble
+    from train.checkpoint import load_checkpoint
 
     _, group = folded_group
-    for f in ("fold0", "fold1"):
-        cfg = group / f / "config.yaml"
-        cfg.write_text(cfg.read_text().replace("why: {}", "why: {model.name: tiny, train.epochs: one is enough}"))
-    build_ensemble([group / "fold0", group / "fold1"], tmp_path / "ens", progress=False)
+    for f in ("fold0", "fold1"):  # members whose configs give reasons
+        shutil.copytree(group / f, tmp_path / f)
+        path = tmp_path / f / "checkpoints" / "best.pt"
+        ckpt = load_checkpoint(path)
+        ckpt["config"]["why"] = {"model.name": "tiny", "train.epochs": "one is enough"}
+        save_checkpoint(path, ckpt)
+    build_ensemble([tmp_path / "fold0", tmp_path / "fold1"], tmp_path / "ens", progress=False)
     why = read_yaml(tmp_path / "ens" / "config.yaml")["why"]
     assert "model.name" not in why and why.get("train.epochs") == "one is enough"
