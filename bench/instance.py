@@ -31,6 +31,7 @@ import argparse
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import _common  # puts the project root on sys.path (and is used for its path)
 import torch
@@ -61,21 +62,28 @@ def step_times(trainer: Trainer, steps: int) -> None:
         model = INSTANCE_MODELS.build("maskrcnn", {**args, "backbone": backbone, **extra},
                                       num_classes=trainer.taxonomy.num_classes + 1).to(trainer.device).train()
         opt = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
-        images, targets = _to(batch, trainer.device)
-        times = []
-        for _ in range(steps + 1):
-            t0 = time.perf_counter()
-            loss = sum(model(images, targets).values())
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            if trainer.device.type == "cuda":
-                torch.cuda.synchronize()
-            times.append(time.perf_counter() - t0)
-        steady = times[1:]
-        params = sum(p.numel() for p in model.parameters()) / 1e6
-        print(f"  {backbone:20} {sum(steady) / len(steady):6.2f} s/step  {4 * len(steady) / sum(steady):5.2f} img/s"
-              f"  {params:.1f} M parameters")
+        time_steps(backbone, model, opt, batch, trainer.device, steps)
+
+
+def time_steps(label: str, model: torch.nn.Module, opt: torch.optim.Optimizer, batch: dict, device: torch.device,
+               steps: int) -> None:
+    """Print the seconds per training step (forward, backward, optimiser step) on one fixed batch of 4, the first
+    step (warm-up) not counted."""
+    images, targets = _to(batch, device)
+    times = []
+    for _ in range(steps + 1):
+        t0 = time.perf_counter()
+        loss = sum(model(images, targets).values())
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        times.append(time.perf_counter() - t0)
+    steady = times[1:]
+    params = sum(p.numel() for p in model.parameters()) / 1e6
+    print(f"  {label:20} {sum(steady) / len(steady):6.2f} s/step  {4 * len(steady) / sum(steady):5.2f} img/s"
+          f"  {params:.1f} M parameters")
 
 
 def plain_loop(trainer: Trainer, seconds: float) -> float:
@@ -266,22 +274,7 @@ def detr_step_times(trainer: Trainer, steps: int) -> None:
     for name in ("conditional_detr", "detr", "deformable_detr"):
         model = DETECTION_MODELS.build(name, args, num_classes=trainer.taxonomy.num_classes).to(trainer.device)
         model.train()
-        opt = torch.optim.AdamW(model.parameter_groups(1e-4))
-        images, targets = _to(batch, trainer.device)
-        times = []
-        for _ in range(steps + 1):
-            t0 = time.perf_counter()
-            loss = sum(model(images, targets).values())
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            if trainer.device.type == "cuda":
-                torch.cuda.synchronize()
-            times.append(time.perf_counter() - t0)
-        steady = times[1:]
-        params = sum(p.numel() for p in model.parameters()) / 1e6
-        print(f"  {name:20} {sum(steady) / len(steady):6.2f} s/step  {4 * len(steady) / sum(steady):5.2f} img/s"
-              f"  {params:.1f} M parameters")
+        time_steps(name, model, torch.optim.AdamW(model.parameter_groups(1e-4)), batch, trainer.device, steps)
 
 
 def plain_detr_loop(trainer: Trainer, seconds: float) -> float:
@@ -342,24 +335,35 @@ def detr_bench(args: argparse.Namespace) -> None:
     """DETR step times, then SegLoop's trainer against the plain loop, alternating rounds."""
     if args.quality:
         return detr_quality(args)
+    trainer_overhead(args, DETR_RECIPE, detr_step_times, plain_detr_loop, "detection")
+
+
+def trainer_overhead(args: argparse.Namespace, recipe: Path, step_times_of: Any, plain: Any, what: str) -> None:
+    """The recipe's step times, then its run by SegLoop's trainer against ``plain`` (a loop over the same model,
+    data and optimiser), alternating rounds so that drift hits both sides; the best round of each is compared."""
     runs = tempfile.mkdtemp()
+    # one image scale for both sides: the recipe's scale jitter draws from torch's global RNG, which the two loops
+    # consume differently, and a 224 vs 288 batch differs 1.6x in compute
     overrides = [f"output.runs_dir={runs}", f"train.time_limit={args.budget}", "train.epochs=1000",
                  f"train.eval_every={10**6}", "train.log_images=0", f"train.device={args.device}",
                  "model.args.min_size=256"]
-    cfg = lambda name: load_train_config(DETR_RECIPE, [*overrides, f"output.name={name}"])  # noqa: E731
+    cfg = lambda name: load_train_config(recipe, [*overrides, f"output.name={name}"])  # noqa: E731
     first = Trainer(cfg("probe"), progress=False)
-    detr_step_times(first, args.steps)
-    plain, ours = [], []
+    step_times_of(first, args.steps)
+    plains, ours = [], []
     for r in range(args.rounds):
-        plain.append(plain_detr_loop(Trainer(cfg(f"plain{r}"), progress=False), args.budget * 60))
+        plains.append(plain(Trainer(cfg(f"plain{r}"), progress=False), args.budget * 60))
         ours_t = Trainer(cfg(f"segloop{r}"), progress=False)
+        # training throughput only: the final validation (45 images of inference) is not what is compared
         ours_t.hooks = [h for h in ours_t.hooks if not isinstance(h, Validation)]
         ours.append(ours_t.fit().images_per_second)
-        print(f"round {r + 1}: plain {plain[-1]:.2f} img/s, SegLoop {ours[-1]:.2f} img/s")
-    print(f"detection trainer overhead: {first.spec['name']} {first.spec['args']['backbone']}, batch "
+        print(f"round {r + 1}: plain {plains[-1]:.2f} img/s, SegLoop {ours[-1]:.2f} img/s")
+    print(f"{what} trainer overhead: {first.spec['name']} {first.spec['args']['backbone']}, batch "
           f"{first.cfg['train']['batch_size']}, {args.budget} min x {args.rounds} rounds on {first.device}")
-    print(f"  plain loop {max(plain):.2f} img/s   SegLoop {max(ours):.2f} img/s   ratio {max(ours) / max(plain):.3f} "
-          f"(target >= 0.95)")
+    print(f"  plain loop {max(plains):.2f} img/s   SegLoop {max(ours):.2f} img/s   ratio "
+          f"{max(ours) / max(plains):.3f} (target >= 0.95)")
+    if not torch.cuda.is_available():
+        print("no CUDA GPU here: AMP / channels_last figures need a GPU run (--device cuda)")
 
 
 def main() -> None:
@@ -384,31 +388,7 @@ def main() -> None:
         return yolo_bench(args)
     if args.quality:
         return quality(args)
-    runs = tempfile.mkdtemp()
-    # one image scale for both sides: the recipe's scale jitter draws from torch's global RNG, which the two loops
-    # consume differently, and a 224 vs 288 batch differs 1.6x in compute
-    overrides = [f"output.runs_dir={runs}", f"train.time_limit={args.budget}", "train.epochs=1000",
-                 f"train.eval_every={10**6}", "train.log_images=0", f"train.device={args.device}",
-                 "model.args.min_size=256"]
-    cfg = lambda name: load_train_config(RECIPE, [*overrides, f"output.name={name}"])  # noqa: E731
-    first = Trainer(cfg("probe"), progress=False)
-    step_times(first, args.steps)
-    plain, ours = [], []
-    for r in range(args.rounds):
-        t = Trainer(cfg(f"plain{r}"), progress=False)
-        plain.append(plain_loop(t, args.budget * 60))
-        ours_t = Trainer(cfg(f"segloop{r}"), progress=False)
-        # training throughput only: the final validation (45 images of inference) is not what is compared
-        ours_t.hooks = [h for h in ours_t.hooks if not isinstance(h, Validation)]
-        res = ours_t.fit()
-        ours.append(res.images_per_second)
-        print(f"round {r + 1}: plain {plain[-1]:.2f} img/s, SegLoop {ours[-1]:.2f} img/s")
-    print(f"instance trainer overhead: maskrcnn {first.spec['args']['backbone']}, batch "
-          f"{first.cfg['train']['batch_size']}, {args.budget} min x {args.rounds} rounds on {first.device}")
-    print(f"  plain loop {max(plain):.2f} img/s   SegLoop {max(ours):.2f} img/s   ratio {max(ours) / max(plain):.3f} "
-          f"(target >= 0.95)")
-    if not torch.cuda.is_available():
-        print("no CUDA GPU here: AMP / channels_last figures need a GPU run (python bench/instance.py --device cuda)")
+    trainer_overhead(args, RECIPE, step_times, plain_loop, "instance")
 
 
 if __name__ == "__main__":

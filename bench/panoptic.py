@@ -23,6 +23,7 @@ import _common
 import numpy as np
 
 from evaluate.panoptic import PanopticFiles, ground_truth_instances
+from ingest.coco import by_image
 from ingest.version import DatasetVersion, build, load_data_config
 from metrics.panoptic import PanopticEvaluator
 
@@ -56,9 +57,7 @@ def main() -> None:
     ds = DatasetVersion(build(cfg, progress=False).path)
     tax = ds.taxonomy
     is_thing = [c.has_instances for c in tax.classes]
-    anns: dict[int, list] = {}
-    for a in ds.coco("test")["annotations"]:
-        anns.setdefault(int(a["image_id"]), []).append(a)
+    anns = by_image(ds.coco("test")["annotations"])
     rng = np.random.default_rng(0)
     maps = []
     work = Path(tempfile.mkdtemp())

@@ -27,7 +27,7 @@ from core.fsio import atomic_dir, read_label, save_png, write_json_atomic
 from core.runs import check_output_folder
 from evaluate.instances import load_instance_results
 from evaluate.results import EvalResults, stale_evaluation
-from ingest.coco import decode_rle, train_index
+from ingest.coco import by_image, decode_rle, train_index
 from metrics.panoptic import PanopticEvaluator, panoptic_segments
 
 SCORE = 0.5  # detectron2's instances_score_thresh
@@ -183,9 +183,7 @@ def panoptic_from_runs(semantic: str | Path, instance: str | Path, out: str | Pa
     _check_pair(sem, ins)
     ds = sem.version
     tax = ds.taxonomy
-    gt_by_image: dict[int, list[dict[str, Any]]] = {}
-    for a in ds.coco(split)["annotations"]:
-        gt_by_image.setdefault(int(a["image_id"]), []).append(a)
+    gt_by_image = by_image(ds.coco(split)["annotations"])
     is_thing = [c.has_instances for c in tax.classes]
     rows = sorted(sem.rows, key=lambda r: r["key"])
     if {r["key"] for r in ins.rows} != {r["key"] for r in rows}:

@@ -40,7 +40,7 @@ from core.metrics import confusion, scores_from_matrix, thing_iou
 from core.services import owner_alive
 from evaluate.instances import InstanceMatch, match_instances
 from evaluate.results import EvalResults
-from ingest.coco import category_id
+from ingest.coco import by_image, category_id
 from ingest.records import Instance
 from ingest.taxonomy import Taxonomy, hex_color
 
@@ -226,9 +226,7 @@ def load_run(run: str | Path, split: str = "test", db_dir: str | Path | None = N
                            fix="wait for it to finish, or stop it and load again")
     triage = tasks.get(res.metrics.get("task")).triage(res)
     instance_source = triage.instance_source
-    gt_by_image: dict[int, list[dict]] = {}
-    for a in ds.coco(split)["annotations"]:
-        gt_by_image.setdefault(int(a["image_id"]), []).append(a)
+    gt_by_image = by_image(ds.coco(split)["annotations"])
     masks_dir = res.run_dir / "fiftyone" / split
     t0 = time.perf_counter()
     dataset = None

@@ -34,6 +34,14 @@ def encode_rle(mask: np.ndarray) -> dict[str, Any]:
     return rle
 
 
+def by_image(items: list[dict[str, Any]]) -> dict[int, list[dict[str, Any]]]:
+    """COCO annotations or results grouped by their ``image_id`` (in file order)."""
+    out: dict[int, list[dict[str, Any]]] = {}
+    for a in items:
+        out.setdefault(int(a["image_id"]), []).append(a)
+    return out
+
+
 def decode_rle(rle: dict[str, Any]) -> np.ndarray:
     r = dict(rle)
     if isinstance(r["counts"], str):

@@ -23,7 +23,7 @@ from core.fsio import save_png, write_json_atomic
 from core.runs import write_index
 from evaluate.inference import Inference, figures_problem, fmt, show
 from evaluate.instances import match_instances
-from ingest.coco import train_index
+from ingest.coco import by_image, train_index
 from ingest.version import DatasetVersion
 from metrics.coco import CocoInstanceEvaluator
 from tasks.detection.results import SCORE_THRESHOLD, box_instances, paint_boxes
@@ -56,9 +56,7 @@ class DetectionEvaluation(InstanceEvaluation):
         gt = box_ground_truth(ds, split, stuff, min_area, progress=progress)
         write_json_atomic(tmp / "ground_truth.json", gt, indent=None)
         evaluator = CocoInstanceEvaluator(gt, iou_types=("bbox",))
-        gt_by_image: dict[int, list[dict[str, Any]]] = {}
-        for a in gt["annotations"]:
-            gt_by_image.setdefault(int(a["image_id"]), []).append(a)
+        gt_by_image = by_image(gt["annotations"])
         (tmp / "pred").mkdir()
         times: list[float] = []
         rows: list[dict[str, Any]] = []

@@ -12,6 +12,7 @@ import numpy as np
 from core.errors import SegLoopError
 from core.fsio import read_json
 from evaluate.results import EvalResults
+from ingest.coco import by_image
 from ingest.records import Instance
 from tasks.detection.results import box_instances
 from tasks.instance.triage import InstanceTriage
@@ -22,10 +23,7 @@ def _by_image(items: Any, path: Any, what: str) -> dict[int, list[dict[str, Any]
                                           for r in items):
         raise SegLoopError(f"{what} is not a COCO list with boxes", path=path,
                            fix="re-run the evaluation that wrote it (python -m evaluate run)")
-    out: dict[int, list[dict[str, Any]]] = {}
-    for r in items:
-        out.setdefault(int(r["image_id"]), []).append(r)
-    return out
+    return by_image(items)
 
 
 class DetectionTriage(InstanceTriage):

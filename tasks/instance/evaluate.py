@@ -23,6 +23,7 @@ from core.fsio import read_image, save_png, sha256_file, write_json_atomic
 from core.runs import write_index
 from evaluate.inference import Inference, figures_problem, fmt, show
 from evaluate.instances import coco_instances, match_instances
+from ingest.coco import by_image
 from ingest.version import DatasetVersion
 from metrics.coco import CocoInstanceEvaluator, outputs_to_results
 from tasks.instance.results import SCORE_THRESHOLD, ThingIoU, instance_uncertainty, paint_instances
@@ -67,9 +68,7 @@ class InstanceEvaluation:
         coco = ds.coco(split)
         evaluator = CocoInstanceEvaluator(coco)
         things = ThingIoU(tax)
-        gt_by_image: dict[int, list[dict[str, Any]]] = {}
-        for a in coco["annotations"]:
-            gt_by_image.setdefault(int(a["image_id"]), []).append(a)
+        gt_by_image = by_image(coco["annotations"])
         (tmp / "pred").mkdir()
         times: list[float] = []
         rows: list[dict[str, Any]] = []

@@ -11,7 +11,7 @@ import numpy as np
 
 from evaluate.instances import coco_instances, load_instance_results
 from evaluate.results import EvalResults
-from ingest.coco import decode_rle
+from ingest.coco import by_image, decode_rle
 from ingest.records import Instance
 
 
@@ -33,10 +33,7 @@ class InstanceTriage:
 
     @cached_property
     def _gt(self) -> dict[int, list[dict[str, Any]]]:
-        out: dict[int, list[dict[str, Any]]] = {}
-        for a in self.res.version.coco(self.res.split)["annotations"]:
-            out.setdefault(int(a["image_id"]), []).append(a)
-        return out
+        return by_image(self.res.version.coco(self.res.split)["annotations"])
 
     def title(self, row: dict[str, Any], score: float) -> str:
         return f"{row['key']}   thing-class mIoU {score:.3f}   TP {row['tp']}  FP {row['fp']}  FN {row['fn']}"

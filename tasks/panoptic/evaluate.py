@@ -25,6 +25,7 @@ from core.metrics import ConfusionMatrix, thing_iou
 from core.runs import write_index
 from evaluate.inference import Inference, figures_problem, fmt, show
 from evaluate.panoptic import PanopticFiles, ground_truth_instances
+from ingest.coco import by_image
 from ingest.version import DatasetVersion
 from metrics.coco import CocoInstanceEvaluator
 from metrics.panoptic import pq_summary
@@ -63,9 +64,7 @@ class PanopticEvaluation(DetectionEvaluation):
         tax = ds.taxonomy
         is_thing = [c.has_instances for c in tax.classes]
         coco = ds.coco(split)
-        gt_by_image: dict[int, list[dict[str, Any]]] = {}
-        for a in coco["annotations"]:
-            gt_by_image.setdefault(int(a["image_id"]), []).append(a)
+        gt_by_image = by_image(coco["annotations"])
         files = PanopticFiles(tmp / "panoptic", tax)
         instances = CocoInstanceEvaluator(coco)
         n = tax.num_classes

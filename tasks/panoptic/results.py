@@ -7,8 +7,8 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-from pycocotools import mask as mask_utils
 
+from ingest.coco import encode_rle
 from tasks.detection.targets import mask_box
 
 
@@ -32,9 +32,9 @@ def thing_results(image_id: int, segments: np.ndarray, labels: list[int], scores
         m = segments == k
         if not m.any():
             continue
-        rle = mask_utils.encode(np.asfortranarray(m.astype(np.uint8)))
+        rle = encode_rle(m)
         out.append({"image_id": int(image_id), "category_id": int(cat), "score": float(score), "bbox": mask_box(m),
-                    "segmentation": {"size": [int(v) for v in rle["size"]], "counts": rle["counts"].decode("ascii")}})
+                    "segmentation": {"size": [int(v) for v in rle["size"]], "counts": rle["counts"]}})
     return out
 
 

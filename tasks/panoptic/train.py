@@ -13,6 +13,7 @@ import numpy as np
 from torch.utils.data import Dataset
 
 from evaluate.panoptic import ground_truth_instances
+from ingest.coco import by_image
 from ingest.version import DatasetVersion
 from metrics.panoptic import PanopticEvaluator
 from tasks.detection.train import DetectionDataset, DetectionTask
@@ -42,9 +43,7 @@ class PanopticValidation:
         tax = version.taxonomy
         self.version, self.val_set, self.tax = version, val_set, tax
         self.is_thing = [c.has_instances for c in tax.classes]
-        self.anns: dict[int, list[dict[str, Any]]] = {}
-        for a in version.coco(split)["annotations"]:
-            self.anns.setdefault(int(a["image_id"]), []).append(a)
+        self.anns = by_image(version.coco(split)["annotations"])
         self.pq = PanopticEvaluator(tax.names, self.is_thing, tax.ignore_index)
 
     def reset(self) -> None:
