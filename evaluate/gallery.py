@@ -127,10 +127,11 @@ def make_triptychs(run: str | Path, split: str = "test", n: int = 100, seed: int
 
 
 def _index_html(run: str, split: str, kind: str, cards: list, metrics: dict, summary: str) -> str:
+    score_name = str(metrics.get("per_image_score") or "mIoU")  # the per-image score the evaluation ranks by
     items = "\n".join(
         f'<figure data-rank="{rank}" data-score="{score:.6f}" data-key="{html.escape(row["key"])}">'
         f'<img src="{html.escape(name)}" loading="lazy" alt="{html.escape(row["key"])}">'
-        f'<figcaption>#{rank} {html.escape(row["key"])} — mIoU {score:.3f}</figcaption></figure>'
+        f'<figcaption>#{rank} {html.escape(row["key"])} — {html.escape(score_name)} {score:.3f}</figcaption></figure>'
         for rank, row, score, name in cards)
     return f"""<!doctype html>
 <html><head><meta charset="utf-8"><title>{html.escape(run)} — {split} triptychs ({kind})</title>

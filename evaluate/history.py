@@ -19,7 +19,7 @@ from typing import Any
 
 from core.errors import SegLoopError
 from core.fsio import sha256_file
-from core.runs import ENSEMBLE, Run, inside_run_problem, resolve_run, run_of_checkpoint
+from core.runs import ENSEMBLE, GROUP, Run, inside_run_problem, resolve_run, run_of_checkpoint
 
 MAX_STAGES = 100  # a chain longer than this is a loop of runs started from each other
 
@@ -198,13 +198,18 @@ def plot_history(stages: list[Stage], path: Path) -> None:
     plot(path, f"training history of {stages[-1].run.name}", "loss", series, boundaries=starts)
 
 
+def _shown(run: Path) -> str:
+    """A run as a listing names it: a fold run with its group (``cv/fold1``), any other by its folder."""
+    return f"{run.parent.name}/{run.name}" if (run.parent / GROUP).is_file() else run.name
+
+
 def describe(figures: dict[str, Any]) -> list[str]:
     """The history in lines, as the terminal and the report show it."""
     lines = [f"{len(figures['runs'])} run(s), {figures['total_epochs']} epochs, {figures['total_steps']} steps "
              f"in total"]
     for i, r in enumerate(figures["runs"], 1):
         span = f"epochs {r['epochs'][0]}-{r['epochs'][1]}" if r["epochs"] else "no epoch logged"
-        lines.append(f"{i}. {Path(r['run']).name}: {span}, {r['started']}")
+        lines.append(f"{i}. {_shown(Path(r['run']))}: {span}, {r['started']}")
     first, last = figures["first_loss"], figures["last_loss"]
     if first and last:
         drop = figures["loss_drop_percent"]

@@ -113,7 +113,8 @@ def _print_views(args: argparse.Namespace) -> None:
     from fiftyone_views.dataset import open_dataset
 
     dataset = open_dataset(args.run, args.split, args.db_dir)
-    print(f"{dataset.name}: {len(dataset)} samples, split mIoU {dataset.info['split_mIoU']:.4f}")
+    miou = dataset.info.get("split_mIoU")
+    print(f"{dataset.name}: {len(dataset)} samples, split mIoU " + (f"{miou:.4f}" if miou is not None else "-"))
     for name in dataset.list_saved_views():
         v = dataset.load_saved_view(name)
         first = ", ".join(f"{k} ({m:.3f})" for k, m in zip(*v.limit(3).values(["key", "miou"]), strict=True)

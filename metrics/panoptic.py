@@ -56,15 +56,25 @@ def panoptic_segments(semantic: np.ndarray, instance: np.ndarray | None, is_thin
     inst = np.zeros(sem.shape, np.int32) if instance is None else np.asarray(instance).astype(np.int32)
     inst[~(valid & things[cls]) | (inst < 0)] = 0  # 0: stuff or unassigned thing pixels
     width = int(inst.max()) + 1
-    key = cls * width + inst + 1
+    wide = num_classes * width + 1 >= 2**31  # ids so large that the key overflows int32
+    key = cls.astype(np.int64) * width + inst + 1 if wide else cls * width + inst + 1
     key[~valid] = 0  # 0 stays void
-    # the segments in increasing key order, numbered from 1 through a lookup table (keys are small: a bincount
-    # finds them in one pass, where np.unique would sort every pixel)
-    present = np.flatnonzero(np.bincount(key.reshape(-1)))
-    present = present[present != 0]
-    lut = np.zeros(int(key.max()) + 1, np.int32)
-    lut[present] = np.arange(1, len(present) + 1)
-    ids = lut[key]
+    top = int(key.max())
+    if top <= 4 * key.size + 1024:
+        # the segments in increasing key order, numbered from 1 through a lookup table (keys are small: a bincount
+        # finds them in one pass, where np.unique would sort every pixel)
+        present = np.flatnonzero(np.bincount(key.reshape(-1)))
+        present = present[present != 0]
+        lut = np.zeros(top + 1, np.int32)
+        lut[present] = np.arange(1, len(present) + 1)
+        ids = lut[key]
+    else:  # sparse, large ids (panopticapi RGB ids, say): sort instead of a table of every key
+        present, ids = np.unique(key, return_inverse=True)
+        ids = ids.reshape(key.shape).astype(np.int32)
+        if present[0] != 0:
+            ids += 1
+        else:
+            present = present[1:]
     seg = present - 1
     category = seg // width
     unassigned = seg % width == 0

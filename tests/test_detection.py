@@ -159,6 +159,20 @@ def test_each_variant_trains_offline_and_its_terms_sum_to_transformers_loss(name
         assert (det["scores"][:-1] >= det["scores"][1:]).all()
 
 
+def test_a_panoptic_map_with_no_confident_query_is_void():
+    from train.models import PANOPTIC_MODELS
+
+    m = PANOPTIC_MODELS.build("detr", {"d_model": 32, "encoder_layers": 1, "decoder_layers": 1, "heads": 8,
+                                       "ffn_dim": 64, "num_queries": 5, "segment_score": 0.999}, num_classes=3).eval()
+    images = [torch.rand(3, 64, 96)]
+    targets = [{"boxes": torch.zeros(0, 4), "labels": torch.zeros(0).long(), "masks": torch.zeros(0, 64, 96)}]
+    with torch.no_grad():
+        out = m(images)[0]
+        losses = m(images, targets)  # an image without any target: its empty mask stack has the batch's size
+    assert (out["segments"] == 0).all() and (out["semantic"] == 255).all() and len(out["labels"]) == 0
+    assert all(torch.isfinite(v) for v in losses.values())
+
+
 def test_the_model_supplies_the_backbone_its_own_learning_rate():
     from train.models import DETECTION_MODELS
 

@@ -171,3 +171,16 @@ def test_panoptic_from_a_semantic_and_an_instance_run_equals_cityscapes_scripts(
                        (["--semantic", str(evaluated_run), "--instance", str(inst), "--score", "2"], "--score 2")):
         assert run_cli(evaluate_main, ["panoptic", *bad, "--out", str(tmp_path / "bad")]) == 2
         assert words in capsys.readouterr().err and not (tmp_path / "bad").exists()
+
+
+def test_segments_of_large_sparse_ids_are_those_of_small_ones():
+    """Instance ids as large as panopticapi's RGB ids take the sorting path and number segments the same way."""
+    rng = np.random.default_rng(3)
+    sem = rng.integers(0, 19, (30, 40)).astype(np.uint8)
+    sem[rng.random(sem.shape) < 0.1] = 255
+    inst = rng.integers(0, 5, sem.shape)
+    is_thing = [i >= 11 for i in range(19)]
+    small = panoptic_segments(sem, inst, is_thing)
+    large = panoptic_segments(sem, inst * 3_000_017, is_thing)
+    assert (small.ids == large.ids).all() and (small.category == large.category).all()
+    assert (small.iscrowd == large.iscrowd).all() and small.ids.max() == len(small.category)

@@ -52,7 +52,7 @@ class DetectionEvaluation(InstanceEvaluation):
         """Predict, score and write a split into ``tmp`` (the folder that becomes ``eval/<split>/``)."""
         tax = ds.taxonomy
         spec = inf.ckpt["model_spec"]["args"]
-        stuff, min_area = target_settings(spec)
+        stuff, min_area = target_settings(spec, tax)
         gt = box_ground_truth(ds, split, stuff, min_area, progress=progress)
         write_json_atomic(tmp / "ground_truth.json", gt, indent=None)
         evaluator = CocoInstanceEvaluator(gt, iou_types=("bbox",))

@@ -27,10 +27,12 @@ from train.instance_data import InstanceDataset
 from train.models import DETECTION_MODELS
 
 
-def target_settings(args: dict[str, Any]) -> tuple[bool, int]:
-    """(stuff, min_stuff_area) of a model's arguments, with the registry's defaults."""
+def target_settings(args: dict[str, Any], taxonomy: Any) -> tuple[bool, int]:
+    """(stuff, min_stuff_area) of a model's arguments, with the registry's defaults; stuff targets only where the
+    taxonomy has a stuff class (a things-only taxonomy trains things with the default ``stuff: true``)."""
     defaults = DETECTION_MODELS.defaults("conditional_detr")
-    return bool(args.get("stuff", defaults["stuff"])), int(args.get("min_stuff_area", defaults["min_stuff_area"]))
+    stuff = bool(args.get("stuff", defaults["stuff"])) and not all(c.has_instances for c in taxonomy.classes)
+    return stuff, int(args.get("min_stuff_area", defaults["min_stuff_area"]))
 
 
 class DetectionDataset(InstanceDataset):
@@ -78,15 +80,15 @@ class DetectionTask(InstanceTask):
 
     @property
     def targets(self) -> tuple[bool, int]:
-        return target_settings(self.model_args())
+        return target_settings(self.model_args(), self.taxonomy)
 
     def check_dataset(self, version: DatasetVersion, split: str) -> None:
         """Refuse a version with nothing to detect: without stuff targets, one with no instance; stuff asked for
         by a taxonomy without a stuff class."""
-        stuff, _ = self.targets
         tax = self.taxonomy
-        if stuff and all(c.has_instances for c in tax.classes):
-            if "stuff" in (self.cfg["model"]["args"] or {}):
+        stuff, _ = self.targets
+        if all(c.has_instances for c in tax.classes):
+            if (self.cfg["model"]["args"] or {}).get("stuff") is True:
                 raise SegLoopError(f"model.args.stuff is true, but taxonomy '{tax.name}' has no stuff class to "
                                    f"combine with the things", path=version.path,
                                    fix="set model.args.stuff=false (thing boxes only), or use a taxonomy with "

@@ -27,6 +27,7 @@ def _by_image(items: Any, path: Any, what: str) -> dict[int, list[dict[str, Any]
 
 
 class DetectionTriage(InstanceTriage):
+    things_only = False  # stuff regions are boxes too: the painted boxes are scored over every class
     instance_source = "instances.json (boxes)"
 
     def __init__(self, results: EvalResults) -> None:

@@ -30,7 +30,7 @@ from ingest.version import DatasetVersion
 from metrics.coco import CocoInstanceEvaluator
 from metrics.panoptic import pq_summary
 from tasks.detection.evaluate import DetectionEvaluation
-from tasks.panoptic.results import panoptic_maps, segment_uncertainty, thing_results
+from tasks.panoptic.results import panoptic_maps, segment_count, segment_uncertainty, thing_results
 
 
 class PanopticEvaluation(DetectionEvaluation):
@@ -90,7 +90,7 @@ class PanopticEvaluation(DetectionEvaluation):
             save_png(tmp / "pred" / name, sem)
             save_png(tmp / "uncertainty" / name, np.round(unc * 255).astype(np.uint8))
             rows.append({"image_id": im["id"], "key": im["key"], "file": im["file_name"], "prediction": f"pred/{name}",
-                         "PQ": own["PQ"], "segments": int(out["segments"].max()),
+                         "PQ": own["PQ"], "segments": segment_count(sem, inst, is_thing, tax.ignore_index),
                          "mIoU": thing_iou(mat, tax.names, every)[1]})
             index[im["sha256"]] = {"image": str(ds.image_path(im)), "prediction": f"pred/{name}",
                                    "uncertainty": f"uncertainty/{name}", "mean_uncertainty": float(unc.mean()),

@@ -22,6 +22,12 @@ def panoptic_maps(semantic: np.ndarray, segments: np.ndarray, is_thing: list[boo
     return semantic, inst
 
 
+def segment_count(semantic: np.ndarray, instances: np.ndarray, is_thing: list[bool], ignore_index: int = 255) -> int:
+    """The panoptic segments of an image: its thing instances and its stuff classes (one segment each)."""
+    classes = [int(c) for c in np.unique(semantic) if c != ignore_index and c < len(is_thing)]
+    return len(np.unique(instances[instances > 0])) + sum(not is_thing[c] for c in classes)
+
+
 def thing_results(image_id: int, segments: np.ndarray, labels: list[int], scores: list[float],
                   is_thing: list[bool]) -> list[dict[str, Any]]:
     """COCO results (RLE mask, box, score) of the thing segments of one image (segment k has ``labels[k-1]``)."""

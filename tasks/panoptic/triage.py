@@ -22,7 +22,9 @@ class PanopticTriage(InstanceTriage):
 
     def summary(self) -> str:
         m = self.res.metrics
-        return f"Things outlined in white. Split PQ {m['PQ']:.4f}, mIoU {m['mIoU']:.4f}"
+        pq, miou = (m.get(k) for k in ("PQ", "mIoU"))
+        return (f"Things outlined in white. Split PQ {'-' if pq is None else f'{pq:.4f}'}, mIoU "
+                f"{'-' if miou is None else f'{miou:.4f}'}")
 
     def headline(self) -> dict[str, Any]:
         m = self.res.metrics

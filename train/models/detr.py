@@ -130,7 +130,6 @@ class DetrDetector(nn.Module):
             decoder_attention_heads=heads, encoder_ffn_dim=ffn_dim, decoder_ffn_dim=ffn_dim, dropout=dropout,
             auxiliary_loss=aux_loss, **extra)
         self.detr = self._build(transformers, model_cls, config)
-        self.backbone = self.detr.model.backbone.model  # the ResNet (a transformers ResNetBackbone)
         if norm != "frozen":
             _replace_frozen_norms(self.backbone, norm)
         self.pretrained = (load_weights_file(self.backbone, weights_backbone, "backbone weights",
@@ -150,6 +149,12 @@ class DetrDetector(nn.Module):
         self.register_buffer("std", torch.tensor(STD).view(3, 1, 1), persistent=False)
         w = self.detr.config  # transformers weighs its classification term 1 for every variant (its loss functions)
         self.weights = {"ce": 1.0, "bbox": float(w.bbox_loss_coefficient), "giou": float(w.giou_loss_coefficient)}
+
+    @property
+    def backbone(self) -> nn.Module:
+        """The ResNet (a transformers ResNetBackbone); a property, not a second registration, so that checkpoints
+        hold its tensors once."""
+        return self.detr.model.backbone.model
 
     def stages(self, multi_scale: bool) -> list[str]:
         """The backbone stages whose features the model reads (the last one; three for deformable attention)."""
@@ -287,7 +292,11 @@ class DetrPanoptic(DetrDetector):
         if (config.d_model + config.encoder_attention_heads) % 8:
             raise ValueError(f"the mask head needs d_model + heads to be a multiple of 8, got {config.d_model} + "
                              f"{config.encoder_attention_heads}")
-        seg = getattr(transformers, model_cls.replace("ForObjectDetection", "ForSegmentation"))(config)
+        try:
+            seg = getattr(transformers, model_cls.replace("ForObjectDetection", "ForSegmentation"))(config)
+        except ValueError as exc:  # the head's group norms over d_model / 2, / 4, ... channels
+            raise ValueError(f"the mask head cannot be built with d_model {config.d_model} ({exc}): use a power of "
+                             f"two such as 64, 128 or 256") from None
         self.mask_head, self.bbox_attention = seg.mask_head, seg.bbox_attention
         object.__setattr__(self, "segmenter", seg)  # not a registered child: its parts are, under their own names
         return seg.conditional_detr if hasattr(seg, "conditional_detr") else seg.detr
@@ -299,7 +308,10 @@ class DetrPanoptic(DetrDetector):
         hh, ww = pixels.shape[-2:]
         for lab, im, t, size in zip(out, images, targets, self._sizes, strict=True):
             m = t["masks"].float().reshape(-1, *im.shape[-2:])
-            if m.shape[-2:] != size and len(m):
+            if not len(m):  # no target: an empty stack of the batch's size (transformers pads to the largest)
+                lab["masks"] = m.new_zeros((0, hh, ww))
+                continue
+            if m.shape[-2:] != size:
                 m = F.interpolate(m[None], size=size, mode="nearest")[0]
             lab["masks"] = F.pad(m, (0, ww - size[1], 0, hh - size[0]))
         return out
@@ -321,6 +333,9 @@ class DetrPanoptic(DetrDetector):
             else:
                 scores, labels = logits[k].sigmoid().max(-1)
             keep = torch.nonzero(scores >= self.segment_score).flatten()
+            if not len(keep):  # no confident query: the whole image is void
+                results.append(self._assign(torch.zeros((0, h, w)), scores[:0], labels[:0], (h, w)))
+                continue
             sh, sw = self._sizes[k]
             masks = out.pred_masks[k, keep].float()
             ph, pw = self._last_batch[0].shape[-2:]
