@@ -403,7 +403,8 @@ def test_malicious_checkpoint_never_runs(capsys, tmp_path, demo_version):
 MODEL_ROWS = [
     ("model.args.widht=8", "widht", "did you mean 'width'"),
     ("model.name=unet3", "model.name", "convunext, ensemble, linknet, resunet, unet"),
-    ("task=panoptic", "task", "semantic"),
+    ("task=panoptik", "task", "semantic"),
+    ("task=panoptic", "model.name", "conditional_detr, detr"),
 ]
 
 

@@ -39,6 +39,8 @@ class DetectionDataset(InstanceDataset):
     """An instance dataset whose items also hold, with ``stuff``, one target per stuff region (a mask, so the
     geometric augmentations move it as they move the instances; its box is recomputed afterwards)."""
 
+    keep_masks = False  # a detector's targets are boxes; the panoptic task's keep their masks
+
     def __init__(self, version: DatasetVersion, split: str, augment: dict[str, Any] | None, image_ids: list[int] |
                  None, progress: bool, stuff: bool, min_area: int) -> None:
         super().__init__(version, split, augment, image_ids, progress)
@@ -57,7 +59,8 @@ class DetectionDataset(InstanceDataset):
 
     def __getitem__(self, i: int) -> dict[str, Any]:
         item = super().__getitem__(i)
-        item["target"].pop("masks")  # boxes are the targets: no mask goes to the model
+        if not self.keep_masks:
+            item["target"].pop("masks")  # boxes are the targets: no mask goes to the model
         return item
 
 

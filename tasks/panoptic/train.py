@@ -26,8 +26,7 @@ PQ_NAMES = ("PQ", "SQ", "RQ", "PQ_th", "SQ_th", "RQ_th", "PQ_st", "SQ_st", "RQ_s
 class PanopticDataset(DetectionDataset):
     """The detection targets with their masks (the mask head's loss reads them)."""
 
-    def __getitem__(self, i: int) -> dict[str, Any]:
-        return super(DetectionDataset, self).__getitem__(i)
+    keep_masks = True
 
 
 def outputs_to_maps(out: dict[str, Any], is_thing: list[bool], ignore_index: int) -> tuple[np.ndarray, np.ndarray]:
