@@ -11,6 +11,11 @@
   next --project N --run RUN --pool DIR --k 50 --strategy entropy|margin|random
                                             import the most uncertain, diverse pool images, pre-annotated;
                                             the picks are recorded in data/labelstudio/<N>/next/
+  backend RUN [--port 9090] [--host 127.0.0.1] [--learn DATA_CONFIG]
+                                            serve a run as Label Studio's ML backend (Model -> Connect model);
+                                            with --learn, fine-tune from submitted labels and serve the result
+                                            when it is not worse on validation
+  backend connect --project N --url URL     register a running backend with a project through the API
 
 Against another server, set LABEL_STUDIO_URL and LABEL_STUDIO_API_KEY (legacy token or personal access token).
 """
@@ -18,10 +23,11 @@ Against another server, set LABEL_STUDIO_URL and LABEL_STUDIO_API_KEY (legacy to
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
-from core.cli import port_number, positive_int
+from core.cli import non_negative_int, port_number, positive_int
 from core.errors import SegLoopError, run_cli
 
 
@@ -73,7 +79,30 @@ def main(argv: list[str] | None = None) -> int:
     nx.add_argument("--group", default=r"^(.*?)_", help="regex on the file name: its group 1 is the sequence")
     nx.add_argument("--max-share", type=_share, default=0.34,
                     help="largest share of the batch one sequence may take, in (0, 1]")
+    bk = sub.add_parser("backend", help="serve a run as Label Studio's ML backend, or connect one to a project",
+                        description="python -m annotate backend RUN serves RUN; python -m annotate backend connect "
+                                    "--project N --url URL registers a running backend with project N.")
+    bk.add_argument("run", help="run folder, a name under runs/, or 'last'; or 'connect'")
+    bk.add_argument("--port", type=port_number, default=None, help="port to listen on (default 9090)")
+    bk.add_argument("--host", default=None, help="address to listen on (default 127.0.0.1, this machine only)")
+    bk.add_argument("--device", default=None, help="auto, cpu, cuda, cuda:N (default auto)")
+    bk.add_argument("--label-studio", default=None, metavar="URL",
+                    help="Label Studio's URL, for task images given as its paths (default LABEL_STUDIO_URL, the "
+                         "local server, else the host Label Studio names in /setup)")
+    bk.add_argument("--learn", default=None, metavar="DATA_CONFIG",
+                    help="fine-tune from submitted labels: the data config (ingest build) whose labelstudio source "
+                         "reads the project's snapshots, e.g. configs/data/loop.yaml")
+    bk.add_argument("--train-after", type=non_negative_int, default=None,
+                    help="with --learn: new annotations that start a job (default 20; 0: only START_TRAINING)")
+    bk.add_argument("--epochs", type=positive_int, default=None, help="with --learn: fine-tuning epochs (default 2)")
+    bk.add_argument("--train-set", action="append", default=None, metavar="KEY=VALUE",
+                    help="with --learn: a train.run override for the fine-tuning (repeatable)")
+    bk.add_argument("--project", default=None, help="connect: the project's name")
+    bk.add_argument("--url", default=None, help="connect: the backend's URL, e.g. http://127.0.0.1:9090")
+    bk.add_argument("--title", default=None, help="connect: the name Label Studio shows (default SegLoop)")
     args = p.parse_args(argv)
+    if args.cmd == "backend":
+        return _backend(args)
 
     if args.cmd == "server":
         from annotate import server
@@ -122,8 +151,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{counts['added']} new tasks, {counts['skipped']} images already in the project"
               + (f", {len(counts['duplicates'])} duplicates listed once" if counts["duplicates"] else ""))
     elif args.cmd == "predict":
-        taxonomy = load_taxonomy(args.taxonomy or _run_taxonomy(run_dir))
-        _check_taxonomy_is_the_runs(taxonomy, run_dir)
+        taxonomy = load_taxonomy(args.taxonomy or proj.run_taxonomy(run_dir))
+        proj.check_taxonomy_is_the_runs(taxonomy, run_dir)
         counts = proj.push_predictions(client, _project(client, args.project), run_dir, taxonomy, progress=True)
         print(f"pre-annotated {counts['predicted']} tasks with {proj.prediction_version(run_dir)} "
               f"({counts['already_predicted']} already had this checkpoint's prediction); "
@@ -133,7 +162,7 @@ def main(argv: list[str] | None = None) -> int:
 
         run_dir = _run_dir(args.run)
         r = next_batch(client, _project(client, args.project), run_dir, args.pool,
-                       load_taxonomy(_run_taxonomy(run_dir)), args.k, args.strategy, args.seed, args.group,
+                       load_taxonomy(proj.run_taxonomy(run_dir)), args.k, args.strategy, args.seed, args.group,
                        args.max_share, proj.records_dir(args.project))
         if not r["picked"]:
             print("nothing to pick: every pool image is already in the project")
@@ -145,6 +174,72 @@ def main(argv: list[str] | None = None) -> int:
         path = proj.export_snapshot(client, _project(client, args.project), Path(args.out) if args.out else None,
                                     timeout=args.timeout)
         print(f"snapshot written: {path} ({proj.labelled_count(path)} labelled tasks)")
+    return 0
+
+
+SERVE_OPTIONS = ("port", "host", "device", "label_studio", "learn", "train_after", "epochs", "train_set")
+CONNECT_OPTIONS = ("project", "url", "title")
+LEARN_OPTIONS = ("train_after", "epochs", "train_set")
+
+
+def _given(args: argparse.Namespace, names: tuple[str, ...]) -> list[str]:
+    return ["--" + n.replace("_", "-") for n in names if getattr(args, n) is not None]
+
+
+def _backend(args: argparse.Namespace) -> int:
+    """``backend RUN`` (serve) and ``backend connect`` (register): an option of the other one is refused, not
+    ignored."""
+    import logging
+
+    from annotate import backend as bk
+
+    if args.run == "connect":
+        wrong = _given(args, SERVE_OPTIONS)
+        if wrong:
+            raise SegLoopError(f"{', '.join(wrong)} do(es) not apply to backend connect",
+                               fix="give them to python -m annotate backend RUN, which serves the run")
+        if not args.project or not args.url:
+            raise SegLoopError("backend connect needs --project and --url",
+                               fix="python -m annotate backend connect --project NAME --url http://127.0.0.1:9090")
+        if not args.url.startswith(("http://", "https://")):
+            raise SegLoopError(f"--url {args.url!r} is not an http(s) URL", fix="e.g. --url http://127.0.0.1:9090")
+        client = _client()
+        project = _project(client, args.project)
+        ml, created = bk.connect(client, project, args.url, args.title or "SegLoop")
+        print(f"{'connected' if created else 'already connected:'} backend {ml.get('url')} to project "
+              f"'{args.project}' (ML backend id {ml.get('id')}, state {ml.get('readable_state') or ml.get('state')}); "
+              "opening a task without a prediction now asks it for one")
+        return 0
+    wrong = _given(args, CONNECT_OPTIONS) + ([] if args.learn else _given(args, LEARN_OPTIONS))
+    if wrong:
+        raise SegLoopError(f"{', '.join(wrong)} do(es) not apply here",
+                           fix="--project/--url/--title belong to backend connect; --train-after, --epochs and "
+                               "--train-set to --learn")
+    run_dir = _run_dir(args.run)
+    label_studio, token = args.label_studio or os.environ.get("LABEL_STUDIO_URL"), os.environ.get(
+        "LABEL_STUDIO_API_KEY")
+    if not label_studio or not token:
+        from annotate.server import local_server
+
+        local = local_server()
+        if local is not None and (not label_studio or label_studio.rstrip("/") == local[0]):
+            label_studio, token = label_studio or local[0], token or local[1]
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    backend = bk.Backend(run_dir, device=args.device or "auto", label_studio=label_studio, token=token)
+    if args.learn:
+        from annotate.learn import Learner
+
+        learner = Learner(backend, Path(args.learn), 20 if args.train_after is None else args.train_after,
+                          args.epochs or 2, args.train_set)
+        backend.training_status = learner.status
+    host, port = args.host or "127.0.0.1", args.port or 9090
+    if host not in ("127.0.0.1", "localhost", "::1") and not os.environ.get("BASIC_AUTH_USER"):
+        print(f"warning: listening on {host} without BASIC_AUTH_USER / BASIC_AUTH_PASS: anyone who reaches it can "
+              "use the model")
+    print(f"serving run {run_dir.name} ({backend.served.version}) as a Label Studio ML backend at "
+          f"http://{host}:{port} (connect: python -m annotate backend connect --project NAME --url "
+          f"http://{host}:{port})", flush=True)
+    bk.serve(backend, host, port)
     return 0
 
 
@@ -166,36 +261,6 @@ def _share(text: str) -> float:
     if not 0 < value <= 1:
         raise argparse.ArgumentTypeError(f"must be in (0, 1], got {value} (fix: e.g. 0.34, a third of the batch)")
     return value
-
-
-def _manifest(run_dir: Path) -> dict:
-    from core.fsio import read_json
-    from core.runs import Run
-
-    info = Run(run_dir).info()
-    try:
-        return read_json(Path(info["dataset_path"]) / "manifest.json", "dataset manifest")
-    except (KeyError, TypeError):
-        raise SegLoopError("run.json names no dataset_path", path=run_dir / "run.json",
-                           fix="use a run folder written by python -m train.run") from None
-
-
-def _run_taxonomy(run_dir: Path) -> str:
-    try:
-        return _manifest(run_dir)["taxonomy"]["path"]
-    except (KeyError, TypeError):
-        raise SegLoopError("the run's dataset manifest names no taxonomy", path=run_dir,
-                           fix="use a run trained on a dataset version built by python -m ingest build") from None
-
-
-def _check_taxonomy_is_the_runs(taxonomy, run_dir: Path) -> None:
-    """``--taxonomy`` may only restate the run's classes: prediction files hold the run's class indices."""
-    classes = (_manifest(run_dir).get("taxonomy") or {}).get("classes")
-    names = [c["name"] if isinstance(c, dict) else str(c) for c in classes or []]
-    if names and names != list(taxonomy.names):
-        raise SegLoopError(f"taxonomy '{taxonomy.name}' has classes {', '.join(taxonomy.names)}, but run "
-                           f"{run_dir.name} was trained on {', '.join(names)}", path=taxonomy.path,
-                           fix="leave out --taxonomy (the run's own is used)")
 
 
 if __name__ == "__main__":

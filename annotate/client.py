@@ -109,6 +109,11 @@ class LabelStudio:
                     return json.loads(raw) if raw else None
             except urllib.error.HTTPError as exc:
                 detail = exc.read().decode(errors="replace")[:500]
+                if exc.code == 403 and "reserved network address" in detail:
+                    raise SegLoopError(f"Label Studio at {self.url} refuses {method} {path}: {detail}",
+                                       fix="that Label Studio blocks loopback and private addresses: start it with "
+                                           "ML_BLOCK_LOCAL_IP=false and SSRF_PROTECTION_ENABLED=false (python -m "
+                                           "annotate server start does), or give it an address it may reach") from None
                 if exc.code in (401, 403):
                     raise SegLoopError(f"Label Studio refused the API token ({exc.code}) at {self.url}",
                                        fix="check LABEL_STUDIO_API_KEY (legacy token or personal access token) "

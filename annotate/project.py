@@ -23,8 +23,8 @@ from annotate.client import LIGHT_TASK_FIELDS, ConnectionLost, LabelStudio
 from annotate.labeling_config import config_differences, config_labels, labeling_config
 from annotate.server import document_root
 from core.errors import SegLoopError
-from core.fsio import atomic_path, raise_os_error, sha256_file
-from core.runs import INDEX, read_index
+from core.fsio import atomic_path, raise_os_error, read_json, sha256_file
+from core.runs import INDEX, Run, read_index
 from ingest.images import BROWSER_EXTS, list_images
 from ingest.labelstudio import UPLOAD_PREFIX, snapshot_name, upload_relpath
 from ingest.taxonomy import Taxonomy
@@ -575,3 +575,32 @@ def labelled_count(snapshot: Path) -> int:
 
     tasks, _ = read_snapshot(snapshot)  # the one reader of exports: a broken one is named, not a KeyError
     return sum(1 for t in tasks if any(not a.get("was_cancelled") for a in t.get("annotations") or []))
+
+
+def _manifest(run_dir: Path) -> dict:
+    """The manifest of the dataset version a run was trained on (its taxonomy, by path and by class names)."""
+    info = Run(run_dir).info()
+    try:
+        return read_json(Path(info["dataset_path"]) / "manifest.json", "dataset manifest")
+    except (KeyError, TypeError):
+        raise SegLoopError("run.json names no dataset_path", path=run_dir / "run.json",
+                           fix="use a run folder written by python -m train.run") from None
+
+
+def run_taxonomy(run_dir: Path) -> str:
+    """The taxonomy file a run was trained on: its regions are named by that file's classes and colours."""
+    try:
+        return _manifest(run_dir)["taxonomy"]["path"]
+    except (KeyError, TypeError):
+        raise SegLoopError("the run's dataset manifest names no taxonomy", path=run_dir,
+                           fix="use a run trained on a dataset version built by python -m ingest build") from None
+
+
+def check_taxonomy_is_the_runs(taxonomy, run_dir: Path) -> None:
+    """``--taxonomy`` may only restate the run's classes: prediction files hold the run's class indices."""
+    classes = (_manifest(run_dir).get("taxonomy") or {}).get("classes")
+    names = [c["name"] if isinstance(c, dict) else str(c) for c in classes or []]
+    if names and names != list(taxonomy.names):
+        raise SegLoopError(f"taxonomy '{taxonomy.name}' has classes {', '.join(taxonomy.names)}, but run "
+                           f"{run_dir.name} was trained on {', '.join(names)}", path=taxonomy.path,
+                           fix="leave out --taxonomy (the run's own is used)")

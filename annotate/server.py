@@ -2,9 +2,10 @@
 
 Label Studio runs from its own virtual environment (``make labelstudio`` makes ``.venv-labelstudio``), bound to
 127.0.0.1 only, with its data (SQLite database, uploads) under ``data/labelstudio/server/``, local-file serving
-rooted at SegLoop's ``data/`` folder, an admin user and API token created without prompts, and no outbound
-traffic: analytics, Sentry and version checks off, and HTTP(S)_PROXY pointed at a dead loopback port, because its
-UI otherwise fetches tips from the internet on every page. The token lives in a mode-0600 file and is never
+rooted at SegLoop's ``data/`` folder, an admin user and API token created without prompts, ML backends and their
+webhooks on loopback allowed (``python -m annotate backend``), and no outbound traffic: analytics, Sentry and
+version checks off, and HTTP(S)_PROXY pointed at a dead loopback port, because its UI otherwise fetches tips from
+the internet on every page. The token lives in a mode-0600 file and is never
 printed whole, put on a command line or logged. The data folder is mode 0700 and the server runs with umask 077,
 so its SQLite database (which holds the token too), uploads and logs are readable by this user only.
 ``server stop`` signals the recorded process only while its command line is still this server's (Label Studio's
@@ -62,6 +63,11 @@ def server_env(data_dir: Path, files_root: Path) -> dict[str, str]:
         "HTTP_PROXY": DEAD_PROXY, "HTTPS_PROXY": DEAD_PROXY, "http_proxy": DEAD_PROXY, "https_proxy": DEAD_PROXY,
         "NO_PROXY": "127.0.0.1,localhost", "no_proxy": "127.0.0.1,localhost",
         "PYTHONUNBUFFERED": "1",
+        # SegLoop's ML backend listens on loopback beside this server: Label Studio refuses a backend URL on a
+        # reserved address (POST /api/ml: 403) and blocks the webhook it creates for it unless these are off.
+        # This server is itself bound to 127.0.0.1, so no one else can point it at an internal address.
+        "ML_BLOCK_LOCAL_IP": "false",
+        "SSRF_PROTECTION_ENABLED": "false",
     })
     return env
 

@@ -40,6 +40,7 @@ def box_f1(tp: int, fp: int, fn: int) -> float:
 
 class DetectionEvaluation(InstanceEvaluation):
     task = "detection"
+    headline: tuple[str, tuple[str, ...]] = ("box AP", ("bbox", "AP"))
     tta_problem = ("a detection model's boxes of an image and of its mirror image are not averaged (that needs box "
                    "matching, which SegLoop does not do)")
 

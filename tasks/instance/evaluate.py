@@ -41,6 +41,7 @@ def predict_instances(model: torch.nn.Module, image: np.ndarray, device: torch.d
 
 class InstanceEvaluation:
     task = "instance"
+    headline: tuple[str, tuple[str, ...]] = ("mask AP", ("segm", "AP"))
     tta_problem = ("an instance model's detections of an image and of its mirror image are not averaged (that "
                    "needs box and mask matching, which SegLoop does not do)")
 

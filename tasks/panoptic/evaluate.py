@@ -35,6 +35,7 @@ from tasks.panoptic.results import panoptic_maps, segment_count, segment_uncerta
 
 class PanopticEvaluation(DetectionEvaluation):
     task = "panoptic"
+    headline: tuple[str, tuple[str, ...]] = ("PQ", ("PQ",))
     tta_problem = ("a panoptic model's segments of an image and of its mirror image are not averaged (that needs "
                    "segment matching, which SegLoop does not do)")
 

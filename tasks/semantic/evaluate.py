@@ -33,6 +33,8 @@ from train.models.heads import decoding_of
 
 class SemanticEvaluation:
     task = "semantic"
+    # the figure that ranks two models of this task on one split (metrics.json path), e.g. before a model is replaced
+    headline: tuple[str, tuple[str, ...]] = ("mIoU", ("mIoU",))
     tta_problem: str | None = None  # --tta averages the flipped image's class probabilities
 
     def channels_last(self, model: nn.Module, device: torch.device, requested: bool) -> bool:
