@@ -19,6 +19,7 @@ import base64
 import binascii
 import hashlib
 import ipaddress
+import json
 import logging
 import os
 import re
@@ -36,7 +37,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from annotate.client import LabelStudio
+from annotate.client import LabelStudio, _no_proxy_opener
 from annotate.labeling_config import TOOLS
 from annotate.project import check_run_classes, prediction_version, run_taxonomy
 from core.errors import SegLoopError
@@ -204,9 +205,8 @@ class ImageFetcher:
             raise RequestError(502, f"task {task_id}: the token for {url} was refused: {exc.message}") from None
         if auth:
             req.add_header("Authorization", auth)
-        opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
         try:
-            with opener.open(req, timeout=FETCH_TIMEOUT) as resp:
+            with _no_proxy_opener().open(req, timeout=FETCH_TIMEOUT) as resp:
                 size = resp.headers.get("Content-Length")
                 if size and size.isdigit() and int(size) > MAX_IMAGE:
                     raise RequestError(413, f"task {task_id}: image {url} has {int(size)} bytes, over "
@@ -477,8 +477,6 @@ def create_app(backend: Backend, auth: Callable[[str | None], bool] | None = Non
             body += chunk
         if over:
             raise RequestError(413, f"request body over {MAX_BODY >> 20} MiB")
-        import json
-
         try:
             data = json.loads(bytes(body) or b"{}")
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
